@@ -1,0 +1,43 @@
+# InfiniteContext developer tasks. The README's two commands are `./dev.sh demo` and
+# `./dev.sh test`; dev.sh installs make and python3-venv, then runs these targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The environment is rebuilt only when what it is built from changes.
+ENV_HASH := $(shell cat pyproject.toml requirements/*.txt scripts/setup-venv.sh | sha256sum | cut -c1-16)
+ENV_STAMP := $(VENV)/.installed-$(ENV_HASH)
+
+# Targets that must run before the tests (the local cluster, SLURM …); mk/*.mk add to it.
+TEST_PREREQS :=
+
+.PHONY: help setup lint typecheck test demo
+help:
+	@echo "./dev.sh demo   run the main job"
+	@echo "./dev.sh test   set up everything the tests need, then lint, type-check and test"
+
+setup: $(ENV_STAMP)
+
+$(ENV_STAMP):
+	rm -f $(VENV)/.installed-*
+	scripts/setup-venv.sh $(VENV)
+	touch $@
+
+include $(sort $(wildcard mk/*.mk))
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	scripts/typecheck.sh $(VENV)
+
+test: setup lint typecheck $(TEST_PREREQS)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/icx model memory --preset 1b --context 131072
+	$(BIN)/icx model generate --preset tiny --prompt "The pass key is 12345. Remember it." --max-new-tokens 16

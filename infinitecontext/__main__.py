@@ -1,0 +1,5 @@
+"""`python -m infinitecontext` is the same as `icx`."""
+
+from infinitecontext.cli import main
+
+main()

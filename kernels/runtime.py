@@ -1,0 +1,30 @@
+"""Small facts about where kernels run, shared by the Triton launchers."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+def triton_interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.cache
+def sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device."""
+    return int(torch.cuda.get_device_properties(device_index).multi_processor_count)
+
+
+def device_sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132  # the interpreter's stand-in: an H100 SXM
+    return sm_count(device.index or 0)
+
+
+def check_last_dim_contiguous(name: str, tensor: torch.Tensor) -> None:
+    if tensor.stride(-1) != 1:
+        raise ValueError(f"{name} must have a contiguous last dimension, got {tensor.stride()}")

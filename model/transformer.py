@@ -1,0 +1,141 @@
+"""The MLA decoder: embeddings, N × (MLA attention + SwiGLU MLP), final norm, LM head.
+
+Module names mirror transformers' DeepseekV3ForCausalLM (`model.layers.0.self_attn.
+kv_b_proj`, `lm_head` …), so our state dict *is* the Hugging Face checkpoint and
+export needs no name map (see hf.py). Dense only: every layer has the same MLP.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infinitecontext.model.attention import MLAttention
+from infinitecontext.model.cache import LatentKVCache
+from infinitecontext.model.config import MLAConfig
+from infinitecontext.model.norm import RMSNorm
+from infinitecontext.model.rope import cos_sin, inv_frequencies
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: MLAConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MLAConfig, layer_index: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = MLAttention(cfg, layer_index)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LatentKVCache | None,
+        absorb: bool,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, cache, absorb)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """transformers' `DeepseekV3Model`: everything but the LM head."""
+
+    def __init__(self, cfg: MLAConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class MLATransformer(nn.Module):
+    def __init__(self, cfg: MLAConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        inv_freq, self.rope_attention_factor = inv_frequencies(cfg)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def init_weights(self, seed: int | None = None) -> None:
+        """Normal(0, initializer_range) for linears and embeddings, ones for norms (as HF)."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear | nn.Embedding):
+                    noise = torch.randn(module.weight.shape, generator=generator) * std
+                    module.weight.copy_(noise)
+                elif isinstance(module, RMSNorm):
+                    module.weight.fill_(1.0)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Training / scoring: logits (B, T, V) for tokens (B, T) at positions 0..T-1."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self._run(input_ids, positions.expand_as(input_ids), cache=None, absorb=False)
+
+    def prefill(
+        self, input_ids: torch.Tensor, lengths: torch.Tensor, cache: LatentKVCache
+    ) -> torch.Tensor:
+        """Right-padded prompts (B, T) of `lengths` tokens each → logits (B, T, V).
+
+        Runs the up-projected path and fills the cache from position 0; the entries
+        past each length are padding that the next decode steps overwrite.
+        """
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        logits = self._run(input_ids, positions.expand_as(input_ids), cache, absorb=False)
+        cache.lengths.copy_(lengths)
+        return logits
+
+    def decode(self, input_ids: torch.Tensor, cache: LatentKVCache) -> torch.Tensor:
+        """Append tokens (B, T) after each sequence's cached tokens; absorbed path."""
+        steps = torch.arange(input_ids.shape[1], device=input_ids.device)
+        positions = cache.lengths[:, None].long() + steps  # (B, T)
+        logits = self._run(input_ids, positions, cache, absorb=True)
+        cache.lengths += input_ids.shape[1]
+        return logits
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LatentKVCache | None,
+        absorb: bool,
+    ) -> torch.Tensor:
+        cos, sin = cos_sin(positions, self.inv_freq, self.rope_attention_factor)  # (B, T, R/2)
+        x = self.model.embed_tokens(input_ids)  # (B, T, D)
+        for block in self.model.layers:
+            x = block(x, cos, sin, positions, cache, absorb)
+        return self.lm_head(self.model.norm(x))  # (B, T, V)
+
+    def new_cache(
+        self, batch_size: int, max_len: int, dtype: torch.dtype | None = None
+    ) -> LatentKVCache:
+        dtype = dtype or self.lm_head.weight.dtype
+        device = self.lm_head.weight.device
+        return LatentKVCache(self.config, batch_size, max_len, dtype=dtype, device=device)
+
+
+def build(cfg: MLAConfig, seed: int | None = 0, device: str = "cpu") -> MLATransformer:
+    """A randomly initialised model on `device`, built on the meta device first."""
+    with torch.device("meta"):
+        model = MLATransformer(cfg)
+    model.to_empty(device=device)
+    inv_freq, _ = inv_frequencies(cfg)
+    model.inv_freq = inv_freq.to(device)
+    model.init_weights(seed)
+    return model

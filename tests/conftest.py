@@ -1,0 +1,5 @@
+"""Shared pytest set-up. Fixtures that start real services live in tests/plugins/."""
+
+pytest_plugins: list[str] = [
+    # one line per plugin module under tests/plugins/
+]
