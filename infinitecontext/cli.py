@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from infinitecontext.devcluster_cli import app as dev_app
 from infinitecontext.model.cli import app as model_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 # Subcommand groups, one line each (keep this block sorted by name).
+app.add_typer(dev_app, name="dev")
 app.add_typer(model_app, name="model")
 
 

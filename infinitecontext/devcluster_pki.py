@@ -80,7 +80,9 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
     # Backdated a minute so that a certificate is valid at once on every process.
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
     return (
@@ -94,7 +96,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def make_ca(common_name: str = "icx-dev-cluster-ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "icx-dev-cluster-ca",
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     name = _name(common_name)
     cert = (

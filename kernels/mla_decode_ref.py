@@ -66,16 +66,17 @@ def mla_decode_ref(
     out 0 and lse −inf.
     """
     latent = gather_latent(cache, lengths, block_table, cache_scale).to(compute_dtype)
+    positions = torch.arange(latent.shape[1], device=lengths.device)
+    valid = positions[None, :] < lengths[:, None]  # (B, L)
+    latent = latent.masked_fill(~valid[..., None], 0.0)  # rows past the length may hold NaN
     c_kv, k_pe = latent[..., :KV_LORA_RANK], latent[..., KV_LORA_RANK:]
     scores = torch.einsum("bhc,btc->bht", q_lat.to(compute_dtype), c_kv)
     scores = scores + torch.einsum("bhr,btr->bht", q_pe.to(compute_dtype), k_pe)
     scores = scores * softmax_scale  # (B, H, L)
-    positions = torch.arange(latent.shape[1], device=lengths.device)
-    valid = positions[None, :] < lengths[:, None]  # (B, L)
     scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # (B, H)
     probs = torch.exp(scores - lse.unsqueeze(-1).clamp_min(torch.finfo(compute_dtype).min))
-    out = torch.einsum("bht,btc->bhc", probs.nan_to_num(0.0), c_kv)
+    out = torch.einsum("bht,btc->bhc", probs, c_kv)
     return out.to(q_lat.dtype), lse.float()
 
 
@@ -112,7 +113,5 @@ def decompress_attention(
     k_rope = k_pe.unsqueeze(1).expand(-1, heads, -1, -1)  # (B, H, L, 64)
     key = torch.cat([k_nope, k_rope], dim=-1)  # (B, H, L, 192)
     query = torch.cat([q_nope, q_pe], dim=-1).unsqueeze(2)  # (B, H, 1, 192)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, scale=softmax_scale
-    )
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=softmax_scale)
     return out.squeeze(2)

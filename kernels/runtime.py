@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -28,3 +29,10 @@ def device_sm_count(device: torch.device) -> int:
 def check_last_dim_contiguous(name: str, tensor: torch.Tensor) -> None:
     if tensor.stride(-1) != 1:
         raise ValueError(f"{name} must have a contiguous last dimension, got {tensor.stride()}")
+
+
+def empty(
+    shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """An uninitialised buffer on `like`'s device; the tests swap in a NaN-filled one."""
+    return torch.empty(tuple(shape), device=like.device, dtype=dtype or like.dtype)

@@ -105,7 +105,11 @@ class MLAttention(nn.Module):
         return out.transpose(1, 2)  # (B, T, H, v)
 
     def _attend_latent(
-        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, positions: torch.Tensor
+        self,
+        q_nope: torch.Tensor,
+        q_pe: torch.Tensor,
+        latent: torch.Tensor,
+        positions: torch.Tensor,
     ) -> torch.Tensor:
         """Absorbed attention over the latent cache (B, S, C + R) up to each query's position."""
         w = self.kv_b_proj.weight.unflatten(0, (self.n_heads, -1))  # (H, nope + v, C)

@@ -26,16 +26,22 @@ def memory(
 ) -> None:
     """Parameters, weights and KV-cache size: MLA against MHA and GQA of the same model."""
     report = memory_report(_preset(preset_name), context, bytes_per_value)
-    console.print(f"[bold]{preset_name}[/]: {report.parameters:,} parameters, "
-                  f"weights {human_bytes(report.weight_bytes)} at {bytes_per_value} B/value")
+    console.print(
+        f"[bold]{preset_name}[/]: {report.parameters:,} parameters, "
+        f"weights {human_bytes(report.weight_bytes)} at {bytes_per_value} B/value"
+    )
     mla = report.lines[0].bytes_per_token
     table = Table(title=f"KV cache at {context:,} tokens")
     for column in ("cache", "per token", f"at {context:,}", "MLA saves"):
         table.add_column(column, justify="left" if column == "cache" else "right")
     for line in report.lines:
         saved = "—" if line.bytes_per_token == mla else f"{saving(mla, line.bytes_per_token):.1f}%"
-        table.add_row(line.name, human_bytes(line.bytes_per_token),
-                      human_bytes(line.bytes_per_token * context), saved)
+        table.add_row(
+            line.name,
+            human_bytes(line.bytes_per_token),
+            human_bytes(line.bytes_per_token * context),
+            saved,
+        )
     console.print(table)
 
 
@@ -90,4 +96,3 @@ def _preset(name: str) -> MLAConfig:
         return preset(name)
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--preset") from None
-

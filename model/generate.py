@@ -30,7 +30,9 @@ def generate(
     device = model.lm_head.weight.device
     lengths = torch.tensor([len(p) for p in prompts], dtype=torch.int32, device=device)
     cache = model.new_cache(len(prompts), int(lengths.max()) + sampling.max_new_tokens)
-    generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
+    generator = (
+        torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
+    )
 
     logits = model.prefill(_right_pad(prompts, model.config.pad_token_id, device), lengths, cache)
     last = logits[torch.arange(len(prompts)), lengths.long() - 1]  # (B, V)

@@ -80,11 +80,15 @@ def from_hf_config(raw: dict[str, Any]) -> MLAConfig:
         raise ConfigError(f"model_type must be 'deepseek_v3', got {raw.get('model_type')!r}")
     layers = raw["num_hidden_layers"]
     if raw.get("n_routed_experts") and raw.get("first_k_dense_replace", 0) < layers:
-        raise ConfigError("MoE layers are not supported: set first_k_dense_replace to the layer count")
+        raise ConfigError(
+            "MoE layers are not supported: set first_k_dense_replace to the layer count"
+        )
     if raw.get("attention_bias"):
         raise ConfigError("attention_bias=true is not supported (DeepSeek-V3 has no biases)")
     if raw.get("rope_interleave") is False:
-        raise ConfigError("rope_interleave=false is not supported; DeepSeek-V3 uses interleaved RoPE")
+        raise ConfigError(
+            "rope_interleave=false is not supported; DeepSeek-V3 uses interleaved RoPE"
+        )
     rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
     theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
     yarn = YarnScaling()
@@ -109,10 +113,15 @@ def from_hf_config(raw: dict[str, Any]) -> MLAConfig:
         v_head_dim=raw["v_head_dim"],
         rope_theta=theta,
         yarn=yarn,
-        bos_token_id=raw.get("bos_token_id") or 0,
+        bos_token_id=_first_present(raw, "bos_token_id", default=0),
         eos_token_id=eos[0] if isinstance(eos, list) else eos,
-        pad_token_id=raw.get("pad_token_id") if raw.get("pad_token_id") is not None else 2,
+        pad_token_id=_first_present(raw, "pad_token_id", default=2),
     )
+
+
+def _first_present(raw: dict[str, Any], key: str, default: int) -> int:
+    value = raw.get(key)
+    return default if value is None else int(value)
 
 
 def export(
@@ -131,8 +140,11 @@ def export(
     }
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(to_hf_config(cfg, dtype), indent=2) + "\n")
-    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
-                  "pad_token_id": cfg.pad_token_id}
+    generation = {
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+    }
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:

@@ -41,11 +41,15 @@ def kv_bytes_per_token(cfg: MLAConfig, kv_heads: int, bytes_per_value: int = 2) 
 def memory_report(cfg: MLAConfig, context: int, bytes_per_value: int = 2) -> MemoryReport:
     heads = cfg.num_attention_heads
     lines = [CacheLine("MLA (latent)", mla_bytes_per_token(cfg, bytes_per_value))]
-    lines.append(CacheLine(f"MHA ({heads} KV heads)", kv_bytes_per_token(cfg, heads, bytes_per_value)))
+    lines.append(
+        CacheLine(f"MHA ({heads} KV heads)", kv_bytes_per_token(cfg, heads, bytes_per_value))
+    )
     for groups in (8, 4):
         if groups < heads:
             lines.append(
-                CacheLine(f"GQA ({groups} KV heads)", kv_bytes_per_token(cfg, groups, bytes_per_value))
+                CacheLine(
+                    f"GQA ({groups} KV heads)", kv_bytes_per_token(cfg, groups, bytes_per_value)
+                )
             )
     params = count_parameters(cfg)
     return MemoryReport(params, params * bytes_per_value, context, tuple(lines))

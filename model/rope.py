@@ -49,8 +49,8 @@ def _correction_range(
     def dim_for(rotations: float) -> float:
         return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
-    low = max(math.floor(dim_for(beta_fast)), 0)
-    high = min(math.ceil(dim_for(beta_slow)), dim - 1)
+    low = float(max(math.floor(dim_for(beta_fast)), 0))
+    high = float(min(math.ceil(dim_for(beta_slow)), dim - 1))
     if low == high:
         high += 0.001  # avoid a zero-width ramp
     return low, high

@@ -16,13 +16,39 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 
-_SUBJECTS = ("The grass", "The sky", "A river", "The old map", "Our ship", "The library",
-             "A quiet town", "The market", "Every garden", "The mountain road")
+_SUBJECTS = (
+    "The grass",
+    "The sky",
+    "A river",
+    "The old map",
+    "Our ship",
+    "The library",
+    "A quiet town",
+    "The market",
+    "Every garden",
+    "The mountain road",
+)
 _VERBS = ("is", "looks", "was", "seems", "stays", "became")
-_OBJECTS = ("green", "blue", "calm", "busy", "far away", "full of light", "covered in snow",
-            "older than anyone remembers", "quiet at night", "open until noon")
-_CLAUSES = ("Here we go.", "There and back again.", "Nobody said a word.",
-            "The pass key is hidden somewhere.", "Remember the numbers.", "Keep reading.")
+_OBJECTS = (
+    "green",
+    "blue",
+    "calm",
+    "busy",
+    "far away",
+    "full of light",
+    "covered in snow",
+    "older than anyone remembers",
+    "quiet at night",
+    "open until noon",
+)
+_CLAUSES = (
+    "Here we go.",
+    "There and back again.",
+    "Nobody said a word.",
+    "The pass key is hidden somewhere.",
+    "Remember the numbers.",
+    "Keep reading.",
+)
 
 
 def synthetic_text(seed: int, sentences: int) -> Iterator[str]:

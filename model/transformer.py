@@ -69,6 +69,7 @@ class MLATransformer(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         inv_freq, self.rope_attention_factor = inv_frequencies(cfg)
+        self.inv_freq: torch.Tensor
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def init_weights(self, seed: int | None = None) -> None:

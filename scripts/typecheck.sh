@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mypy cannot follow setuptools' folder mapping (infinitecontext.trainer lives in
 # trainer_image/), so we lay the namespace out as links under build/typecheck and
-# check that tree: error paths still name the real files.
+# check that tree (errors name build/typecheck/infinitecontext/<module>/…).
 set -euo pipefail
 venv=${1:-.venv}
 root=build/typecheck/infinitecontext

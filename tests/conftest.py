@@ -2,4 +2,7 @@
 
 pytest_plugins: list[str] = [
     # one line per plugin module under tests/plugins/
+    "plugins.mlflow_server",
+    "plugins.kube",
+    "plugins.kernels",
 ]

@@ -11,13 +11,14 @@ out=$(mkdir -p "${1:-$here/../../.cache/cluster/bin}" && cd "${1:-$here/../../.c
 
 # No toolchain can be fetched here: use the machine's Go, which must be >= the go
 # directive of go.mod (1.26.0).
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
 key=$(cat "$here/go.mod" "$here/go.sum" "$0" | sha256sum | cut -c1-16)-$(go env GOVERSION)
 stamp="$out/.built-$key"
 missing=0
 for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing=1; done
+[[ -f "$out/stages/pod-complete.yaml" ]] || missing=1
 if [[ -f "$stamp" && $missing -eq 0 ]]; then
   echo "cluster-build: binaries in $out are current"
   exit 0
@@ -43,6 +44,16 @@ go build -trimpath -ldflags "$ldflags" -o "$out/" \
   sigs.k8s.io/kwok/cmd/kwok
 # etcd's main package is the root of its server module, so its default binary name is v3.
 go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+# kwok's own Stage rules (nodes Ready with leases; pods Running/Ready; Job pods
+# Succeeded; deleted pods gone), read by devcluster.py: taken from the pinned module
+# rather than copied into this repository.
+kwok_dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+mkdir -p "$out/stages"
+rm -f "$out"/stages/*.yaml
+for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+  pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+  install -m 0644 "$kwok_dir/kustomize/stage/$stage.yaml" "$out/stages/"
+done
 rm -f "$out"/.built-*
 touch "$stamp"
 echo "cluster-build: done in $((SECONDS - start)) s"

@@ -1,0 +1,63 @@
+"""`icx dev cluster up|down|status`: the local control plane of ``devcluster.py``."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Developer tools.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok) on loopback.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    cpu_nodes: int = typer.Option(2, help="Simulated nodes without GPUs."),
+    gpu_nodes: int = typer.Option(2, help="Simulated nodes with nvidia.com/gpu capacity."),
+    gpus_per_node: int = typer.Option(8, help="nvidia.com/gpu capacity of each GPU node."),
+    build: bool = typer.Option(True, help="Run the (incremental) build first."),
+) -> None:
+    """Build if needed, start the plane and print how to use it (state: $ICX_CLUSTER_DIR)."""
+    from infinitecontext import devcluster
+
+    layout = devcluster.ClusterLayout.from_env()
+    if build:
+        devcluster.build(layout)
+    spec = devcluster.ClusterSpec(
+        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node
+    )
+    state = devcluster.up(layout, spec)
+    typer.echo(f"cluster ready at {state.server} after {state.ready_after_s:.1f} s")
+    typer.echo(f"export KUBECONFIG={layout.admin_kubeconfig}")
+    typer.echo(f"export PATH={layout.bin_dir}:$PATH   # kubectl")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the plane's processes."""
+    from infinitecontext import devcluster
+
+    stopped = devcluster.down(devcluster.ClusterLayout.from_env())
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Show each component's process and memory, and whether the API server is ready."""
+    from infinitecontext import devcluster
+
+    report = devcluster.status(devcluster.ClusterLayout.from_env())
+    if report.server is None:
+        typer.echo("no cluster: run `icx dev cluster up`")
+        raise typer.Exit(1)
+    typer.echo(
+        f"server {report.server}  ready={report.ready}  kubeconfig {report.admin_kubeconfig}"
+    )
+    for c in report.components:
+        state = "running" if c.running else "STOPPED"
+        typer.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<8} {c.rss_mib:7.0f} MiB")
+    typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
+    if not report.ready:
+        raise typer.Exit(1)

@@ -1,0 +1,377 @@
+"""Triton flash-decoding for absorbed MLA over the latent cache (contiguous or paged, bf16 or fp8).
+
+Math (reference: mla_decode_ref.py; DeepSeek-V2 §2.1.3 absorption, FlashMLA's layout): each
+cached row is ``[c_KV (512) | k_pe (64)]`` and is both key and value. For head h and token t
+
+    s[h, t] = scale · (q_lat[h]·c_KV[t] + q_pe[h]·k_pe[t]),
+    out[h]  = Σ_t softmax(s[h])_t · c_KV[t],   lse[h] = log Σ_t exp(s[h, t]).
+
+Flash-decoding (Dao et al., "Flash-Decoding for long-context inference", 2023): the context
+of each sequence is cut into `num_splits` chunks handled by separate programs. A program owns
+BLOCK_H heads of one sequence and one chunk; it streams BLOCK_N-row tiles of the latent cache
+from HBM once, uses the same tile for the scores and for the values, and keeps a running max
+and sum (online softmax, fp32, base 2). Each chunk writes a normalised partial output and its
+log-sum-exp; `_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
+
+FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
+converted to bf16 exactly (e4m3 ⊂ bf16) and the scale is applied to the BLOCK_H×BLOCK_N
+scores and probabilities instead of the 576-wide rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from infinitecontext.kernels import runtime
+from infinitecontext.kernels.mla_decode_ref import KV_LORA_RANK, LATENT_DIM, ROPE_DIM
+from infinitecontext.kernels.runtime import (
+    check_last_dim_contiguous,
+    device_sm_count,
+    triton_interpreting,
+)
+from torch import Tensor
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+MAX_SPLITS = 256
+MIN_TOKENS_PER_SPLIT = 256
+"""A chunk shorter than this spends more on its partial write and the combine than it saves."""
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Tile shape and launch settings of the split kernel."""
+
+    block_h: int
+    """Heads per program; they share every latent tile read (≥ 16 for tl.dot)."""
+    block_n: int
+    """Cache rows per tile."""
+    num_warps: int
+    num_stages: int
+    ctas_per_sm: int
+    """Programs one SM keeps resident at once; the split heuristic fills this many slots."""
+
+
+def default_config(heads: int) -> DecodeConfig:
+    """Memory-bound tiles for few heads; one 64-head tile (wgmma-sized) for many heads."""
+    if heads <= 16:
+        return DecodeConfig(block_h=16, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2)
+    if heads <= 32:
+        return DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2)
+    return DecodeConfig(block_h=64, block_n=32, num_warps=8, num_stages=2, ctas_per_sm=1)
+
+
+def choose_num_splits(
+    batch: int,
+    head_groups: int,
+    max_len: int,
+    sm_count: int,
+    ctas_per_sm: int,
+    min_tokens_per_split: int = MIN_TOKENS_PER_SPLIT,
+    max_splits: int = MAX_SPLITS,
+) -> int:
+    """How many chunks to cut each sequence into so that the grid fills the GPU.
+
+    FlashAttention-2's `num_splits_heuristic`: with `slots` programs resident at once, take
+    the fewest splits whose wave efficiency (work / rounded-up waves) is within 85% of the
+    best one reachable, never making a chunk shorter than `min_tokens_per_split`. A grid that
+    already fills 80% of the slots is not split.
+    """
+    slots = sm_count * ctas_per_sm
+    programs = batch * head_groups
+    if programs >= 0.8 * slots:
+        return 1
+    limit = max(1, min(max_splits, max_len // min_tokens_per_split, 2 * slots))
+    efficiencies = []
+    for splits in range(1, limit + 1):
+        waves = programs * splits / slots
+        efficiencies.append(waves / math.ceil(waves))
+    best = max(efficiencies)
+    for splits, efficiency in enumerate(efficiencies, start=1):
+        if efficiency >= 0.85 * best:
+            return splits
+    return limit
+
+
+@triton.jit
+def _split_kernel(
+    q_lat_ptr,
+    q_pe_ptr,
+    cache_ptr,
+    scale_ptr,
+    block_table_ptr,
+    lengths_ptr,
+    part_out_ptr,
+    part_lse_ptr,
+    out_ptr,
+    lse_ptr,
+    sm_scale_log2,
+    heads,
+    num_splits,
+    stride_q_b,
+    stride_q_h,
+    stride_pe_b,
+    stride_pe_h,
+    stride_c_outer,
+    stride_c_tok,
+    stride_s_outer,
+    stride_s_tok,
+    stride_bt_b,
+    stride_o_b,
+    stride_o_h,
+    D_LAT: tl.constexpr,
+    D_PE: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    PAGED: tl.constexpr,
+    FP8: tl.constexpr,
+    SINGLE_SPLIT: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    # Head group fastest: the programs sharing a latent tile run together and share it in L2.
+    head_group = tl.program_id(0)
+    split = tl.program_id(1)
+    seq = tl.program_id(2)
+
+    seq_len = tl.load(lengths_ptr + seq)
+    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    start = split * chunk
+    end = tl.minimum(start + chunk, seq_len)
+
+    offs_h = head_group * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask_h = offs_h < heads
+    offs_d = tl.arange(0, D_LAT)
+    offs_r = tl.arange(0, D_PE)
+    q_lat = tl.load(
+        q_lat_ptr + seq * stride_q_b + offs_h[:, None] * stride_q_h + offs_d[None, :],
+        mask=mask_h[:, None],
+        other=0.0,
+    )
+    q_pe = tl.load(
+        q_pe_ptr + seq * stride_pe_b + offs_h[:, None] * stride_pe_h + offs_r[None, :],
+        mask=mask_h[:, None],
+        other=0.0,
+    )
+    if DOT_FP32:
+        q_lat = q_lat.to(tl.float32)
+        q_pe = q_pe.to(tl.float32)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, D_LAT], dtype=tl.float32)
+    for tile_start in range(start, end, BLOCK_N):
+        offs_t = tile_start + tl.arange(0, BLOCK_N)
+        mask_t = offs_t < end
+        if PAGED:
+            page = tl.load(
+                block_table_ptr + seq * stride_bt_b + offs_t // PAGE_SIZE, mask=mask_t, other=0
+            ).to(tl.int64)
+            in_page = offs_t % PAGE_SIZE
+            rows = page * stride_c_outer + in_page * stride_c_tok
+            scale_rows = page * stride_s_outer + in_page * stride_s_tok
+        else:
+            rows = seq.to(tl.int64) * stride_c_outer + offs_t.to(tl.int64) * stride_c_tok
+            scale_rows = seq.to(tl.int64) * stride_s_outer + offs_t.to(tl.int64) * stride_s_tok
+        c_kv = tl.load(cache_ptr + rows[:, None] + offs_d[None, :], mask=mask_t[:, None], other=0.0)
+        k_pe = tl.load(
+            cache_ptr + rows[:, None] + D_LAT + offs_r[None, :], mask=mask_t[:, None], other=0.0
+        )
+        c_kv = c_kv.to(q_lat.dtype)
+        k_pe = k_pe.to(q_pe.dtype)
+
+        scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))  # (BLOCK_H, BLOCK_N)
+        if FP8:
+            token_scale = tl.load(scale_ptr + scale_rows, mask=mask_t, other=0.0)
+            scores = scores * token_scale[None, :]
+        scores = tl.where(mask_t[None, :], scores * sm_scale_log2, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        probs = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(probs, axis=1)
+        if FP8:
+            probs = probs * token_scale[None, :]
+        acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
+        m_i = m_new
+
+    has_rows = l_i > 0.0
+    out = acc / tl.where(has_rows, l_i, 1.0)[:, None]
+    lse_log2 = tl.where(has_rows, m_i + tl.log2(tl.where(has_rows, l_i, 1.0)), float("-inf"))
+    if SINGLE_SPLIT:
+        o_ptrs = out_ptr + seq * stride_o_b + offs_h[:, None] * stride_o_h + offs_d[None, :]
+        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_h[:, None])
+        tl.store(lse_ptr + seq * heads + offs_h, lse_log2 * 0.6931471805599453, mask=mask_h)
+    else:
+        # Partials are (B, H, splits, D_LAT) and (B, H, splits), contiguous.
+        part = (seq * heads + offs_h) * num_splits + split
+        tl.store(
+            part_out_ptr + part[:, None].to(tl.int64) * D_LAT + offs_d[None, :],
+            out,
+            mask=mask_h[:, None],
+        )
+        tl.store(part_lse_ptr + part, lse_log2, mask=mask_h)
+
+
+@triton.jit
+def _combine_kernel(
+    part_out_ptr,
+    part_lse_ptr,
+    out_ptr,
+    lse_ptr,
+    heads,
+    num_splits,
+    stride_o_b,
+    stride_o_h,
+    D_LAT: tl.constexpr,
+):
+    """Merge the chunks of one (sequence, head): out = Σ_s 2^(lse_s − lse) · out_s."""
+    head = tl.program_id(0)
+    seq = tl.program_id(1)
+    row = seq * heads + head
+    offs_d = tl.arange(0, D_LAT)
+    m_i = float("-inf")
+    l_i = 0.0
+    acc = tl.zeros([D_LAT], dtype=tl.float32)
+    for split in range(0, num_splits):
+        lse_s = tl.load(part_lse_ptr + row * num_splits + split)
+        m_new = tl.maximum(m_i, lse_s)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all chunks so far empty
+        alpha = tl.exp2(m_i - m_safe)
+        weight = tl.exp2(lse_s - m_safe)
+        part = tl.load(part_out_ptr + (row.to(tl.int64) * num_splits + split) * D_LAT + offs_d)
+        acc = acc * alpha + weight * part
+        l_i = l_i * alpha + weight
+        m_i = m_new
+    has_rows = l_i > 0.0
+    out = acc / tl.where(has_rows, l_i, 1.0)
+    tl.store(
+        out_ptr + seq * stride_o_b + head * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty)
+    )
+    lse = tl.where(
+        has_rows, (m_i + tl.log2(tl.where(has_rows, l_i, 1.0))) * 0.6931471805599453, float("-inf")
+    )
+    tl.store(lse_ptr + row, lse)
+
+
+def _check_inputs(
+    q_lat: Tensor,
+    q_pe: Tensor,
+    cache: Tensor,
+    lengths: Tensor,
+    block_table: Tensor | None,
+    cache_scale: Tensor | None,
+) -> None:
+    batch, heads, _ = q_lat.shape
+    if q_lat.shape[-1] != KV_LORA_RANK or q_pe.shape != (batch, heads, ROPE_DIM):
+        raise ValueError(
+            f"want q_lat (B, H, 512) and q_pe (B, H, 64), got {q_lat.shape}, {q_pe.shape}"
+        )
+    if cache.dim() != 3 or cache.shape[-1] != LATENT_DIM or cache.stride(-1) != 1:
+        raise ValueError(f"cache must be (·, ·, 576) with contiguous rows, got {cache.shape}")
+    if lengths.shape != (batch,) or lengths.dtype != torch.int32:
+        raise ValueError(
+            f"lengths must be int32 of shape ({batch},), got {lengths.dtype} {lengths.shape}"
+        )
+    if block_table is not None and (block_table.dim() != 2 or block_table.dtype != torch.int32):
+        raise ValueError("block_table must be an int32 (B, max_pages) tensor")
+    if (cache.dtype == torch.float8_e4m3fn) != (cache_scale is not None):
+        raise ValueError("cache_scale is required exactly when the cache is float8_e4m3fn")
+    if cache_scale is not None and cache_scale.shape != cache.shape[:2]:
+        raise ValueError(f"cache_scale must be {tuple(cache.shape[:2])}, got {cache_scale.shape}")
+    check_last_dim_contiguous("q_lat", q_lat)
+    check_last_dim_contiguous("q_pe", q_pe)
+
+
+def mla_decode_triton(
+    q_lat: Tensor,
+    q_pe: Tensor,
+    cache: Tensor,
+    lengths: Tensor,
+    softmax_scale: float,
+    block_table: Tensor | None = None,
+    cache_scale: Tensor | None = None,
+    num_splits: int | None = None,
+    config: DecodeConfig | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Launch the split and combine kernels; same contract as `mla_decode_ref`.
+
+    `num_splits` and `config` override the heuristics (the benchmark sweeps them).
+    """
+    _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
+    batch, heads, _ = q_lat.shape
+    config = config or default_config(heads)
+    head_groups = triton.cdiv(heads, config.block_h)
+    if num_splits is None:
+        # The cache's capacity bounds every length without a device→host sync.
+        capacity = cache.shape[1] if block_table is None else block_table.shape[1] * cache.shape[1]
+        num_splits = choose_num_splits(
+            batch, head_groups, capacity, device_sm_count(q_lat.device), config.ctas_per_sm
+        )
+    out = runtime.empty(q_lat.shape, q_lat)
+    lse = runtime.empty((batch, heads), q_lat, torch.float32)
+    single = num_splits == 1
+    # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
+    part_out = (
+        out
+        if single
+        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, torch.float32)
+    )
+    part_lse = lse if single else runtime.empty((batch, heads, num_splits), q_lat, torch.float32)
+    paged = block_table is not None
+    scale = cache_scale if cache_scale is not None else lengths  # placeholder, never read
+    _split_kernel[(head_groups, num_splits, batch)](
+        q_lat,
+        q_pe,
+        cache,
+        scale,
+        block_table if paged else lengths,
+        lengths,
+        part_out,
+        part_lse,
+        out,
+        lse,
+        softmax_scale * LOG2E,
+        heads,
+        num_splits,
+        q_lat.stride(0),
+        q_lat.stride(1),
+        q_pe.stride(0),
+        q_pe.stride(1),
+        cache.stride(0),
+        cache.stride(1),
+        scale.stride(0) if cache_scale is not None else 0,
+        scale.stride(1) if cache_scale is not None else 0,
+        block_table.stride(0) if block_table is not None else 0,
+        out.stride(0),
+        out.stride(1),
+        D_LAT=KV_LORA_RANK,
+        D_PE=ROPE_DIM,
+        BLOCK_H=config.block_h,
+        BLOCK_N=config.block_n,
+        PAGE_SIZE=cache.shape[1] if paged else 1,
+        PAGED=paged,
+        FP8=cache_scale is not None,
+        SINGLE_SPLIT=single,
+        DOT_FP32=triton_interpreting(),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    if not single:
+        _combine_kernel[(heads, batch)](
+            part_out,
+            part_lse,
+            out,
+            lse,
+            heads,
+            num_splits,
+            out.stride(0),
+            out.stride(1),
+            D_LAT=KV_LORA_RANK,
+            num_warps=4,
+        )
+    return out, lse

@@ -1,0 +1,203 @@
+"""RMSNorm and fused residual-add + RMSNorm in Triton, forward and backward (ref: rms_norm_ref.py).
+
+Forward, as transformers' DeepseekV3RMSNorm computes it (fp32 statistics, cast back to the
+input dtype, then the weight):
+
+    r = rsqrt(mean(x²) + eps),   n = x·r,   y = w · cast(n).
+
+Backward (Liger-Kernel `ops/rms_norm.py`; the cast is treated as identity), with g = dy·w:
+
+    dx = r · (g − n · mean(g·n)),   dw = Σ_rows dy · n.
+
+The fused variant adds the residual first, s = x + residual, returns (norm(s), s), and its
+backward adds the gradient arriving at s to the norm's dx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from infinitecontext.kernels import runtime
+from infinitecontext.kernels.runtime import device_sm_count
+from torch import Tensor
+
+
+def _block_size(width: int) -> int:
+    return triton.next_power_of_2(width)
+
+
+@triton.jit
+def _rms_norm_fwd_kernel(
+    x_ptr,
+    residual_ptr,
+    weight_ptr,
+    y_ptr,
+    summed_ptr,
+    rstd_ptr,
+    width,
+    eps,
+    stride_x,
+    stride_r,
+    stride_y,
+    stride_s,
+    BLOCK: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < width
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(residual_ptr + row * stride_r + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)  # rounded like torch's x + r
+        tl.store(summed_ptr + row * stride_s + cols, x, mask=mask)
+    xf = x.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / width + eps)
+    tl.store(rstd_ptr + row, rstd)
+    normed = (xf * rstd).to(x.dtype).to(tl.float32)
+    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + row * stride_y + cols, (normed * w).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_norm_bwd_kernel(
+    dy_ptr,
+    x_ptr,
+    weight_ptr,
+    rstd_ptr,
+    dsummed_ptr,
+    dx_ptr,
+    dw_partial_ptr,
+    rows,
+    width,
+    rows_per_program,
+    stride_dy,
+    stride_x,
+    stride_ds,
+    stride_dx,
+    BLOCK: tl.constexpr,
+    HAS_DSUMMED: tl.constexpr,
+):
+    """Each program walks `rows_per_program` rows and writes one partial dw row."""
+    program = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < width
+    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    first = program.to(tl.int64) * rows_per_program
+    for i in range(0, rows_per_program):
+        row = first + i
+        row_mask = mask & (row < rows)  # the last program may run past the end
+        dy = tl.load(dy_ptr + row * stride_dy + cols, mask=row_mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + row * stride_x + cols, mask=row_mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + row, mask=row < rows, other=0.0)
+        normed = x * rstd
+        g = dy * w
+        dx = rstd * (g - normed * (tl.sum(g * normed, axis=0) / width))
+        if HAS_DSUMMED:
+            dsummed = tl.load(dsummed_ptr + row * stride_ds + cols, mask=row_mask, other=0.0)
+            dx += dsummed.to(tl.float32)
+        tl.store(dx_ptr + row * stride_dx + cols, dx.to(dx_ptr.dtype.element_ty), mask=row_mask)
+        dw += dy * normed
+    tl.store(dw_partial_ptr + program * width + cols, dw, mask=mask)
+
+
+def _as_rows(t: Tensor) -> Tensor:
+    """(…, N) → (M, N) with a contiguous last dimension (a view when possible)."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    return t.reshape(-1, t.shape[-1])
+
+
+def _num_warps(block: int) -> int:
+    return min(max(block // 256, 1), 16)
+
+
+def rms_norm_forward(
+    x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Triton forward: (y, summed, rstd); summed is x itself when there is no residual."""
+    x2 = _as_rows(x)
+    rows, width = x2.shape
+    out_dtype = torch.promote_types(x.dtype, weight.dtype)
+    y = runtime.empty((rows, width), x, out_dtype)
+    rstd = runtime.empty((rows,), x, torch.float32)
+    r2 = _as_rows(residual) if residual is not None else x2
+    summed = runtime.empty(x2.shape, x2) if residual is not None else x2
+    block = _block_size(width)
+    _rms_norm_fwd_kernel[(rows,)](
+        x2, r2, weight, y, summed, rstd, width, eps,
+        x2.stride(0), r2.stride(0), y.stride(0), summed.stride(0),
+        BLOCK=block, HAS_RESIDUAL=residual is not None, num_warps=_num_warps(block),
+    )  # fmt: skip
+    return y.view(x.shape), summed.view(x.shape), rstd
+
+
+def rms_norm_backward(
+    dy: Tensor, summed: Tensor, weight: Tensor, rstd: Tensor, dsummed: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Triton backward: (dx, dw). `dsummed` is the gradient arriving at the residual sum."""
+    dy2, x2 = _as_rows(dy), _as_rows(summed)
+    rows, width = x2.shape
+    dx = runtime.empty((rows, width), x2)
+    programs = max(1, min(rows, 4 * device_sm_count(x2.device)))
+    rows_per_program = triton.cdiv(rows, programs)
+    programs = triton.cdiv(rows, rows_per_program)
+    dw_partial = runtime.empty((programs, width), x2, torch.float32)
+    ds2 = _as_rows(dsummed) if dsummed is not None else dy2
+    block = _block_size(width)
+    _rms_norm_bwd_kernel[(programs,)](
+        dy2, x2, weight, rstd, ds2, dx, dw_partial, rows, width, rows_per_program,
+        dy2.stride(0), x2.stride(0), ds2.stride(0), dx.stride(0),
+        BLOCK=block, HAS_DSUMMED=dsummed is not None, num_warps=_num_warps(block),
+    )  # fmt: skip
+    return dx.view(summed.shape), dw_partial.sum(0).to(weight.dtype)
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """y = rms_norm(x)·w with the Triton forward and backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        y, _, rstd = rms_norm_forward(x, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, Tensor, None]:
+        x, weight, rstd = ctx.saved_tensors
+        dx, dw = rms_norm_backward(dy, x, weight, rstd, None)
+        return dx, dw, None
+
+
+class AddRMSNormFunction(torch.autograd.Function):
+    """(rms_norm(x + residual)·w, x + residual) in one pass over the rows."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, residual: Tensor, weight: Tensor, eps: float
+    ) -> tuple[Tensor, Tensor]:
+        y, summed, rstd = rms_norm_forward(x, weight, eps, residual=residual)
+        ctx.save_for_backward(summed, weight, rstd)
+        return y, summed
+
+    @staticmethod
+    def backward(
+        ctx: Any, dy: Tensor, dsummed: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, None]:
+        summed, weight, rstd = ctx.saved_tensors
+        dx, dw = rms_norm_backward(dy, summed, weight, rstd, dsummed)
+        return dx, dx.clone(), dw, None
+
+
+def rms_norm_triton(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return RMSNormFunction.apply(x, weight, eps)  # type: ignore[no-any-return]
+
+
+def add_rms_norm_triton(
+    x: Tensor, residual: Tensor, weight: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
+    return AddRMSNormFunction.apply(x, residual, weight, eps)  # type: ignore[no-any-return]

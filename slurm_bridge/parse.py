@@ -1,0 +1,52 @@
+"""Job records (the JSON of slurmrestd and `squeue --json`) into `JobStatus`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from infinitecontext.slurm_bridge.logs import expand_output_path
+from infinitecontext.slurm_bridge.models import JobStatus, key_from_comment
+from infinitecontext.slurm_bridge.states import base_state, decode_exit, phase_of
+
+
+def job_status(job: Mapping[str, Any]) -> JobStatus:
+    job_id = int(job["job_id"])
+    state = base_state(job.get("job_state"))
+    phase, reason = phase_of(state)
+    exit_status = decode_exit(job.get("exit_code"))
+    if state == "FAILED" and exit_status.signal:
+        reason = "Signaled"
+    stdout, stderr = _output_paths(job, job_id)
+    return JobStatus(
+        job_id=job_id,
+        name=str(job.get("name", "")),
+        state=state,
+        phase=phase,
+        reason=reason,
+        exit_code=exit_status.exit_code,
+        signal=exit_status.signal,
+        key=key_from_comment(job.get("comment")),
+        nodes=str(job.get("nodes", "")),
+        working_directory=str(job.get("current_working_directory", "")),
+        stdout_path=stdout,
+        stderr_path=stderr,
+        state_reason=str(job.get("state_reason") or ""),
+    )
+
+
+def _output_paths(job: Mapping[str, Any], job_id: int) -> tuple[str, str]:
+    """Absolute, expanded stdout/stderr paths (sbatch's default: `slurm-%j.out`)."""
+    workdir = str(job.get("current_working_directory") or "/")
+    stdout = str(job.get("standard_output") or "slurm-%j.out")
+    stderr = str(job.get("standard_error") or stdout)
+    fields = {
+        "job_id": job_id,
+        "name": str(job.get("name", "")),
+        "user": str(job.get("user_name", "")),
+        "node": str(job.get("batch_host", "")),
+    }
+    return tuple(  # type: ignore[return-value]
+        os.path.join(workdir, expand_output_path(path, **fields)) for path in (stdout, stderr)
+    )

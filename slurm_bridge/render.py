@@ -1,0 +1,142 @@
+"""Turn a `JobRequest` into what SLURM receives: a batch script plus options.
+
+No user string is ever placed where a shell or sbatch would interpret it:
+- every option (name, comment, paths, partition …) travels as a REST field or as one
+  argv element of `sbatch`, never as an `#SBATCH` line, so the script has no
+  directives to inject into;
+- the environment travels as the REST `environment` field, or as the environment of
+  the `sbatch` process (`--export=ALL`), never through the script;
+- command arguments are quoted for bash; one that holds a newline or another control
+  character is written in ANSI-C quoting (`$'…\\n…'`), so the script never gains a
+  line that the user wrote.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
+
+# The environment a job starts from; the request's environment is laid over it.
+BASE_ENVIRONMENT: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+# Each node runs this (fixed text, no user strings) under bash -c: SLURM_NODEID and
+# SLURM_NNODES are read on the node itself; $1 is the first node, the rest is argv.
+_TORCHRUN_LAUNCHER = (
+    'head_node=$1; shift; exec torchrun --nnodes="$SLURM_NNODES" '
+    '--node_rank="$SLURM_NODEID" --nproc_per_node={nproc} --rdzv_backend=c10d '
+    '--rdzv_id="$SLURM_JOB_ID" --rdzv_endpoint="$head_node:{port}" "$@"'
+)
+
+
+def bash_quote(arg: str) -> str:
+    """Quote one argument for bash; control characters become `$'\\xHH'` escapes."""
+    if not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in arg):
+        return shlex.quote(arg)
+    escaped = "".join(_ansi_c_char(ch) for ch in arg)
+    return f"$'{escaped}'"
+
+
+def _ansi_c_char(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    if ord(ch) < 0x20 or ord(ch) == 0x7F:
+        return f"\\x{ord(ch):02x}"
+    return ch
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    return " ".join(bash_quote(arg) for arg in argv)
+
+
+def render_script(request: JobRequest) -> str:
+    """The batch script: fixed lines plus the quoted command."""
+    lines = [
+        "#!/bin/bash",
+        "# Rendered by infinitecontext.slurm_bridge; every user value below is quoted.",
+        "set -euo pipefail",
+    ]
+    lines += _launch_lines(request)
+    return "\n".join(lines) + "\n"
+
+
+def _launch_lines(request: JobRequest) -> list[str]:
+    srun = ["srun", "--ntasks-per-node=1"]
+    if request.container_image:
+        srun.append(f"--container-image={request.container_image}")
+    if request.torchrun is not None:
+        return _torchrun_lines(srun, request.torchrun, request.command)
+    if request.nodes > 1 or request.container_image:
+        return [f"{quote_argv(srun)} {quote_argv(request.command)}"]
+    return [f"exec {quote_argv(request.command)}"]
+
+
+def _torchrun_lines(srun: list[str], spec: TorchrunSpec, command: Sequence[str]) -> list[str]:
+    launcher = _TORCHRUN_LAUNCHER.format(nproc=spec.nproc_per_node, port=spec.rdzv_port)
+    return [
+        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f'{quote_argv(srun)} bash -c {bash_quote(launcher)} icx-torchrun "$head_node" '
+        f"{quote_argv(command)}",
+    ]
+
+
+def job_environment(request: JobRequest) -> dict[str, str]:
+    return {**BASE_ENVIRONMENT, **request.environment}
+
+
+def rest_job_properties(request: JobRequest) -> dict[str, Any]:
+    """The `job` object of `POST /slurm/v0.0.38/job/submit` (v0.0.38/v0.0.39 schema)."""
+    job: dict[str, Any] = {
+        "name": request.name,
+        "comment": request.comment,
+        "nodes": [request.nodes, request.nodes],
+        "tasks": request.nodes,
+        "tasks_per_node": 1,
+        "cpus_per_task": request.cpus_per_node,
+        "environment": job_environment(request),
+        "current_working_directory": request.working_directory,
+        "standard_output": request.stdout,
+        "standard_error": request.stderr_path or request.stdout,
+    }
+    optional = {
+        "memory_per_node": request.memory_mb,
+        "time_limit": request.time_limit_minutes,
+        "partition": request.partition,
+        "account": request.account,
+        "qos": request.qos,
+        "gpus_per_node": str(request.gpus_per_node) if request.gpus_per_node else None,
+    }
+    job.update({name: value for name, value in optional.items() if value is not None})
+    return job
+
+
+def sbatch_argv(request: JobRequest) -> list[str]:
+    """`sbatch` arguments for the CLI backend; the script goes to its stdin."""
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={request.name}",
+        f"--comment={request.comment}",
+        f"--nodes={request.nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={request.cpus_per_node}",
+        f"--chdir={request.working_directory}",
+        f"--output={request.stdout}",
+        f"--error={request.stderr_path or request.stdout}",
+        "--export=ALL",
+    ]
+    optional = {
+        "--mem": request.memory_mb,
+        "--time": request.time_limit_minutes,
+        "--partition": request.partition,
+        "--account": request.account,
+        "--qos": request.qos,
+        "--gpus-per-node": request.gpus_per_node or None,
+    }
+    argv += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
+    return argv

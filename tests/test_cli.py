@@ -1,0 +1,61 @@
+import json
+
+from typer.testing import CliRunner
+
+from infinitecontext.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_model_group():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "model" in result.output
+    result = runner.invoke(app, ["model", "--help"])
+    assert result.exit_code == 0
+    for command in ("memory", "generate", "export", "import"):
+        assert command in result.output
+
+
+def test_memory_table_for_the_1b_preset():
+    result = runner.invoke(app, ["model", "memory", "--preset", "1b", "--context", "131072"])
+    assert result.exit_code == 0, result.output
+    assert "1,181,857,792 parameters" in result.output
+    assert "27.00 KiB" in result.output and "3.38 GiB" in result.output
+    assert "85.9%" in result.output  # against MHA with 16 KV heads
+
+
+def test_unknown_preset_is_a_clear_usage_error():
+    result = runner.invoke(app, ["model", "memory", "--preset", "7b"])
+    assert result.exit_code == 2
+    assert "unknown preset" in result.output
+
+
+def test_export_generate_import_round_trip(tmp_path):
+    out = tmp_path / "hf"
+    result = runner.invoke(app, ["model", "export", str(out), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model_type"] == "deepseek_v3"
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "generate",
+            "--model",
+            str(out),
+            "--prompt",
+            "The pass key is",
+            "--max-new-tokens",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "latent cache 4608 B/token" in result.output
+    result = runner.invoke(app, ["model", "import", str(out), str(tmp_path / "tiny.pt")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["model", "export", str(tmp_path / "again"), "--checkpoint", str(tmp_path / "tiny.pt")]
+    )
+    assert result.exit_code == 0, result.output
+    first = (out / "model.safetensors").read_bytes()
+    assert first == (tmp_path / "again" / "model.safetensors").read_bytes()

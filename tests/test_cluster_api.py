@@ -1,0 +1,163 @@
+"""The API server itself: CRD schema validation and RBAC, as in production."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.slow
+
+
+def widget_crd(group: str) -> dict:
+    """A namespaced CRD with a structural schema: spec.replicas >= 1, spec.size an enum."""
+    spec_schema = {
+        "type": "object",
+        "required": ["replicas"],
+        "properties": {
+            "replicas": {"type": "integer", "minimum": 1},
+            "size": {"type": "string", "enum": ["small", "large"]},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": spec_schema, "status": {"type": "object"}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_crd_schema_rejects_an_invalid_object(kube_cluster, kube_namespace):
+    group = f"t{uuid.uuid4().hex[:8]}.icx.example.com"
+    crd = widget_crd(group)
+    kube_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(crd))
+    try:
+        kube_cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s", f"crd/widgets.{group}"
+        )
+        custom = client.CustomObjectsApi(kube_cluster.api_client())
+
+        def widget(spec: dict) -> dict:
+            name = f"w-{uuid.uuid4().hex[:6]}"
+            return {
+                "apiVersion": f"{group}/v1",
+                "kind": "Widget",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+
+        created = _create_when_served(
+            custom, group, kube_namespace, widget({"replicas": 2, "size": "small"})
+        )
+        assert created["spec"] == {"replicas": 2, "size": "small"}
+
+        with pytest.raises(ApiException) as rejected:
+            custom.create_namespaced_custom_object(
+                group, "v1", kube_namespace, "widgets", widget({"replicas": 0, "size": "huge"})
+            )
+        assert rejected.value.status == 422
+        message = json.loads(rejected.value.body)["message"]
+        expected = "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than"
+        assert f"{expected} or equal to 1" in message
+        assert 'spec.size: Unsupported value: "huge"' in message
+    finally:
+        kube_cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false")
+
+
+def _create_when_served(
+    custom: client.CustomObjectsApi, group: str, namespace: str, body: dict
+) -> dict:
+    # Established can precede discovery of the new resource by a moment.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", body)
+        except ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+OPERATOR_ROLE = {
+    # What an operator watching its own namespace would be granted: pods read-only, Jobs
+    # managed. Nothing cluster-wide, no Secrets.
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
+    "metadata": {"name": "icx-operator"},
+    "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "verbs": ["get", "list", "watch", "create", "delete"],
+        },
+    ],
+}
+
+
+def test_service_account_is_refused_what_rbac_does_not_grant(kube_cluster, kube_namespace):
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "icx-operator"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "icx-operator",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "icx-operator", "namespace": kube_namespace}
+        ],
+    }
+    manifests = {"apiVersion": "v1", "kind": "List", "items": [OPERATOR_ROLE, binding]}
+    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", stdin=json.dumps(manifests))
+    sa_config = kube_cluster.service_account_kubeconfig(kube_namespace, "icx-operator")
+    core = client.CoreV1Api(kube_cluster.api_client(sa_config))
+
+    assert core.list_namespaced_pod(kube_namespace).items == []  # granted
+    with pytest.raises(ApiException) as refused:
+        core.list_namespaced_secret("kube-system")
+    assert refused.value.status == 403
+    user = f"system:serviceaccount:{kube_namespace}:icx-operator"
+    assert (
+        f'User "{user}" cannot list resource "secrets"' in json.loads(refused.value.body)["message"]
+    )
+    with pytest.raises(ApiException) as escalation:
+        client.RbacAuthorizationV1Api(
+            kube_cluster.api_client(sa_config)
+        ).create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name=f"escalate-{kube_namespace}"),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="ServiceAccount", name="icx-operator", namespace=kube_namespace
+                    )
+                ],
+            )
+        )
+    assert escalation.value.status == 403
