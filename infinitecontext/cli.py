@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import typer
 
+from infinitecontext.crds.cli import app as crds_app
 from infinitecontext.devcluster_cli import app as dev_app
 from infinitecontext.model.cli import app as model_app
+from infinitecontext.operator.cli import app as operator_app
+from infinitecontext.provision import app as provision_app
+from infinitecontext.server.cli import bench_app
+from infinitecontext.server.cli import serve as serve_command
+from infinitecontext.slurm_bridge.cli import app as slurm_app
+from infinitecontext.trainer.cli import eval_app, train_app
 
 app = typer.Typer(
     name="icx",
@@ -21,8 +28,16 @@ app = typer.Typer(
 )
 
 # Subcommand groups, one line each (keep this block sorted by name).
+app.add_typer(bench_app, name="bench")
+app.add_typer(crds_app, name="crds")
 app.add_typer(dev_app, name="dev")
+app.add_typer(eval_app, name="eval")
 app.add_typer(model_app, name="model")
+app.add_typer(operator_app, name="operator")
+app.add_typer(provision_app, name="provision")
+app.add_typer(slurm_app, name="slurm")
+app.add_typer(train_app, name="train")
+app.command("serve")(serve_command)
 
 
 def main() -> None:

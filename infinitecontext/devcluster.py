@@ -173,19 +173,19 @@ def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kubeconfig_dict(server: str, ca_data: str, user: dict[str, str], name: str) -> dict[str, Any]:
-    """A one-context kubeconfig; `user` holds client-certificate-data/-key-data or a token."""
+def kubeconfig_dict(
+    cluster: dict[str, Any], user: dict[str, str], name: str, namespace: str = "default"
+) -> dict[str, Any]:
+    """A one-context kubeconfig: `cluster` holds server and certificate-authority-data,
+    `user` client-certificate-data/client-key-data or a token."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "icx-dev",
-                "cluster": {"server": server, "certificate-authority-data": ca_data},
-            }
-        ],
+        "clusters": [{"name": "icx-dev", "cluster": cluster}],
         "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": "icx-dev", "user": name}}],
+        "contexts": [
+            {"name": name, "context": {"cluster": "icx-dev", "user": name, "namespace": namespace}}
+        ],
         "current-context": name,
     }
 
@@ -197,7 +197,8 @@ def write_component_kubeconfig(layout: ClusterLayout, server: str, stem: str) ->
         "client-key-data": _b64_file(layout.pki / f"{stem}.key"),
     }
     path = layout.kubeconfig(stem)
-    config = kubeconfig_dict(server, _b64_file(layout.pki / "ca.crt"), user, stem)
+    cluster = {"server": server, "certificate-authority-data": _b64_file(layout.pki / "ca.crt")}
+    config = kubeconfig_dict(cluster, user, stem)
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
@@ -259,6 +260,8 @@ def component_commands(layout: ClusterLayout, state: ClusterState) -> dict[str, 
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--use-service-account-credentials=true",
+            # Its default lies under /usr/libexec, which it would create.
+            f"--flex-volume-plugin-dir={layout.state_dir / 'flexvolume'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--profiling=false",
         ],
@@ -344,17 +347,26 @@ def _start(layout: ClusterLayout, name: str, command: list[str]) -> int:
 def _process_is(pid: int, binary: Path) -> bool:
     """True while `pid` runs `binary` (so a recycled pid is never signalled)."""
     try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        # A rebuild while it runs makes the link read "<path> (deleted)".
+        exe = os.readlink(f"/proc/{pid}/exe")
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except (OSError, IndexError):
         return False
-    return argv0 == os.fsencode(binary) and state != "Z"
+    return exe.startswith(str(binary.resolve())) and state != "Z"
 
 
-def _reap(pid: int) -> None:
-    # Our own children (when `up` ran in this process, as in tests) must be waited for.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int) -> str:
+    """Wait for `pid` if it is our child and has ended (when `up` ran in this process, as in
+    tests); returns how it ended, or "" while it runs or when it is not our child."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return ""
+    if reaped == 0:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _rss_mib(pid: int) -> float:
@@ -471,25 +483,46 @@ def _prepare(layout: ClusterLayout, state: ClusterState) -> None:
 
 def _check_alive(layout: ClusterLayout, state: ClusterState) -> None:
     for name, pid in state.pids.items():
-        _reap(pid)
-        if not _process_is(pid, layout.binary(name)):
+        ended = _reap(pid)
+        if ended or not _process_is(pid, layout.binary(name)):
             log = layout.logs / f"{name}.log"
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise ClusterError(f"{name} exited; the end of {log}:\n{tail}")
+            raise ClusterError(
+                f"{name} (pid {pid}) ended ({ended or 'not our child'}); {log}:\n{tail}"
+            )
 
 
-def _wait(
-    layout: ClusterLayout,
-    state: ClusterState,
-    check: Callable[[], bool],
-    what: str,
-    deadline: float,
-) -> None:
-    def alive_and(check_: Callable[[], bool] = check) -> bool:
-        _check_alive(layout, state)
-        return check_()
+@dataclass(frozen=True)
+class _Waiter:
+    """Waits for conditions against one start-up deadline, failing fast (with the log's
+    tail) when a component has exited meanwhile."""
 
-    wait_until(alive_and, max(deadline - time.monotonic(), 0.1), what)
+    layout: ClusterLayout
+    state: ClusterState
+    deadline: float
+
+    def until(self, check: Callable[[], bool], what: str) -> None:
+        def alive_and_checked() -> bool:
+            _check_alive(self.layout, self.state)
+            return check()
+
+        wait_until(alive_and_checked, max(self.deadline - time.monotonic(), 0.1), what)
+
+
+def _start_components(layout: ClusterLayout, state: ClusterState, names: tuple[str, ...]) -> None:
+    commands = component_commands(layout, state)
+    for name in names:
+        state.pids[name] = _start(layout, name, commands[name])
+    _write_state(layout, state)
+
+
+def _register_nodes(layout: ClusterLayout, spec: ClusterSpec) -> int:
+    nodes = {"apiVersion": "v1", "kind": "List", "items": node_manifests(spec)}
+    kubectl(layout.kubectl, layout.admin_kubeconfig, "apply", "-f", "-", stdin=json.dumps(nodes))
+    return len(nodes["items"])
+
+
+DEFAULT_SERVICE_ACCOUNT = "/api/v1/namespaces/default/serviceaccounts/default"
 
 
 def up(layout: ClusterLayout, spec: ClusterSpec | None = None) -> ClusterState:
@@ -502,47 +535,20 @@ def up(layout: ClusterLayout, spec: ClusterSpec | None = None) -> ClusterState:
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     state = ClusterState(free_port(), free_port(), free_port(), started_at=time.time())
     _prepare(layout, state)
-    commands = component_commands(layout, state)
     begin = time.monotonic()
-    deadline = begin + spec.start_timeout_s
+    waiter = _Waiter(layout, state, deadline=begin + spec.start_timeout_s)
+
+    def answers(path: str) -> Callable[[], bool]:
+        return lambda: api_get(layout, state, path)[0] == 200
+
     try:
-        for name in ("etcd", "kube-apiserver"):
-            state.pids[name] = _start(layout, name, commands[name])
-        _write_state(layout, state)
-        _wait(
-            layout,
-            state,
-            lambda: api_get(layout, state, "/readyz")[0] == 200,
-            "kube-apiserver /readyz",
-            deadline,
-        )
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-            state.pids[name] = _start(layout, name, commands[name])
-        _write_state(layout, state)
-        nodes = node_manifests(spec)
-        kubectl(
-            layout.kubectl,
-            layout.admin_kubeconfig,
-            "apply",
-            "-f",
-            "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
-        )
-        _wait(
-            layout,
-            state,
-            lambda: _nodes_ready(layout, state, len(nodes)),
-            "kwok to make the nodes Ready",
-            deadline,
-        )
-        sa_path = "/api/v1/namespaces/default/serviceaccounts/default"
-        _wait(
-            layout,
-            state,
-            lambda: api_get(layout, state, sa_path)[0] == 200,
-            "the default ServiceAccount",
-            deadline,
-        )
+        # The controllers and kwok start once the API answers: they need it at start-up.
+        _start_components(layout, state, ("etcd", "kube-apiserver"))
+        waiter.until(answers("/readyz"), "kube-apiserver /readyz")
+        _start_components(layout, state, ("kube-controller-manager", "kube-scheduler", "kwok"))
+        count = _register_nodes(layout, spec)
+        waiter.until(lambda: _nodes_ready(layout, state, count), "kwok to make the nodes Ready")
+        waiter.until(answers(DEFAULT_SERVICE_ACCOUNT), "the default ServiceAccount")
     except BaseException:
         down(layout)
         raise
@@ -614,20 +620,10 @@ def service_account_kubeconfig(
     }
     run("apply", "-f", "-", stdin=json.dumps(account))
     token = run("create", "token", name, "-n", namespace, f"--duration={duration}").strip()
+    # The admin's cluster entry as it stands (server, CA data or TLS options), files inlined.
     view = json.loads(run("config", "view", "--raw", "--minify", "--flatten", "-o", "json"))
     cluster = view["clusters"][0]["cluster"]
-    config = kubeconfig_dict(
-        cluster["server"],
-        cluster.get("certificate-authority-data", ""),
-        {"token": token},
-        f"{namespace}-{name}",
-    )
-    if "certificate-authority-data" not in cluster:
-        del config["clusters"][0]["cluster"]["certificate-authority-data"]
-        config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = cluster.get(
-            "insecure-skip-tls-verify", False
-        )
-    config["contexts"][0]["context"]["namespace"] = namespace
+    config = kubeconfig_dict(cluster, {"token": token}, f"{namespace}-{name}", namespace)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config))
     out.chmod(0o600)

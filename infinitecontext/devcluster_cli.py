@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(help="Developer tools.", no_args_is_help=True)
@@ -14,10 +17,14 @@ app.add_typer(cluster_app, name="cluster")
 
 @cluster_app.command("up")
 def cluster_up(
-    cpu_nodes: int = typer.Option(2, help="Simulated nodes without GPUs."),
-    gpu_nodes: int = typer.Option(2, help="Simulated nodes with nvidia.com/gpu capacity."),
-    gpus_per_node: int = typer.Option(8, help="nvidia.com/gpu capacity of each GPU node."),
-    build: bool = typer.Option(True, help="Run the (incremental) build first."),
+    cpu_nodes: Annotated[int, typer.Option(help="Simulated nodes without GPUs.")] = 2,
+    gpu_nodes: Annotated[
+        int, typer.Option(help="Simulated nodes with nvidia.com/gpu capacity.")
+    ] = 2,
+    gpus_per_node: Annotated[
+        int, typer.Option(help="nvidia.com/gpu capacity of each GPU node.")
+    ] = 8,
+    build: Annotated[bool, typer.Option(help="Run the (incremental) build first.")] = True,
 ) -> None:
     """Build if needed, start the plane and print how to use it (state: $ICX_CLUSTER_DIR)."""
     from infinitecontext import devcluster
@@ -61,3 +68,21 @@ def cluster_status() -> None:
     typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
     if not report.ready:
         raise typer.Exit(1)
+
+
+@cluster_app.command("sa-kubeconfig")
+def cluster_sa_kubeconfig(
+    namespace: Annotated[str, typer.Argument(help="Namespace of the ServiceAccount.")],
+    name: Annotated[str, typer.Argument(help="ServiceAccount (created if missing).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the kubeconfig.")],
+    duration: Annotated[str, typer.Option(help="Lifetime of the bound token.")] = "24h",
+) -> None:
+    """Write a kubeconfig that acts as a ServiceAccount, e.g. to run the operator locally
+    with exactly the RBAC bound to it."""
+    from infinitecontext import devcluster
+
+    layout = devcluster.ClusterLayout.from_env()
+    devcluster.service_account_kubeconfig(
+        layout.kubectl, layout.admin_kubeconfig, namespace, name, out, duration
+    )
+    typer.echo(f"export KUBECONFIG={out}")

@@ -20,12 +20,15 @@ scores and probabilities instead of the 576-wide rows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+
 from infinitecontext.kernels import runtime
 from infinitecontext.kernels.mla_decode_ref import KV_LORA_RANK, LATENT_DIM, ROPE_DIM
 from infinitecontext.kernels.runtime import (
@@ -33,7 +36,6 @@ from infinitecontext.kernels.runtime import (
     device_sm_count,
     triton_interpreting,
 )
-from torch import Tensor
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -56,13 +58,22 @@ class DecodeConfig:
     """Programs one SM keeps resident at once; the split heuristic fills this many slots."""
 
 
-def default_config(heads: int) -> DecodeConfig:
-    """Memory-bound tiles for few heads; one 64-head tile (wgmma-sized) for many heads."""
+def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
+    """Tiles picked by the H100 sweep in `bench.py` (see docs/kernels.md).
+
+    Few heads: memory-bound, small 32-row tiles three stages deep, one program per SM.
+    Many heads: one 64-head tile (the wgmma M) that shares each 64-row latent tile.
+    4-byte inputs (fp32 tests) get 16-row single-stage tiles to fit in shared memory.
+    """
     if heads <= 16:
-        return DecodeConfig(block_h=16, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2)
-    if heads <= 32:
-        return DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2)
-    return DecodeConfig(block_h=64, block_n=32, num_warps=8, num_stages=2, ctas_per_sm=1)
+        config = DecodeConfig(block_h=16, block_n=32, num_warps=4, num_stages=3, ctas_per_sm=1)
+    elif heads <= 32:
+        config = DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1)
+    else:
+        config = DecodeConfig(block_h=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1)
+    if element_size >= 4:
+        config = dataclasses.replace(config, block_n=16, num_stages=1)
+    return config
 
 
 def choose_num_splits(
@@ -76,10 +87,11 @@ def choose_num_splits(
 ) -> int:
     """How many chunks to cut each sequence into so that the grid fills the GPU.
 
-    FlashAttention-2's `num_splits_heuristic`: with `slots` programs resident at once, take
-    the fewest splits whose wave efficiency (work / rounded-up waves) is within 85% of the
-    best one reachable, never making a chunk shorter than `min_tokens_per_split`. A grid that
-    already fills 80% of the slots is not split.
+    After FlashAttention-2's `num_splits_heuristic`: with `slots` programs resident at once,
+    take the fewest splits whose wave efficiency (work / rounded-up waves) is within 5% of
+    the best one reachable, never making a chunk shorter than `min_tokens_per_split`. A grid
+    that already fills 80% of the slots is not split. (FA2 accepts 85%; on the H100 that
+    left 15% of the SMs idle at B=8, which cost as much in time.)
     """
     slots = sm_count * ctas_per_sm
     programs = batch * head_groups
@@ -92,13 +104,13 @@ def choose_num_splits(
         efficiencies.append(waves / math.ceil(waves))
     best = max(efficiencies)
     for splits, efficiency in enumerate(efficiencies, start=1):
-        if efficiency >= 0.85 * best:
+        if efficiency >= 0.95 * best:
             return splits
     return limit
 
 
 @triton.jit
-def _split_kernel(
+def _split_kernel(  # type: ignore[no-untyped-def]
     q_lat_ptr,
     q_pe_ptr,
     cache_ptr,
@@ -132,6 +144,7 @@ def _split_kernel(
     FP8: tl.constexpr,
     SINGLE_SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
 ):
     # Head group fastest: the programs sharing a latent tile run together and share it in L2.
     head_group = tl.program_id(0)
@@ -168,10 +181,11 @@ def _split_kernel(
         offs_t = tile_start + tl.arange(0, BLOCK_N)
         mask_t = offs_t < end
         if PAGED:
-            page = tl.load(
-                block_table_ptr + seq * stride_bt_b + offs_t // PAGE_SIZE, mask=mask_t, other=0
-            ).to(tl.int64)
-            in_page = offs_t % PAGE_SIZE
+            # Tiles start at multiples of BLOCK_N, which divides PAGE_SIZE: one page per tile,
+            # so the rows stay contiguous and the loads vectorise as in the dense case.
+            page = tl.load(block_table_ptr + seq * stride_bt_b + tile_start // PAGE_SIZE)
+            page = page.to(tl.int64)
+            in_page = tile_start % PAGE_SIZE + tl.arange(0, BLOCK_N)
             rows = page * stride_c_outer + in_page * stride_c_tok
             scale_rows = page * stride_s_outer + in_page * stride_s_tok
         else:
@@ -184,7 +198,11 @@ def _split_kernel(
         c_kv = c_kv.to(q_lat.dtype)
         k_pe = k_pe.to(q_pe.dtype)
 
-        scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))  # (BLOCK_H, BLOCK_N)
+        if IEEE_FP32:  # fp32 inputs: exact fp32 products, not tf32
+            scores = tl.dot(q_lat, tl.trans(c_kv), input_precision="ieee")
+            scores += tl.dot(q_pe, tl.trans(k_pe), input_precision="ieee")
+        else:
+            scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))  # (BLOCK_H, N)
         if FP8:
             token_scale = tl.load(scale_ptr + scale_rows, mask=mask_t, other=0.0)
             scores = scores * token_scale[None, :]
@@ -196,7 +214,10 @@ def _split_kernel(
         l_i = l_i * alpha + tl.sum(probs, axis=1)
         if FP8:
             probs = probs * token_scale[None, :]
-        acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
+        if IEEE_FP32:
+            acc = acc * alpha[:, None] + tl.dot(probs, c_kv, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
         m_i = m_new
 
     has_rows = l_i > 0.0
@@ -218,7 +239,7 @@ def _split_kernel(
 
 
 @triton.jit
-def _combine_kernel(
+def _combine_kernel(  # type: ignore[no-untyped-def]
     part_out_ptr,
     part_lse_ptr,
     out_ptr,
@@ -228,34 +249,49 @@ def _combine_kernel(
     stride_o_b,
     stride_o_h,
     D_LAT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    CHUNK_S: tl.constexpr,
 ):
-    """Merge the chunks of one (sequence, head): out = Σ_s 2^(lse_s − lse) · out_s."""
-    head = tl.program_id(0)
-    seq = tl.program_id(1)
-    row = seq * heads + head
-    offs_d = tl.arange(0, D_LAT)
-    m_i = float("-inf")
-    l_i = 0.0
-    acc = tl.zeros([D_LAT], dtype=tl.float32)
-    for split in range(0, num_splits):
-        lse_s = tl.load(part_lse_ptr + row * num_splits + split)
-        m_new = tl.maximum(m_i, lse_s)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all chunks so far empty
-        alpha = tl.exp2(m_i - m_safe)
-        weight = tl.exp2(lse_s - m_safe)
-        part = tl.load(part_out_ptr + (row.to(tl.int64) * num_splits + split) * D_LAT + offs_d)
-        acc = acc * alpha + weight * part
-        l_i = l_i * alpha + weight
-        m_i = m_new
+    """Merge the chunks of one (sequence, head), BLOCK_D columns: out = Σ_s 2^(lse_s − lse)·out_s.
+
+    All chunk LSEs are read at once for the max and the sum; the partial outputs are then
+    read CHUNK_S chunks at a time, so the loop has few, wide, independent loads.
+    """
+    row = tl.program_id(0)  # seq * heads + head
+    column_block = tl.program_id(1)
+    seq = row // heads
+    head = row % heads
+    offs_s = tl.arange(0, BLOCK_S)
+    lse_all = tl.load(
+        part_lse_ptr + row * num_splits + offs_s, mask=offs_s < num_splits, other=float("-inf")
+    )
+    m_i = tl.max(lse_all, axis=0)
+    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # every chunk empty
+    l_i = tl.sum(tl.exp2(lse_all - m_safe), axis=0)
+    offs_d = column_block * BLOCK_D + tl.arange(0, BLOCK_D)
+    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for first in range(0, num_splits, CHUNK_S):
+        offs_c = first + tl.arange(0, CHUNK_S)
+        mask_c = offs_c < num_splits
+        lse_c = tl.load(part_lse_ptr + row * num_splits + offs_c, mask=mask_c, other=float("-inf"))
+        weight = tl.exp2(lse_c - m_safe)
+        parts = tl.load(
+            part_out_ptr
+            + (row.to(tl.int64) * num_splits + offs_c[:, None]) * D_LAT
+            + offs_d[None, :],
+            mask=mask_c[:, None],
+            other=0.0,
+        )
+        acc += tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
-    tl.store(
-        out_ptr + seq * stride_o_b + head * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty)
-    )
+    o_ptrs = out_ptr + seq * stride_o_b + head * stride_o_h + offs_d
+    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty))
     lse = tl.where(
         has_rows, (m_i + tl.log2(tl.where(has_rows, l_i, 1.0))) * 0.6931471805599453, float("-inf")
     )
-    tl.store(lse_ptr + row, lse)
+    tl.store(lse_ptr + row, lse, mask=column_block == 0)
 
 
 def _check_inputs(
@@ -304,7 +340,7 @@ def mla_decode_triton(
     """
     _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
     batch, heads, _ = q_lat.shape
-    config = config or default_config(heads)
+    config = config or default_config(heads, q_lat.element_size())
     head_groups = triton.cdiv(heads, config.block_h)
     if num_splits is None:
         # The cache's capacity bounds every length without a device→host sync.
@@ -323,6 +359,8 @@ def mla_decode_triton(
     )
     part_lse = lse if single else runtime.empty((batch, heads, num_splits), q_lat, torch.float32)
     paged = block_table is not None
+    if paged and cache.shape[1] % config.block_n:
+        raise ValueError(f"page size {cache.shape[1]} must be a multiple of {config.block_n}")
     scale = cache_scale if cache_scale is not None else lengths  # placeholder, never read
     _split_kernel[(head_groups, num_splits, batch)](
         q_lat,
@@ -358,11 +396,13 @@ def mla_decode_triton(
         FP8=cache_scale is not None,
         SINGLE_SPLIT=single,
         DOT_FP32=triton_interpreting(),
+        IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
     if not single:
-        _combine_kernel[(heads, batch)](
+        block_d = 128
+        _combine_kernel[(batch * heads, KV_LORA_RANK // block_d)](
             part_out,
             part_lse,
             out,
@@ -372,6 +412,9 @@ def mla_decode_triton(
             out.stride(0),
             out.stride(1),
             D_LAT=KV_LORA_RANK,
+            BLOCK_D=block_d,
+            BLOCK_S=triton.next_power_of_2(num_splits),
+            CHUNK_S=16,
             num_warps=4,
         )
     return out, lse

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+
 from infinitecontext.kernels import runtime
 from infinitecontext.kernels.runtime import device_sm_count
-from torch import Tensor
 
 
 def _block_size(width: int) -> int:
@@ -30,40 +31,46 @@ def _block_size(width: int) -> int:
 
 
 @triton.jit
-def _rms_norm_fwd_kernel(
+def _rms_norm_fwd_kernel(  # type: ignore[no-untyped-def]
     x_ptr,
     residual_ptr,
     weight_ptr,
     y_ptr,
     summed_ptr,
     rstd_ptr,
+    rows,
     width,
     eps,
     stride_x,
     stride_r,
     stride_y,
     stride_s,
+    BLOCK_M: tl.constexpr,
     BLOCK: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
+    """BLOCK_M rows per program, so narrow rows (512) still give each program enough bytes."""
+    row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK)
-    mask = cols < width
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    row_mask = row < rows
+    mask = row_mask[:, None] & (cols < width)[None, :]
+    r2, c2 = row[:, None], cols[None, :]
+    x = tl.load(x_ptr + r2 * stride_x + c2, mask=mask, other=0.0)
     if HAS_RESIDUAL:
-        r = tl.load(residual_ptr + row * stride_r + cols, mask=mask, other=0.0)
+        r = tl.load(residual_ptr + r2 * stride_r + c2, mask=mask, other=0.0)
         x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)  # rounded like torch's x + r
-        tl.store(summed_ptr + row * stride_s + cols, x, mask=mask)
+        tl.store(summed_ptr + r2 * stride_s + c2, x, mask=mask)
     xf = x.to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / width + eps)
-    tl.store(rstd_ptr + row, rstd)
-    normed = (xf * rstd).to(x.dtype).to(tl.float32)
-    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * stride_y + cols, (normed * w).to(y_ptr.dtype.element_ty), mask=mask)
+    rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=1) / width + eps)
+    tl.store(rstd_ptr + row, rstd, mask=row_mask)
+    normed = (xf * rstd[:, None]).to(x.dtype).to(tl.float32)
+    w = tl.load(weight_ptr + cols, mask=cols < width, other=0.0).to(tl.float32)
+    y = (normed * w[None, :]).to(y_ptr.dtype.element_ty)
+    tl.store(y_ptr + r2 * stride_y + c2, y, mask=mask)
 
 
 @triton.jit
-def _rms_norm_bwd_kernel(
+def _rms_norm_bwd_kernel(  # type: ignore[no-untyped-def]
     dy_ptr,
     x_ptr,
     weight_ptr,
@@ -116,6 +123,13 @@ def _num_warps(block: int) -> int:
     return min(max(block // 256, 1), 16)
 
 
+def _rows_per_program(rows: int, block: int, sm_count: int) -> int:
+    """Up to 4096 elements per program, while keeping at least two programs per SM."""
+    by_size = max(1, 4096 // block)
+    by_occupancy = max(1, rows // (2 * sm_count))
+    return min(by_size, 1 << (by_occupancy.bit_length() - 1))
+
+
 def rms_norm_forward(
     x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -128,10 +142,12 @@ def rms_norm_forward(
     r2 = _as_rows(residual) if residual is not None else x2
     summed = runtime.empty(x2.shape, x2) if residual is not None else x2
     block = _block_size(width)
-    _rms_norm_fwd_kernel[(rows,)](
-        x2, r2, weight, y, summed, rstd, width, eps,
+    block_m = _rows_per_program(rows, block, device_sm_count(x.device))
+    _rms_norm_fwd_kernel[(triton.cdiv(rows, block_m),)](
+        x2, r2, weight, y, summed, rstd, rows, width, eps,
         x2.stride(0), r2.stride(0), y.stride(0), summed.stride(0),
-        BLOCK=block, HAS_RESIDUAL=residual is not None, num_warps=_num_warps(block),
+        BLOCK_M=block_m, BLOCK=block, HAS_RESIDUAL=residual is not None,
+        num_warps=min(max(block * block_m // 512, 1), 8),
     )  # fmt: skip
     return y.view(x.shape), summed.view(x.shape), rstd
 
@@ -194,10 +210,10 @@ class AddRMSNormFunction(torch.autograd.Function):
 
 
 def rms_norm_triton(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    return RMSNormFunction.apply(x, weight, eps)  # type: ignore[no-any-return]
+    return RMSNormFunction.apply(x, weight, eps)
 
 
 def add_rms_norm_triton(
     x: Tensor, residual: Tensor, weight: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
-    return AddRMSNormFunction.apply(x, residual, weight, eps)  # type: ignore[no-any-return]
+    return AddRMSNormFunction.apply(x, residual, weight, eps)

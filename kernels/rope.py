@@ -22,14 +22,15 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
-from infinitecontext.kernels import runtime
 from torch import Tensor
+
+from infinitecontext.kernels import runtime
 
 MAX_DIMS = 5  # four leading dimensions plus T
 
 
 @triton.jit
-def _rope_kernel(
+def _rope_kernel(  # type: ignore[no-untyped-def]
     x_ptr,
     out_ptr,
     cos_ptr,
@@ -133,5 +134,5 @@ class RopeFunction(torch.autograd.Function):
 
 def apply_rope_triton_(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
-        return RopeFunction.apply(x, cos, sin)  # type: ignore[no-any-return]
+        return RopeFunction.apply(x, cos, sin)
     return rope_launch(x, x, cos, sin, inverse=False)

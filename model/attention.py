@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infinitecontext.kernels import dispatch
 from infinitecontext.model.cache import LatentKVCache
 from infinitecontext.model.config import MLAConfig
 from infinitecontext.model.norm import RMSNorm
@@ -131,6 +132,12 @@ def latent_attention(
     q_lat (B, T, H, C), q_pe (B, T, H, R), latent (B, S, C + R), positions (B, T):
     query t of sequence b sees cache entries 0..positions[b, t]. Returns (B, T, H, C).
     """
+    if q_lat.shape[1] == 1:  # decode: one new token per sequence → the MLA decode kernel
+        lengths = (positions[:, 0] + 1).to(torch.int32)  # (B,) cache entries each query sees
+        out, _ = dispatch.mla_decode(
+            q_lat[:, 0].contiguous(), q_pe[:, 0].contiguous(), latent, lengths, softmax_scale
+        )
+        return out.unsqueeze(1)  # (B, 1, H, C)
     c = q_lat.shape[-1]
     span = int(positions.max()) + 1  # no query looks past this entry
     cache_kv, cache_pe = latent[:, :span, :c], latent[:, :span, c:]

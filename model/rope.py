@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from infinitecontext.kernels import dispatch
 from infinitecontext.model.config import MLAConfig, yarn_mscale
 
 
@@ -66,8 +67,5 @@ def cos_sin(
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of x (B, T, H, R) by cos/sin (B, T, R/2); returns a new tensor."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, R/2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    c, s = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
-    rotated = torch.stack((even * c - odd * s, odd * c + even * s), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+    # The kernel rotates in place; x is often a split view of q, so rotate a copy.
+    return dispatch.apply_rope_(x.clone(), cos[:, :, None, :], sin[:, :, None, :])

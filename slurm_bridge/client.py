@@ -6,6 +6,7 @@ command-line client (`sbatch`/`squeue`/`scancel`) when only the commands exist.
 
 from __future__ import annotations
 
+import builtins
 import shutil
 from collections.abc import Iterable
 from typing import Protocol
@@ -28,7 +29,7 @@ class SlurmClient(Protocol):
 
     def list(
         self, key: str | None = None, phases: Iterable[Phase] | None = None
-    ) -> list[JobStatus]: ...
+    ) -> builtins.list[JobStatus]: ...
 
     def cancel(self, job_id: int) -> None:
         """Cancel a job; cancelling a finished job is not an error."""

@@ -6,6 +6,7 @@ a shell; the job's environment is the environment of the `sbatch` process.
 
 from __future__ import annotations
 
+import builtins
 import json
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,7 +50,7 @@ class CommandClient:
 
     def list(
         self, key: str | None = None, phases: Iterable[Phase] | None = None
-    ) -> list[JobStatus]:
+    ) -> builtins.list[JobStatus]:
         return filter_jobs(self._jobs(), key, phases)
 
     def cancel(self, job_id: int) -> None:
@@ -59,7 +60,7 @@ class CommandClient:
     def logs(self, job_id: int, tail: int = 100) -> JobLogs:
         return read_logs(self.get(job_id), tail)
 
-    def _jobs(self) -> list[JobStatus]:
+    def _jobs(self) -> builtins.list[JobStatus]:
         out = self._run(["squeue", "--json", "--states=all"])
         return [job_status(job) for job in json.loads(out).get("jobs", [])]
 

@@ -41,12 +41,9 @@ def _output_paths(job: Mapping[str, Any], job_id: int) -> tuple[str, str]:
     workdir = str(job.get("current_working_directory") or "/")
     stdout = str(job.get("standard_output") or "slurm-%j.out")
     stderr = str(job.get("standard_error") or stdout)
-    fields = {
-        "job_id": job_id,
-        "name": str(job.get("name", "")),
-        "user": str(job.get("user_name", "")),
-        "node": str(job.get("batch_host", "")),
-    }
-    return tuple(  # type: ignore[return-value]
-        os.path.join(workdir, expand_output_path(path, **fields)) for path in (stdout, stderr)
-    )
+    name, user, node = (str(job.get(k, "")) for k in ("name", "user_name", "batch_host"))
+
+    def absolute(path: str) -> str:
+        return os.path.join(workdir, expand_output_path(path, job_id, name, user, node))
+
+    return absolute(stdout), absolute(stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import re
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,9 @@ from infinitecontext.slurm_bridge.states import Phase
 # API versions whose job schema this client speaks (tested on 0.0.38, SLURM 22.05).
 SUPPORTED_VERSIONS = ("0.0.39", "0.0.38")
 # slurm_errno values meaning "slurmctld did not answer" (slurm_errno.h): retryable.
-_UNREACHABLE_ERRNOS = {1007, 1008, 1009, 1010, 1011, 5004, 5005}
+# SLURM 22.05's slurmrestd reports a stopped slurmctld as -1 ("Unspecified error",
+# "Unable to find JobId=…") with HTTP 500; an unknown job id is 2017.
+_UNREACHABLE_ERRNOS = {-1, 1007, 1008, 1009, 1010, 1011, 5004, 5005}
 _INVALID_JOB_ID = 2017
 _ALREADY_DONE = 2021
 _VERSION_PATH = re.compile(r"^/slurm/v(\d+\.\d+\.\d+)/")
@@ -49,9 +52,10 @@ def classify_errors(status_code: int, body: Mapping[str, Any]) -> Exception | No
     if status_code < 400 and not errors:
         return None
     numbers = {int(e.get("error_number", e.get("error_code", 0)) or 0) for e in errors}
-    message = "; ".join(
-        str(e.get("description") or e.get("error") or e) for e in errors
-    ) or f"HTTP {status_code}"
+    message = (
+        "; ".join(str(e.get("description") or e.get("error") or e) for e in errors)
+        or f"HTTP {status_code}"
+    )
     if numbers & _UNREACHABLE_ERRNOS or status_code in (502, 503, 504):
         return SlurmUnavailable(f"slurmctld unreachable: {message}")
     if _INVALID_JOB_ID in numbers:
@@ -81,6 +85,11 @@ class RestClient:
             self._version = pick_version(spec.get("paths", {}))
         return self._version
 
+    def ping(self) -> bool:
+        """True when slurmrestd answers and reaches a slurmctld that says UP."""
+        pings = self._request("GET", self._path("ping")).get("pings", [])
+        return any(str(entry.get("ping", "")).upper() == "UP" for entry in pings)
+
     def submit(self, request: JobRequest) -> JobRef:
         existing = find_by_key(self._jobs(), request.key)
         if existing is not None:
@@ -97,7 +106,7 @@ class RestClient:
 
     def list(
         self, key: str | None = None, phases: Iterable[Phase] | None = None
-    ) -> list[JobStatus]:
+    ) -> builtins.list[JobStatus]:
         return filter_jobs(self._jobs(), key, phases)
 
     def cancel(self, job_id: int) -> None:
@@ -110,7 +119,7 @@ class RestClient:
     def logs(self, job_id: int, tail: int = 100) -> JobLogs:
         return read_logs(self.get(job_id), tail)
 
-    def _jobs(self) -> list[JobStatus]:
+    def _jobs(self) -> builtins.list[JobStatus]:
         return [job_status(job) for job in self._request("GET", self._path("jobs"))["jobs"]]
 
     def _path(self, endpoint: str) -> str:
@@ -148,5 +157,7 @@ def _json_body(reply: httpx.Response) -> dict[str, Any]:
     except ValueError:
         if reply.status_code >= 500:
             raise SlurmUnavailable(f"slurmrestd answered HTTP {reply.status_code}") from None
-        raise SlurmRejected(f"slurmrestd answered HTTP {reply.status_code}: {reply.text[:200]}")
+        raise SlurmRejected(
+            f"slurmrestd answered HTTP {reply.status_code}: {reply.text[:200]}"
+        ) from None
     return body if isinstance(body, dict) else {"value": body}

@@ -3,6 +3,10 @@
 pytest_plugins: list[str] = [
     # one line per plugin module under tests/plugins/
     "plugins.mlflow_server",
+    "plugins.server",
     "plugins.kube",
     "plugins.kernels",
+    "plugins.slurm",
+    "plugins.trainer",
+    "plugins.prometheus",
 ]

@@ -78,7 +78,7 @@ def test_crd_schema_rejects_an_invalid_object(kube_cluster, kube_namespace):
                 group, "v1", kube_namespace, "widgets", widget({"replicas": 0, "size": "huge"})
             )
         assert rejected.value.status == 422
-        message = json.loads(rejected.value.body)["message"]
+        message = json.loads(str(rejected.value.body))["message"]
         expected = "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than"
         assert f"{expected} or equal to 1" in message
         assert 'spec.size: Unsupported value: "huge"' in message
@@ -93,7 +93,10 @@ def _create_when_served(
     deadline = time.monotonic() + 15
     while True:
         try:
-            return custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", body)
+            created: dict = custom.create_namespaced_custom_object(  # type: ignore[assignment]
+                group, "v1", namespace, "widgets", body
+            )
+            return created
         except ApiException as error:
             if error.status != 404 or time.monotonic() > deadline:
                 raise
@@ -142,7 +145,8 @@ def test_service_account_is_refused_what_rbac_does_not_grant(kube_cluster, kube_
     assert refused.value.status == 403
     user = f"system:serviceaccount:{kube_namespace}:icx-operator"
     assert (
-        f'User "{user}" cannot list resource "secrets"' in json.loads(refused.value.body)["message"]
+        f'User "{user}" cannot list resource "secrets"'
+        in json.loads(str(refused.value.body))["message"]
     )
     with pytest.raises(ApiException) as escalation:
         client.RbacAuthorizationV1Api(

@@ -53,11 +53,13 @@ def test_deployment_becomes_available(kube_cluster, kube_namespace):
     apps.create_namespaced_deployment(kube_namespace, deployment)
 
     def available() -> Any:
-        status = apps.read_namespaced_deployment_status("web", kube_namespace).status
+        status: Any = apps.read_namespaced_deployment_status("web", kube_namespace).status
         return status.available_replicas == 2 and condition_true(status.conditions, "Available")
 
     wait_for(available, "Deployment web to be Available")
-    pods = client.CoreV1Api(kube_cluster.api_client()).list_namespaced_pod(kube_namespace).items
+    pods: list[Any] = (
+        client.CoreV1Api(kube_cluster.api_client()).list_namespaced_pod(kube_namespace).items
+    )
     assert len(pods) == 2
     assert all(p.spec.node_name and p.status.phase == "Running" for p in pods)
 
@@ -71,11 +73,12 @@ def test_gpu_pod_is_scheduled_on_a_gpu_node(kube_cluster, kube_namespace):
     core.create_namespaced_pod(kube_namespace, pod)
 
     def running() -> Any:
-        current = core.read_namespaced_pod("gpu", kube_namespace)
+        current: Any = core.read_namespaced_pod("gpu", kube_namespace)
         return current if current.status.phase == "Running" else None
 
     node_name = wait_for(running, "the GPU pod to run").spec.node_name
-    capacity = core.read_node(node_name).status.capacity
+    node: Any = core.read_node(node_name)
+    capacity = node.status.capacity
     assert int(capacity["nvidia.com/gpu"]) >= 2
 
 
@@ -95,7 +98,7 @@ def test_job_completes(kube_cluster, kube_namespace):
     batch.create_namespaced_job(kube_namespace, job)
 
     def complete() -> Any:
-        status = batch.read_namespaced_job_status("once", kube_namespace).status
+        status: Any = batch.read_namespaced_job_status("once", kube_namespace).status
         return status.succeeded == 2 and condition_true(status.conditions, "Complete")
 
     wait_for(complete, "Job once to complete")
@@ -103,7 +106,7 @@ def test_job_completes(kube_cluster, kube_namespace):
 
 def test_deleting_the_owner_garbage_collects_dependents(kube_cluster, kube_namespace):
     core = client.CoreV1Api(kube_cluster.api_client())
-    owner = core.create_namespaced_config_map(
+    owner: Any = core.create_namespaced_config_map(
         kube_namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
     )
     reference = client.V1OwnerReference(
@@ -118,7 +121,8 @@ def test_deleting_the_owner_garbage_collects_dependents(kube_cluster, kube_names
     core.delete_namespaced_config_map("owner", kube_namespace, propagation_policy="Background")
 
     def dependents_gone() -> bool:
-        names = {c.metadata.name for c in core.list_namespaced_config_map(kube_namespace).items}
+        config_maps: list[Any] = core.list_namespaced_config_map(kube_namespace).items
+        names = {c.metadata.name for c in config_maps}
         return not any(name.startswith("dependent-") for name in names)
 
     wait_for(dependents_gone, "the garbage collector to delete the dependents")

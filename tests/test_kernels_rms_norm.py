@@ -9,7 +9,7 @@ from infinitecontext.kernels.rms_norm import add_rms_norm_triton, rms_norm_trito
 from infinitecontext.kernels.rms_norm_ref import add_rms_norm_ref, rms_norm_ref
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2}
-SHAPES = [(1, 512), (5, 3, 300), (7, 1536), (2, 2048)]  # 300: not a power of two
+SHAPES = [(1, 512), (5, 3, 300), (7, 1536), (2, 2048), (1101, 256)]  # odd widths and row counts
 
 
 def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

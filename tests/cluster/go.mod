@@ -5,6 +5,11 @@ module infinitecontext.dev/cluster
 
 go 1.26.0
 
+// k8s.io/kubernetes names its staging modules v0.0.0 and replaces them with
+// ./staging/src/..., which does not apply to a module that depends on it: each one is
+// pinned here to the release of the same Kubernetes version (v1.36.3 -> v0.36.3).
+// kwok v0.8.0 asks for v0.36.1 of the ones it shares, so one module graph builds all.
+// etcd v3.6.8 is the server release that k8s.io/kubernetes v1.36.3's client pins.
 replace (
 	k8s.io/api => k8s.io/api v0.36.3
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.36.3

@@ -1,0 +1,691 @@
+"""One-GPU benchmark of the kernels: `python -m infinitecontext.kernels.bench --out DIR`.
+
+Measures, in one run: the GPU's copy and read bandwidth; MLA decode over a grid of batch ×
+context × heads against eager absorbed attention, `torch.compile` of it and the naive path
+that decompresses the latent cache every step; RMSNorm, residual-add + RMSNorm and RoPE
+against eager and `torch.compile`; decode tokens/s and peak memory of the `1b` preset.
+Prints tables, writes DIR/kernels_bench.json and DIR/mla_decode_bandwidth.png.
+
+Timing: every variant is captured in a CUDA graph and replayed after a 256 MiB write that
+evicts L2, between CUDA events (p20/p50/p80 over the replays), so Python launch overhead
+and cache-resident inputs do not flatter small shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from infinitecontext.kernels.mla_decode import DecodeConfig, default_config, mla_decode_triton
+from infinitecontext.kernels.mla_decode_ref import (
+    KV_LORA_RANK,
+    LATENT_DIM,
+    PAGE_SIZE,
+    decompress_attention,
+    mla_decode_ref,
+    quantize_latent_fp8,
+)
+from infinitecontext.kernels.rms_norm import add_rms_norm_triton, rms_norm_triton
+from infinitecontext.kernels.rms_norm_ref import add_rms_norm_ref, rms_norm_ref
+from infinitecontext.kernels.rope import apply_rope_triton_
+from infinitecontext.kernels.rope_ref import apply_rope_ref_
+
+GiB = 1 << 30
+K = 1024
+MLA_GRID = [(b, ctx) for b in (1, 8, 32, 64) for ctx in (4 * K, 32 * K, 128 * K)] + [(1, 1024 * K)]
+MLA_HEADS = (16, 128)
+NORM_ROWS = (1, 64, 2048, 16384)
+NORM_WIDTHS = (512, 1536, 2048)
+SOFTMAX_SCALE = 0.1352  # DeepSeek-V3's 192^-0.5 · mscale²
+
+
+@dataclass
+class Timing:
+    p20_ms: float
+    p50_ms: float
+    p80_ms: float
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class _L2Flusher:
+    def __init__(self) -> None:
+        self.buffer = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+
+    def __call__(self) -> None:
+        self.buffer.zero_()
+
+
+def time_graph(fn: Callable[[], Any], flush: _L2Flusher, reps: int = 30) -> Timing:
+    """Median and quartile-ish times of one captured call of `fn`, L2 flushed before each."""
+    fn()  # compile / warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        flush()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    del graph
+    return _percentiles(times)
+
+
+def time_eager(fn: Callable[[], Any], flush: _L2Flusher, reps: int = 10) -> Timing:
+    """Events around plain calls, for what cannot be captured."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        flush()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return _percentiles(times)
+
+
+def _percentiles(times: list[float]) -> Timing:
+    t = torch.tensor(times)
+    q = torch.quantile(t, torch.tensor([0.2, 0.5, 0.8])).tolist()
+    return Timing(*q)
+
+
+def time_any(fn: Callable[[], Any], flush: _L2Flusher) -> tuple[Timing | None, str]:
+    """(timing, how) — graph replay if capturable, else eager; None with the error if it fails."""
+    try:
+        return time_graph(fn, flush), "graph"
+    except torch.OutOfMemoryError:
+        return None, "OOM"
+    except Exception as exc:
+        torch.cuda.synchronize()
+        first = f"{type(exc).__name__}"
+    try:
+        return time_eager(fn, flush), f"eager ({first} in capture)"
+    except torch.OutOfMemoryError:
+        return None, "OOM"
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- bandwidth
+
+
+@triton.jit
+def _read_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, ITERS: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Streams x once: each program sums ITERS consecutive blocks (a read-only roofline)."""
+    pid = tl.program_id(0).to(tl.int64)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(ITERS):
+        offs = (pid * ITERS + i) * BLOCK + tl.arange(0, BLOCK)
+        acc += tl.load(x_ptr + offs, mask=offs < n, other=0.0, eviction_policy="evict_first")
+    tl.store(out_ptr + pid, tl.sum(acc, axis=0))
+
+
+def measure_bandwidth(flush: _L2Flusher) -> dict[str, float]:
+    """Copy (read + write counted) and read-only bandwidth over 2 GiB buffers, in GB/s."""
+    n = 2 * GiB // 4
+    src = torch.randn(n, device="cuda")
+    dst = torch.empty_like(src)
+    copy = time_graph(partial(dst.copy_, src), flush)
+    block, iters = 4096, 8
+    programs = triton.cdiv(n, block * iters)
+    sink = torch.empty(programs, device="cuda")
+
+    read = partial(_read_kernel[(programs,)], src, sink, n, BLOCK=block, ITERS=iters, num_warps=8)
+    read_triton = time_graph(read, flush)
+    read_torch = time_graph(src.sum, flush)
+    nbytes = n * 4
+    result = {
+        "copy_GBps": 2 * nbytes / copy.p50_ms / 1e6,
+        "read_triton_GBps": nbytes / read_triton.p50_ms / 1e6,
+        "read_torch_sum_GBps": nbytes / read_torch.p50_ms / 1e6,
+    }
+    result["read_GBps"] = max(result["read_triton_GBps"], result["read_torch_sum_GBps"])
+    return result
+
+
+# --------------------------------------------------------------------------- MLA decode
+
+
+def absorbed_eager(
+    q_lat: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """DeepSeek-V3 `inference/model.py` absorb path over a full cache: bf16 einsums."""
+    c_kv, k_pe = cache[..., :KV_LORA_RANK], cache[..., KV_LORA_RANK:]
+    scores = torch.einsum("bhc,btc->bht", q_lat, c_kv) + torch.einsum("bhr,btr->bht", q_pe, k_pe)
+    probs = (scores.float() * scale).softmax(dim=-1).to(q_lat.dtype)
+    return torch.einsum("bht,btc->bhc", probs, c_kv)
+
+
+_absorbed_compiled = torch.compile(absorbed_eager, dynamic=True)
+
+
+def mla_bytes(batch: int, ctx: int, heads: int, cache_bytes: int = 2) -> int:
+    """FlashMLA's count: the cache once, q in, out out (bf16 q and out)."""
+    return batch * ctx * LATENT_DIM * cache_bytes + batch * heads * (LATENT_DIM + KV_LORA_RANK) * 2
+
+
+def mla_flops(batch: int, ctx: int, heads: int) -> int:
+    return 2 * batch * ctx * heads * (LATENT_DIM + KV_LORA_RANK)
+
+
+def _fits(nbytes: float, margin: float = 0.85) -> bool:
+    free, _ = torch.cuda.mem_get_info()
+    return nbytes < margin * free
+
+
+def _run_each(call: Callable[[Any], Any], inputs: list[Any]) -> None:
+    for item in inputs:
+        call(item)
+
+
+def time_per_call(
+    call: Callable[[Any], Any], inputs: list[Any], flush: _L2Flusher
+) -> tuple[Timing | None, str]:
+    """Time `call` over each of `inputs` back to back in one graph; per-call times.
+
+    Distinct inputs (one cache per layer, as in a model's decode step) keep every read cold
+    after the L2 flush, while the graph's launch latency is shared by the calls.
+    """
+    timing, how = time_any(partial(_run_each, call, inputs), flush)
+    if timing is None:
+        return None, how
+    n = len(inputs)
+    return Timing(timing.p20_ms / n, timing.p50_ms / n, timing.p80_ms / n), f"{how} x{n}"
+
+
+def _copies(nbytes: int) -> int:
+    """How many distinct caches a stream of calls rotates through (1.5 GiB in all, ≤ 8)."""
+    return max(1, min(8, int(1.5 * GiB) // max(nbytes, 1)))
+
+
+def bench_mla_shape(
+    batch: int,
+    ctx: int,
+    heads: int,
+    flush: _L2Flusher,
+    read_gbps: float,
+    config: DecodeConfig | None,
+    baselines: bool,
+) -> dict[str, Any]:
+    """One grid point: Triton (contiguous, paged, fp8) and the three baselines."""
+    gen = torch.Generator(device="cuda").manual_seed(batch * 7919 + ctx + heads)
+    dt = torch.bfloat16
+    q_lat = torch.randn(batch, heads, KV_LORA_RANK, device="cuda", dtype=dt, generator=gen)
+    q_pe = torch.randn(batch, heads, 64, device="cuda", dtype=dt, generator=gen)
+    cache = torch.randn(batch, ctx, LATENT_DIM, device="cuda", dtype=dt, generator=gen)
+    lengths = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+    row: dict[str, Any] = {"batch": batch, "context": ctx, "heads": heads}
+    nbytes, flops = mla_bytes(batch, ctx, heads), mla_flops(batch, ctx, heads)
+    copies = _copies(cache.numel() * 2)
+    row["stream_copies"] = copies
+    caches = [cache] + [cache.clone() for _ in range(copies - 1)]
+
+    def triton_on(c: torch.Tensor) -> Any:
+        return mla_decode_triton(q_lat, q_pe, c, lengths, SOFTMAX_SCALE, config=config)
+
+    timing, how = time_per_call(triton_on, caches[:1], flush)
+    row["triton_single_call"] = _rates(timing, how, nbytes, flops, read_gbps)
+    timing, how = time_per_call(triton_on, caches, flush)
+    row["triton"] = _rates(timing, how, nbytes, flops, read_gbps)
+    out, _ = triton_on(cache)
+    ref_out, ref_lse = _reference_in_chunks(q_lat, q_pe, cache, lengths)
+    row["rel_err_vs_fp32_ref"] = float((out.float() - ref_out).norm() / ref_out.norm())
+
+    # Paged caches (page 64, pages in random order): same bytes.
+    pages = batch * ctx // PAGE_SIZE
+    order = torch.randperm(pages, device="cuda", generator=gen)
+    table = order.view(batch, -1).to(torch.int32)
+    pools = []
+    for c in caches:
+        pool = torch.empty_like(c).view(pages, PAGE_SIZE, LATENT_DIM)
+        pool[order] = c.view(pages, PAGE_SIZE, LATENT_DIM)
+        pools.append(pool)
+    del caches, cache, pool
+    gc.collect()
+
+    def paged_on(pool: torch.Tensor) -> Any:
+        return mla_decode_triton(q_lat, q_pe, pool, lengths, SOFTMAX_SCALE, table, config=config)
+
+    timing, how = time_per_call(paged_on, pools, flush)
+    row["triton_paged"] = _rates(timing, how, nbytes, flops, read_gbps)
+    caches = [pool[order].view(batch, ctx, LATENT_DIM) for pool in pools]
+    del pools
+    gc.collect()
+
+    # FP8 caches with per-token scales: half the bytes.
+    fp8_caches = [_quantize_in_chunks(c) for c in caches]
+
+    def fp8_on(pair: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        return mla_decode_triton(
+            q_lat, q_pe, pair[0], lengths, SOFTMAX_SCALE, None, pair[1], config=config
+        )
+
+    timing, how = time_per_call(fp8_on, fp8_caches, flush)
+    fp8_bytes = mla_bytes(batch, ctx, heads, 1) + batch * ctx * 4
+    row["triton_fp8"] = _rates(timing, how, fp8_bytes, flops, read_gbps)
+    fp8_out, fp8_lse = fp8_on(fp8_caches[0])
+    row["fp8_rel_err_vs_bf16_cache"] = float((fp8_out.float() - ref_out).norm() / ref_out.norm())
+    row["fp8_lse_max_abs_err"] = float((fp8_lse - ref_lse).abs().max())
+    del fp8_caches, fp8_out, out
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    if baselines:
+        row.update(_baselines(q_lat, q_pe, caches, heads, flush, nbytes, flops, read_gbps, gen))
+    return row
+
+
+def _baselines(  # type: ignore[no-untyped-def]
+    q_lat, q_pe, caches, heads, flush, nbytes, flops, read_gbps, gen
+) -> dict[str, Any]:
+    batch, ctx, _ = caches[0].shape
+    result: dict[str, Any] = {}
+    scores_bytes = batch * heads * ctx * (2 + 4 + 4 + 2)  # bf16 scores, fp32 softmax, bf16 probs
+    for name, fn in (("eager", absorbed_eager), ("compile", _absorbed_compiled)):
+        if _fits(scores_bytes):
+            call = partial(_absorbed_on, fn, q_lat, q_pe)
+            timing, how = time_per_call(call, caches, flush)
+        else:
+            timing, how = None, "skipped: would not fit"
+        result[name] = _rates(timing, how, nbytes, flops, read_gbps)
+    decompressed = batch * heads * ctx * (192 + 128) * 2 * 1.6  # K, V and the cat's copy
+    if _fits(decompressed):
+        q_nope = torch.randn(batch, heads, 128, device="cuda", dtype=q_lat.dtype, generator=gen)
+        w_uk = torch.randn(heads, 128, 512, device="cuda", dtype=q_lat.dtype, generator=gen)
+        w_uv = torch.randn(heads, 128, 512, device="cuda", dtype=q_lat.dtype, generator=gen)
+        naive = partial(_naive_on, q_nope, q_pe, w_uk, w_uv)
+        timing, how = time_per_call(naive, caches, flush)
+    else:
+        timing, how = None, "skipped: decompressed K/V would not fit"
+    result["naive_decompress"] = _rates(timing, how, nbytes, flops, read_gbps)
+    return result
+
+
+def _absorbed_on(fn, q_lat, q_pe, cache):  # type: ignore[no-untyped-def]
+    return fn(q_lat, q_pe, cache, SOFTMAX_SCALE)
+
+
+def _naive_on(q_nope, q_pe, w_uk, w_uv, cache):  # type: ignore[no-untyped-def]
+    return decompress_attention(q_nope, q_pe, cache, w_uk, w_uv, SOFTMAX_SCALE)
+
+
+def _reference_in_chunks(
+    q_lat: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 reference one sequence at a time (the full fp32 copy would not fit at 64 × 128k)."""
+    outs, lses = [], []
+    for b in range(cache.shape[0]):
+        o, lse = mla_decode_ref(
+            q_lat[b : b + 1], q_pe[b : b + 1], cache[b : b + 1], lengths[b : b + 1], SOFTMAX_SCALE
+        )
+        outs.append(o.float())
+        lses.append(lse)
+    return torch.cat(outs), torch.cat(lses)
+
+
+def _quantize_in_chunks(cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    quantized = torch.empty(cache.shape, device=cache.device, dtype=torch.float8_e4m3fn)
+    scales = torch.empty(cache.shape[:2], device=cache.device, dtype=torch.float32)
+    for b in range(cache.shape[0]):
+        quantized[b], scales[b] = quantize_latent_fp8(cache[b])
+    return quantized, scales
+
+
+def _rates(
+    timing: Timing | None, how: str, nbytes: float, flops: float, read_gbps: float
+) -> dict[str, Any]:
+    if timing is None:
+        return {"status": how}
+    gbps = nbytes / timing.p50_ms / 1e6
+    return {
+        "status": how,
+        **asdict(timing),
+        "GBps": gbps,
+        "pct_read_bw": 100 * gbps / read_gbps,
+        "TFLOPs": flops / timing.p50_ms / 1e9,
+    }
+
+
+# --------------------------------------------------------------------------- tuning sweep
+
+
+def sweep_configs(flush: _L2Flusher, read_gbps: float) -> dict[str, Any]:
+    """Time candidate tile configs on representative shapes; returns the best per head count."""
+    candidates = {
+        16: [
+            DecodeConfig(16, bn, w, s, c)
+            for bn in (32, 64)
+            for w in (4, 8)
+            for s in (2, 3)
+            for c in (1, 2)
+            if s == 3 or (w == 4 and c == 1)
+        ],
+        128: [DecodeConfig(64, bn, w, 2, 1) for bn in (32, 64) for w in (4, 8)]
+        + [DecodeConfig(64, 64, 8, 1, 1), DecodeConfig(32, 64, 4, 2, 1)],
+    }
+    shapes = {16: [(1, 128 * K), (8, 32 * K), (64, 32 * K)], 128: [(8, 32 * K), (64, 32 * K)]}
+    report: dict[str, Any] = {}
+    for heads, configs in candidates.items():
+        scores: dict[str, list[float]] = {}
+        for batch, ctx in shapes[heads]:
+            q_lat = torch.randn(batch, heads, KV_LORA_RANK, device="cuda", dtype=torch.bfloat16)
+            q_pe = torch.randn(batch, heads, 64, device="cuda", dtype=torch.bfloat16)
+            cache = torch.randn(batch, ctx, LATENT_DIM, device="cuda", dtype=torch.bfloat16)
+            lengths = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+            for cfg in configs:
+                call = partial(
+                    mla_decode_triton, q_lat, q_pe, cache, lengths, SOFTMAX_SCALE, config=cfg
+                )
+                timing, how = time_any(call, flush)
+                ms = timing.p50_ms if timing else math.inf
+                scores.setdefault(json.dumps(asdict(cfg)), []).append(ms)
+                print(f"sweep H={heads} B={batch} L={ctx} {cfg} {how} {ms:.4f} ms", flush=True)
+            del call, q_lat, q_pe, cache
+            torch.cuda.empty_cache()
+        # Rank by the geometric mean of the time relative to each shape's best.
+        best_per_shape = [min(ms[i] for ms in scores.values()) for i in range(len(shapes[heads]))]
+        ranked = sorted(
+            scores.items(),
+            key=lambda kv: math.prod(t / b for t, b in zip(kv[1], best_per_shape, strict=True)),
+        )
+        report[str(heads)] = {
+            "best": json.loads(ranked[0][0]),
+            "default": asdict(default_config(heads)),
+            "times_ms": {k: v for k, v in ranked},
+            "shapes": shapes[heads],
+        }
+    return report
+
+
+# --------------------------------------------------------------------------- norms and RoPE
+
+
+def bench_norms(flush: _L2Flusher, read_gbps: float, copy_gbps: float) -> list[dict[str, Any]]:
+    rows = []
+    compiled_rms = torch.compile(rms_norm_ref)
+    compiled_add = torch.compile(add_rms_norm_ref)
+    compiled_rope = torch.compile(apply_rope_ref_)
+    for m in NORM_ROWS:
+        for width in NORM_WIDTHS:
+            x = torch.randn(m, width, device="cuda", dtype=torch.bfloat16)
+            res = torch.randn_like(x)
+            w = torch.rand(width, device="cuda", dtype=torch.bfloat16) + 0.5
+            rope_x = torch.randn(m, width // 64, 64, device="cuda", dtype=torch.bfloat16)
+            rope_view = rope_x.transpose(0, 1)  # (heads, T=M, 64): cos/sin (M, 32) broadcast
+            angles = torch.rand(m, 32, device="cuda")
+            cos, sin = angles.cos(), angles.sin()
+            elem = 2
+            ops: dict[str, tuple[float, dict[str, Callable[[], Any]]]] = {
+                "rms_norm": (
+                    2 * m * width * elem,
+                    {
+                        "triton": partial(rms_norm_triton, x, w, 1e-6),
+                        "eager": partial(rms_norm_ref, x, w, 1e-6),
+                        "compile": partial(compiled_rms, x, w, 1e-6),
+                    },
+                ),
+                "add_rms_norm": (
+                    4 * m * width * elem,
+                    {
+                        "triton": partial(add_rms_norm_triton, x, res, w, 1e-6),
+                        "eager": partial(add_rms_norm_ref, x, res, w, 1e-6),
+                        "compile": partial(compiled_add, x, res, w, 1e-6),
+                    },
+                ),
+                "rope": (
+                    2 * m * width * elem + 2 * m * 32 * 4,
+                    {
+                        "triton": partial(apply_rope_triton_, rope_view, cos, sin),
+                        "eager": partial(apply_rope_ref_, rope_view, cos, sin),
+                        "compile": partial(compiled_rope, rope_view, cos, sin),
+                    },
+                ),
+            }
+            for op, (nbytes, variants) in ops.items():
+                row: dict[str, Any] = {"op": op, "M": m, "width": width, "bytes": nbytes}
+                for name, fn in variants.items():
+                    timing, how = time_any(fn, flush)
+                    row[name] = {"status": how}
+                    if timing:
+                        gbps = nbytes / timing.p50_ms / 1e6
+                        row[name].update(
+                            us=timing.p50_ms * 1e3, GBps=gbps, pct_copy_bw=100 * gbps / copy_gbps
+                        )
+                rows.append(row)
+                print(_norm_line(row), flush=True)
+    return rows
+
+
+def _norm_line(row: dict[str, Any]) -> str:
+    def us(name: str) -> str:
+        return f"{row[name].get('us', float('nan')):9.2f}"
+
+    pct = row["triton"].get("pct_copy_bw", float("nan"))
+    return (
+        f"{row['op']:>13} M={row['M']:>6} W={row['width']:>5}  triton {us('triton')} us "
+        f"({pct:5.1f}% copy BW)  eager {us('eager')}  compile {us('compile')}"
+    )
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def bench_end_to_end(contexts: list[int], batches: list[int], steps: int = 5) -> dict[str, Any]:
+    """Decode tokens/s of the 1b preset (random weights, random cache) and peak memory."""
+    import os
+
+    from infinitecontext.model.config import preset
+    from infinitecontext.model.transformer import build
+
+    cfg = preset("1b")
+    model = build(cfg, seed=0, device="cuda").to(torch.bfloat16)
+    model.inv_freq = model.inv_freq.float()
+    result: dict[str, Any] = {"preset": "1b", "decode": [], "memory": []}
+    for backend in ("triton", "reference"):
+        os.environ["ICX_KERNELS"] = backend
+        for batch in batches:
+            for ctx in contexts:
+                tps = _decode_tokens_per_s(model, batch, ctx, steps)
+                entry = {"backend": backend, "batch": batch, "context": ctx, "tokens_per_s": tps}
+                result["decode"].append(entry)
+                print(f"e2e {entry}", flush=True)
+    os.environ["ICX_KERNELS"] = "triton"
+    for ctx in (128 * K, 1024 * K):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        tps = _decode_tokens_per_s(model, 1, ctx, 3)
+        peak = torch.cuda.max_memory_allocated()
+        entry = {"batch": 1, "context": ctx, "peak_GiB": peak / GiB, "tokens_per_s": tps}
+        result["memory"].append(entry)
+        print(f"e2e memory {entry}", flush=True)
+    os.environ.pop("ICX_KERNELS")
+    return result
+
+
+@torch.no_grad()
+def _decode_tokens_per_s(model: Any, batch: int, ctx: int, steps: int) -> float:
+    cache = model.new_cache(batch, ctx + 1)
+    for layer in range(cache.latent.shape[0]):
+        cache.latent[layer].normal_()  # never time on zeros
+    vocab = int(model.config.vocab_size)
+    tokens = torch.randint(0, vocab, (batch, 1), device="cuda")
+    times = []
+    for step in range(steps + 2):
+        cache.lengths.fill_(ctx - 1)  # every step sees a full context of ctx tokens
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.decode(tokens, cache)
+        torch.cuda.synchronize()
+        if step >= 2:
+            times.append(time.perf_counter() - start)
+    del cache
+    gc.collect()
+    torch.cuda.empty_cache()
+    return batch / sorted(times)[len(times) // 2]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _mla_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'H':>4} {'B':>3} {'ctx':>8} | {'1 call':>7} {'triton ms':>9} {'GB/s':>6} {'%rdBW':>6}"
+        f" {'TFLOP/s':>7}"
+        f" | {'paged ms':>8} {'fp8 ms':>7} | {'eager ms':>8} {'compile':>8} {'naive ms':>9}"
+        f" {'×naive':>7} | {'err':>7} {'fp8 err':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        t = r["triton"]
+
+        def ms(key: str, r: dict[str, Any] = r) -> str:
+            v = r.get(key, {})
+            return f"{v['p50_ms']:.4f}" if "p50_ms" in v else v.get("status", "-")[:8]
+
+        speedup = "-"
+        if "p50_ms" in r.get("naive_decompress", {}) and "p50_ms" in t:
+            speedup = f"{r['naive_decompress']['p50_ms'] / t['p50_ms']:.1f}"
+        lines.append(
+            f"{r['heads']:>4} {r['batch']:>3} {r['context']:>8} | {ms('triton_single_call'):>7}"
+            f" {ms('triton'):>9}"
+            f" {t.get('GBps', 0):6.0f} {t.get('pct_read_bw', 0):6.1f} {t.get('TFLOPs', 0):7.1f}"
+            f" | {ms('triton_paged'):>8} {ms('triton_fp8'):>7} | {ms('eager'):>8}"
+            f" {ms('compile'):>8} {ms('naive_decompress'):>9} {speedup:>7}"
+            f" | {r['rel_err_vs_fp32_ref']:7.1e} {r['fp8_rel_err_vs_bf16_cache']:7.1e}"
+        )
+    return "\n".join(lines)
+
+
+def plot_bandwidth(rows: list[dict[str, Any]], read_gbps: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(MLA_HEADS), figsize=(12, 4.5), sharey=True)
+    for ax, heads in zip(axes, MLA_HEADS, strict=True):
+        for batch in sorted({r["batch"] for r in rows}):
+            pts = [
+                (r["context"], r["triton"]["GBps"])
+                for r in rows
+                if r["heads"] == heads and r["batch"] == batch and "GBps" in r["triton"]
+            ]
+            if pts:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, marker="o", label=f"B={batch}")
+        ax.axhline(read_gbps, color="k", linestyle="--", label="measured read BW")
+        ax.axhline(0.85 * read_gbps, color="gray", linestyle=":", label="85% target")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (tokens)")
+        ax.set_title(f"MLA decode, H={heads}, bf16 latent cache")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("GB/s (cache + q + out)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument(
+        "--sections",
+        default="sweep,mla,norms,e2e",
+        help="comma-separated subset of sweep,mla,norms,e2e (bandwidth always runs)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few shapes, for a smoke test")
+    parser.add_argument(
+        "--use-sweep-best",
+        action="store_true",
+        help="time the grid with the sweep's best tiles instead of the shipped defaults",
+    )
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    report: dict[str, Any] = {
+        "gpu": props.name,
+        "sm_count": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+    flush = _L2Flusher()
+    bw = measure_bandwidth(flush)
+    report["bandwidth"] = bw
+    print(f"GPU {props.name}: {json.dumps(bw)}", flush=True)
+    json_path = args.out / "kernels_bench.json"
+
+    def save() -> None:
+        json_path.write_text(json.dumps(report, indent=1))
+
+    configs: dict[int, DecodeConfig | None] = {h: None for h in MLA_HEADS}
+    sections = set(args.sections.split(","))
+    if "sweep" in sections and not args.quick:
+        report["sweep"] = sweep_configs(flush, bw["read_GBps"])
+        if args.use_sweep_best:
+            for heads in MLA_HEADS:
+                configs[heads] = DecodeConfig(**report["sweep"][str(heads)]["best"])
+        save()
+    grid = MLA_GRID if not args.quick else [(1, 32 * K), (8, 32 * K)]
+    rows: list[dict[str, Any]] = []
+    for heads in MLA_HEADS if "mla" in sections else ():
+        for batch, ctx in grid:
+            if not _fits(batch * ctx * LATENT_DIM * 2 * 2.3):
+                print(f"skip H={heads} B={batch} ctx={ctx}: cache would not fit", flush=True)
+                continue
+            row = bench_mla_shape(batch, ctx, heads, flush, bw["read_GBps"], configs[heads], True)
+            row["config"] = asdict(configs[heads] or default_config(heads))
+            rows.append(row)
+            print(_mla_table([row]).splitlines()[-1], flush=True)
+            report["mla_decode"] = rows
+            save()
+    if rows:
+        print(_mla_table(rows), flush=True)
+        plot_bandwidth(rows, bw["read_GBps"], args.out / "mla_decode_bandwidth.png")
+    if "norms" in sections:
+        report["norms"] = bench_norms(flush, bw["read_GBps"], bw["copy_GBps"])
+        save()
+    if "e2e" in sections:
+        try:
+            contexts = [4 * K, 32 * K, 128 * K] if not args.quick else [4 * K]
+            report["end_to_end"] = bench_end_to_end(contexts, [1, 8] if not args.quick else [1])
+        except Exception as exc:
+            report["end_to_end"] = {"error": repr(exc)}
+            print(f"end-to-end failed: {exc!r}", flush=True)
+        save()
+    if rows:
+        print(_mla_table(rows), flush=True)
+    print(f"wrote {json_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

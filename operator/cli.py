@@ -1,0 +1,59 @@
+"""`icx operator …`: run the operator."""
+
+# typer declares options as argument defaults.
+# ruff: noqa: B008
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+app = typer.Typer(help="The InfiniteContext Kubernetes operator.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Watch only this namespace (repeatable)."
+    ),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", help="Watch the whole cluster."),
+    metrics_port: int = typer.Option(8080, help="Prometheus /metrics port."),
+    health_port: int = typer.Option(8081, help="Liveness/readiness /healthz port."),
+    peering: str | None = typer.Option(
+        None, help="kopf peering object (KopfPeering/ClusterKopfPeering); unset: standalone."
+    ),
+    priority: int | None = typer.Option(None, help="Peering priority (default: random)."),
+    tracking_uri: str = typer.Option(
+        os.environ.get("MLFLOW_TRACKING_URI", ""), help="Default MLflow tracking URI."
+    ),
+    slurm_url: str = typer.Option(
+        os.environ.get("ICX_SLURM_URL", "http://127.0.0.1:6820"), help="slurmrestd URL."
+    ),
+    slurm_job_path: str = typer.Option(
+        os.environ.get("ICX_SLURM_JOB_PATH", ""), help="PATH of jobs on SLURM nodes."
+    ),
+    kubeconfig: str | None = typer.Option(
+        None, help="Kubeconfig (default: in-cluster or ~/.kube)."
+    ),
+) -> None:
+    """Reconcile TrainingRuns, Alignments and Evaluations until stopped."""
+    from infinitecontext.operator.main import OperatorOptions
+    from infinitecontext.operator.main import run as run_operator
+
+    if not namespace and not all_namespaces:
+        raise typer.BadParameter("give --namespace NAME (repeatable) or --all-namespaces")
+    run_operator(
+        OperatorOptions(
+            namespaces=list(namespace),
+            clusterwide=all_namespaces,
+            metrics_port=metrics_port,
+            health_port=health_port,
+            peering=peering,
+            priority=priority,
+            tracking_uri=tracking_uri,
+            slurm_url=slurm_url,
+            slurm_job_path=slurm_job_path,
+            kubeconfig=kubeconfig,
+        )
+    )

@@ -1,0 +1,260 @@
+"""Kubernetes children of a workload: a Job, or an Indexed Job plus a headless Service.
+
+Several nodes run as one Indexed Job whose pods find each other through a headless
+Service (`<job>-<index>.<service>`): pod 0 is torchrun's rendezvous host and each
+pod's node rank is its completion index, as Kubeflow Trainer and JobSet do it. The pod
+failure policy follows Kubeflow's `RestartPolicy: ExitCode`: exit codes 1–127 are
+errors in our code and fail the Job at once; signals (128+, e.g. OOM-kill 137) and
+disruptions (eviction, preemption, node drain) are infrastructure and are retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
+from infinitecontext.operator.workload import Owner, WorkloadCommand
+
+API_VERSION = "infinitecontext.dev/v1alpha1"
+MANAGED_BY = "infinitecontext-operator"
+LABEL_KIND = "infinitecontext.dev/kind"
+LABEL_NAME = "infinitecontext.dev/name"
+LABEL_UID = "infinitecontext.dev/uid"
+CONTAINER = "worker"
+RENDEZVOUS_PORT = 29500
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# Exit codes of a process that ended by itself with an error: fail fast, never retry.
+OUR_CODE_EXIT_CODES = list(range(1, 128))
+
+JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the operator saw of the job, on either backend."""
+
+    phase: JobPhase
+    reason: str
+    message: str = ""
+    retryable: bool = False
+    """Failed for infrastructure reasons (node failure, preemption): worth another try."""
+    name: str | None = None
+    slurm_job_id: int | None = None
+    state: str = ""
+
+
+def job_name(owner: Owner) -> str:
+    """A Job name that leaves room for `-<index>-<suffix>` in pod hostnames (≤ 63)."""
+    base = f"{owner.name}-{owner.kind.lower()[:5]}"
+    if len(base) <= 50:
+        return base
+    digest = hashlib.sha256(owner.uid.encode()).hexdigest()[:8]
+    return f"{base[:41]}-{digest}"
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_KIND: owner.kind,
+        LABEL_NAME: owner.name[:63],
+        LABEL_UID: owner.uid,
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def render_children(
+    owner: Owner, spec: WorkloadSpec, work: WorkloadCommand, suspend: bool
+) -> list[dict[str, Any]]:
+    """The Job, and for several nodes the headless Service before it."""
+    nodes = spec.resources.nodes
+    children = [headless_service(owner)] if nodes > 1 else []
+    return [*children, job(owner, spec, work, suspend)]
+
+
+def headless_service(owner: Owner) -> dict[str, Any]:
+    name = job_name(owner)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, name),
+        "spec": {
+            "clusterIP": "None",
+            # Pods must resolve each other before they are Ready (rendezvous comes first).
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_UID: owner.uid},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def job(owner: Owner, spec: WorkloadSpec, work: WorkloadCommand, suspend: bool) -> dict[str, Any]:
+    name = job_name(owner)
+    nodes = spec.resources.nodes
+    options = spec.kubernetes or KubernetesOptions()
+    job_spec: dict[str, Any] = {
+        "suspend": suspend,
+        "backoffLimit": spec.retry_policy.backoff_limit,
+        "completions": nodes,
+        "parallelism": nodes,
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {
+            "metadata": {"labels": labels(owner)},
+            "spec": _pod_spec(owner, spec, options, work, nodes),
+        },
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, name),
+        "spec": job_spec,
+    }
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": OUR_CODE_EXIT_CODES,
+                },
+            },
+        ]
+    }
+
+
+def _metadata(owner: Owner, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def _pod_spec(
+    owner: Owner,
+    spec: WorkloadSpec,
+    options: KubernetesOptions,
+    work: WorkloadCommand,
+    nodes: int,
+) -> dict[str, Any]:
+    checkpoint: Checkpoint | None = getattr(spec, "checkpoint", None)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": launcher(work.argv, nodes, spec.resources),
+        "env": _env(owner, work, nodes, spec.resources),
+        "resources": container_resources(spec.resources),
+    }
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if checkpoint is not None:
+        container["volumeMounts"] = [{"name": "checkpoints", "mountPath": checkpoint.path}]
+        pod["volumes"] = [checkpoint_volume(checkpoint)]
+    if nodes > 1:
+        pod["subdomain"] = job_name(owner)
+    if options.node_selector:
+        pod["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
+        ]
+    if options.priority_class_name:
+        pod["priorityClassName"] = options.priority_class_name
+    if options.service_account_name:
+        pod["serviceAccountName"] = options.service_account_name
+    return pod
+
+
+def launcher(argv: list[str], nodes: int, resources: Resources) -> list[str]:
+    """One process per node runs `argv`; several nodes or GPUs go through torchrun."""
+    if nodes == 1 and resources.gpus_per_node <= 1:
+        return list(argv)
+    # $(VAR) is expanded by the kubelet from the container's env (below).
+    return [
+        "torchrun",
+        "--nnodes=$(NNODES)",
+        "--node_rank=$(NODE_RANK)",
+        "--nproc_per_node=$(NPROC_PER_NODE)",
+        "--master_addr=$(MASTER_ADDR)",
+        "--master_port=$(MASTER_PORT)",
+        "--no-python",
+        *argv,
+    ]
+
+
+def _env(
+    owner: Owner, work: WorkloadCommand, nodes: int, resources: Resources
+) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": v} for k, v in sorted(work.environment.items())
+    ]
+    name = job_name(owner)
+    rank: dict[str, Any] = (
+        {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
+        if nodes > 1
+        else {"value": "0"}
+    )
+    env += [
+        {"name": "NNODES", "value": str(nodes)},
+        {"name": "NODE_RANK", **rank},
+        {"name": "NPROC_PER_NODE", "value": str(max(resources.gpus_per_node, 1))},
+        {"name": "MASTER_ADDR", "value": f"{name}-0.{name}" if nodes > 1 else "localhost"},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+    ]
+    return env
+
+
+def container_resources(resources: Resources) -> dict[str, Any]:
+    requests: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    limits: dict[str, str] = {"memory": resources.memory}
+    if resources.gpus_per_node:
+        limits["nvidia.com/gpu"] = str(resources.gpus_per_node)
+    return {"requests": requests, "limits": limits}
+
+
+def checkpoint_volume(checkpoint: Checkpoint) -> dict[str, Any]:
+    if checkpoint.persistent_volume_claim:
+        claim = {"claimName": checkpoint.persistent_volume_claim}
+        return {"name": "checkpoints", "persistentVolumeClaim": claim}
+    return {"name": "checkpoints", "emptyDir": {}}
+
+
+def observe_job(job_object: dict[str, Any]) -> JobObservation:
+    """The phase of a Job from its status (conditions first, then pod counts)."""
+    name = job_object.get("metadata", {}).get("name")
+    status = job_object.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    for type_, phase in (("Complete", "Succeeded"), ("Failed", "Failed")):
+        found = conditions.get(type_)
+        if found and found.get("status") == "True":
+            reason = found.get("reason") or type_
+            return JobObservation(phase, reason, found.get("message", ""), name=name, state=type_)  # type: ignore[arg-type]
+    suspended = conditions.get("Suspended")
+    if suspended and suspended.get("status") == "True":
+        return JobObservation("Suspended", "JobSuspended", name=name, state="Suspended")
+    if (status.get("ready") or 0) > 0 or (
+        (status.get("active") or 0) > 0 and status.get("ready") is None
+    ):
+        return JobObservation("Running", "PodsRunning", name=name, state="Running")
+    return JobObservation("Pending", "PodsPending", name=name, state="Pending")

@@ -1,0 +1,113 @@
+"""The operator process: kopf with our settings, Prometheus metrics and health probes.
+
+Two replicas run side by side; kopf peering lets only the highest-priority one act
+(each pod picks a random priority at start, as kopf's peering docs advise: equal
+priorities would pause both). `--namespace` (repeatable) scopes the operator to those
+namespaces, `--all-namespaces` makes it cluster-wide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from infinitecontext.operator import registry
+
+DEFAULT_SLURM_URL = "http://127.0.0.1:6820"
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespaces: list[str] = field(default_factory=list)
+    clusterwide: bool = False
+    metrics_port: int = 8080
+    health_port: int = 8081
+    peering: str | None = None
+    """Peering object name; None runs standalone (one replica, tests)."""
+    priority: int | None = None
+    tracking_uri: str = ""
+    slurm_url: str = DEFAULT_SLURM_URL
+    slurm_job_path: str = ""
+    """PATH for jobs on SLURM nodes (where `icx` is installed there)."""
+    kubeconfig: str | None = None
+
+
+def _configure(options: OperatorOptions) -> Any:
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        from kubernetes import config
+
+        from infinitecontext.operator import handlers
+        from infinitecontext.operator.kube import Kube
+
+        prefix = "infinitecontext.dev"
+        settings.persistence.finalizer = f"{prefix}/operator"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=prefix, key="last-handled-configuration"
+        )
+        # Our own Events (kopf.event) are always posted; kopf's log lines only from WARNING.
+        settings.posting.level = logging.WARNING
+        settings.execution.max_workers = 16
+        settings.execution.default_backoff = 15
+        settings.peering.stealth = True
+        api_client = (
+            config.new_client_from_config(config_file=options.kubeconfig)
+            if (options.kubeconfig)
+            else _in_cluster_or_default()
+        )
+        handlers.set_context(
+            handlers.Context(
+                kube=Kube(api_client),
+                tracking_uri=options.tracking_uri,
+                slurm_url=options.slurm_url,
+                slurm_job_path=options.slurm_job_path,
+            )
+        )
+
+    return configure
+
+
+def _in_cluster_or_default() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def run(options: OperatorOptions) -> None:
+    from prometheus_client import start_http_server
+
+    import infinitecontext.operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(
+        verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")),
+        debug=False,
+        quiet=False,
+        log_format=kopf.LogFormat.PLAIN,
+    )
+
+    if options.kubeconfig:
+        os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it
+    if options.tracking_uri:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", options.tracking_uri)
+    registry.configure_client_environment()
+    kopf.on.startup()(_configure(options))
+    start_http_server(options.metrics_port)
+    standalone = options.peering is None
+    priority = options.priority if options.priority is not None else random.randint(1, 2**30)
+    kopf.run(
+        clusterwide=options.clusterwide,
+        namespaces=options.namespaces,
+        standalone=standalone,
+        peering_name=options.peering,  # kopf makes peering mandatory when a name is given
+        priority=priority,
+        liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz",
+    )

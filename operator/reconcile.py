@@ -1,0 +1,549 @@
+"""Pure reconcilers: spec + observed state + now → a Plan (children, actions, status).
+
+Nothing here talks to Kubernetes, SLURM or MLflow: `handlers.py` observes the world,
+calls `reconcile(...)`, executes the plan's actions and writes its status. Every pass
+rebuilds the status from what was observed (level-based), so a restarted operator
+picks up where the last one stopped.
+
+TrainingRun, Alignment and Evaluation share one state machine:
+
+    Invalid ← spec    Waiting (for the input model) → [run created] → Submitted
+    → Running → Succeeded (model registered / results tagged) | Failed
+    Suspended ⇄ any non-final phase
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from infinitecontext.crds.models import (
+    KINDS_BY_NAME,
+    AlignmentSpec,
+    Backend,
+    ChildJob,
+    EvaluationResults,
+    EvaluationSpec,
+    LengthResult,
+    Phase,
+    Progress,
+    RegisteredModel,
+    TrainingRunSpec,
+    WorkloadSpec,
+    WorkloadStatus,
+    parse_spec,
+)
+from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.jobs import JobObservation, render_children
+from infinitecontext.operator.slurm import slurm_request
+from infinitecontext.operator.workload import (
+    JUDGE_METRIC,
+    MODEL_ARTIFACT_PATH,
+    Owner,
+    accuracy_by_length,
+    command,
+    mean_accuracy_metric,
+    run_name,
+    validate_recipe,
+)
+from infinitecontext.slurm_bridge.models import JobRequest
+
+POLL_SECONDS = 10.0
+WAIT_FOR_INPUT_SECONDS = 15.0
+MAX_BACKOFF_SECONDS = 300.0
+TAG_PREFIX = "infinitecontext."
+FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The custom resource as read from the API server."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.kind, self.name, self.namespace, self.uid)
+
+
+@dataclass(frozen=True)
+class InputModel:
+    """The resolved input of an Alignment or Evaluation."""
+
+    ready: bool
+    model: RegisteredModel | None = None
+    reason: str = "WaitingForInput"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """The MLflow run the job logs into."""
+
+    run_id: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    step: int | None = None
+    has_model: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    job: JobObservation | None = None
+    run: RunObservation | None = None
+    registered: RegisteredModel | None = None
+    """The model version already registered for this resource (idempotency)."""
+    input: InputModel | None = None
+    unavailable: str | None = None
+    """SLURM or MLflow could not be reached: why."""
+    failures: int = 0
+    """Consecutive unreachable passes (for the backoff)."""
+    tracking_uri: str = ""
+    slurm_job_path: str = ""
+    """PATH of jobs on SLURM nodes (where `icx` is installed there); operator setting."""
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class ApplyChildren:
+    objects: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SubmitSlurm:
+    request: JobRequest
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CancelSlurm:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class RegisterModel:
+    name: str
+    source: str
+    run_id: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TagModelVersion:
+    name: str
+    version: str
+    tags: dict[str, str]
+
+
+Action = ApplyChildren | SubmitSlurm | CancelSlurm | RegisterModel | TagModelVersion
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    @property
+    def needs_another_pass(self) -> bool:
+        """After these actions the next pass can make progress at once."""
+        return any(isinstance(a, RegisterModel) for a in self.actions)
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+class _Builder:
+    """Accumulates the next status, actions and events of one pass."""
+
+    def __init__(self, status: WorkloadStatus, now: datetime, generation: int) -> None:
+        self.status = status.model_copy(deep=True)
+        self.status.observed_generation = generation
+        self.previous_phase = status.phase
+        self.now = now
+        self.generation = generation
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    def condition(self, type_: str, status: cond.Status, reason: str, message: str = "") -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, type_, status, reason, message, self.now, self.generation
+        )
+
+    def phase(self, phase: Phase, ready: cond.Status, reason: str, message: str = "") -> None:
+        self.status.phase = phase
+        self.condition(cond.READY, ready, reason, message)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def plan(self, requeue_after: float | None = None) -> Plan:
+        if self.status.phase != self.previous_phase:
+            ready = cond.find(self.status.conditions, cond.READY)
+            message = ready.message if ready and ready.message else str(self.status.phase)
+            warning = self.status.phase in (Phase.FAILED, Phase.INVALID)
+            self.event(str(self.status.phase), message, warning)
+        status = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return Plan(status, self.actions, self.events, requeue_after)
+
+
+def reconcile(resource: Resource, observed: Observed, now: datetime) -> Plan:
+    """The next step of a TrainingRun, Alignment or Evaluation."""
+    kind = KINDS_BY_NAME[resource.kind]
+    status = _status(kind.status, resource.status)
+    b = _Builder(status, now, resource.generation)
+    try:
+        spec = parse_spec(kind, resource.spec)
+        check_semantics(spec)
+        validate_recipe(resource.owner, spec)
+    except (ValidationError, ValueError) as error:
+        b.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
+        return b.plan()
+    if status.phase in FINAL and status.phase != Phase.INVALID:
+        return b.plan()  # finished work stays finished; only observedGeneration moves
+    if observed.unavailable:
+        return _unavailable(b, observed)
+    if isinstance(spec, AlignmentSpec | EvaluationSpec):
+        if observed.input is None or not observed.input.ready:
+            return _waiting(b, observed.input)
+        b.status.input_model = observed.input.model
+    if spec.suspend:
+        return _suspend(b, resource, spec, observed)
+    if cond.is_true(b.status.conditions, cond.SUSPENDED):
+        b.condition(cond.SUSPENDED, "False", "Resumed", "resumed from the last checkpoint")
+        b.event("Resumed", "resumed from the last checkpoint")
+        return _resume(b, resource, spec, observed)
+    return _follow_job(b, resource, spec, observed)
+
+
+def _status(model: type[Any], raw: dict[str, Any]) -> WorkloadStatus:
+    try:
+        parsed: WorkloadStatus = model.model_validate(raw or {})
+        return parsed
+    except ValidationError:
+        fresh: WorkloadStatus = model()
+        return fresh
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+    return str(error)
+
+
+def check_semantics(spec: WorkloadSpec) -> None:
+    """Rules CEL cannot express (or that need our own code): raise ValueError."""
+    if isinstance(spec, TrainingRunSpec):
+        steps = [stage.until_step for stage in spec.curriculum]
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise ValueError(f"spec.curriculum: untilStep must grow from stage to stage: {steps}")
+        config = spec.model.config
+        seq_len = spec.hyperparameters.seq_len
+        if config is not None and seq_len > config.max_position_embeddings:
+            raise ValueError(
+                f"spec.hyperparameters.seqLen {seq_len} exceeds the model's "
+                f"maxPositionEmbeddings {config.max_position_embeddings}"
+            )
+    if spec.backend == Backend.SLURM:
+        from infinitecontext.operator.slurm import cpus, memory_mb
+
+        memory_mb(spec.resources.memory)
+        cpus(spec.resources.cpu)
+
+
+def _unavailable(b: _Builder, observed: Observed) -> Plan:
+    b.condition(cond.READY, "Unknown", "BackendUnavailable", observed.unavailable or "")
+    delay = min(MAX_BACKOFF_SECONDS, 5.0 * 2 ** min(observed.failures, 6))
+    return b.plan(requeue_after=delay)
+
+
+def _waiting(b: _Builder, found: InputModel | None) -> Plan:
+    reason = found.reason if found else "WaitingForInput"
+    message = found.message if found else "the input model is not resolved yet"
+    b.phase(Phase.WAITING, "False", reason, message)
+    return b.plan(requeue_after=WAIT_FOR_INPUT_SECONDS)
+
+
+def _suspend(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+    job = observed.job
+    active = job is not None and job.phase in ("Pending", "Running")
+    if active and spec.backend == Backend.KUBERNETES:
+        b.actions.append(ApplyChildren(_children(resource, spec, b, observed, suspend=True)))
+    if active and spec.backend == Backend.SLURM and job and job.slurm_job_id:
+        b.actions.append(CancelSlurm(job.slurm_job_id))
+    b.condition(cond.SUSPENDED, "True", "Suspended", "spec.suspend is true")
+    b.condition(cond.RUNNING, "False", "Suspended", "")
+    b.phase(Phase.SUSPENDED, "False", "Suspended", "spec.suspend is true")
+    return b.plan(requeue_after=POLL_SECONDS if active else None)
+
+
+def _resume(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+    if spec.backend == Backend.SLURM:
+        return _submit(b, resource, spec, observed, attempt=_attempt(b) + 1)
+    return _submit(b, resource, spec, observed, attempt=_attempt(b))
+
+
+def _attempt(b: _Builder) -> int:
+    return b.status.job.attempt if b.status.job else 0
+
+
+def lineage_tags(resource: Resource, parent: RegisteredModel | None) -> dict[str, str]:
+    tags = {
+        f"{TAG_PREFIX}kind": resource.kind,
+        f"{TAG_PREFIX}name": resource.name,
+        f"{TAG_PREFIX}namespace": resource.namespace,
+        f"{TAG_PREFIX}uid": resource.uid,
+    }
+    if parent is not None and parent.uri:
+        tags[f"{TAG_PREFIX}parent_model"] = parent.uri
+    return tags
+
+
+def _children(
+    resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed, suspend: bool
+) -> list[dict[str, Any]]:
+    work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model)
+    return render_children(resource.owner, spec, work, suspend)
+
+
+def _submit(
+    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, attempt: int
+) -> Plan:
+    if spec.backend == Backend.KUBERNETES:
+        children = _children(resource, spec, b, observed, suspend=False)
+        b.actions.append(ApplyChildren(children))
+        b.status.job = ChildJob(
+            backend=Backend.KUBERNETES, name=children[-1]["metadata"]["name"], attempt=attempt
+        )
+    else:
+        work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model)
+        if observed.slurm_job_path:
+            work.environment["PATH"] = observed.slurm_job_path
+        b.actions.append(SubmitSlurm(slurm_request(resource.owner, spec, work, attempt), attempt))
+        b.status.job = ChildJob(backend=Backend.SLURM, attempt=attempt)
+    b.condition(cond.SUBMITTED, "True", "Submitted", f"{spec.backend} job submitted")
+    b.phase(Phase.SUBMITTED, "False", "Submitted", f"{spec.backend} job submitted")
+    b.status.start_time = b.status.start_time or b.now
+    return b.plan(requeue_after=POLL_SECONDS)
+
+
+def _follow_job(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+    job = observed.job
+    if job is None:
+        return _submit(b, resource, spec, observed, attempt=_attempt(b))
+    _record_job(b, job)
+    if observed.run is not None:
+        b.status.run_id = observed.run.run_id
+    if job.phase == "Suspended":  # the Job is still suspended from before: resume it
+        return _submit(b, resource, spec, observed, attempt=_attempt(b))
+    if job.phase == "Succeeded":
+        return _succeeded(b, resource, spec, observed)
+    if job.phase == "Failed":
+        return _failed(b, resource, spec, observed, job)
+    if _past_deadline(b, spec):
+        return _deadline(b, spec, job)
+    if job.phase == "Running":
+        b.condition(cond.RUNNING, "True", "Running", job.message)
+        b.status.progress = _progress(observed.run, b.status.progress)
+        b.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
+    else:
+        b.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
+    return b.plan(requeue_after=POLL_SECONDS)
+
+
+def _record_job(b: _Builder, job: JobObservation) -> None:
+    previous = b.status.job or ChildJob(backend=Backend.KUBERNETES)
+    backend = Backend.SLURM if job.slurm_job_id is not None else previous.backend
+    b.status.job = previous.model_copy(
+        update={
+            "backend": backend,
+            "name": job.name or previous.name,
+            "slurm_job_id": job.slurm_job_id or previous.slurm_job_id,
+            "state": job.state or job.phase,
+        }
+    )
+
+
+def _progress(run: RunObservation | None, previous: Progress | None) -> Progress | None:
+    if run is None:
+        return previous
+    loss = run.metrics.get("loss", run.metrics.get("train_loss"))
+    return Progress(
+        step=run.step, loss=loss, total_steps=previous.total_steps if previous else None
+    )
+
+
+def _past_deadline(b: _Builder, spec: WorkloadSpec) -> bool:
+    # Kubernetes enforces the Job's own activeDeadlineSeconds; SLURM gets a time limit
+    # too, but a job that waited in the queue is measured from submission here.
+    if spec.backend != Backend.SLURM or spec.active_deadline_seconds is None:
+        return False
+    started = b.status.start_time
+    return started is not None and (b.now - started).total_seconds() > spec.active_deadline_seconds
+
+
+def _deadline(b: _Builder, spec: WorkloadSpec, job: JobObservation) -> Plan:
+    if job.slurm_job_id is not None:
+        b.actions.append(CancelSlurm(job.slurm_job_id))
+    message = f"ran longer than activeDeadlineSeconds={spec.active_deadline_seconds}"
+    return _finish_failed(b, "DeadlineExceeded", message)
+
+
+def _failed(
+    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, job: JobObservation
+) -> Plan:
+    attempt = _attempt(b)
+    if job.retryable and attempt < spec.retry_policy.backoff_limit:
+        b.event("Retrying", f"{job.message}; submitting attempt {attempt + 2}", warning=True)
+        return _submit(b, resource, spec, observed, attempt=attempt + 1)
+    return _finish_failed(b, job.reason or "JobFailed", job.message or "the job failed")
+
+
+def _finish_failed(b: _Builder, reason: str, message: str) -> Plan:
+    b.condition(cond.RUNNING, "False", reason, "")
+    b.condition(cond.FAILED, "True", reason, message)
+    b.status.completion_time = b.now
+    b.phase(Phase.FAILED, "False", reason, message)
+    return b.plan()
+
+
+def _succeeded(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+    b.condition(cond.RUNNING, "False", "Completed", "")
+    run = observed.run
+    if run is None:
+        message = f"the job finished but logged no MLflow run named {run_name(resource.uid)}"
+        return _finish_failed(b, "NoMlflowRun", message)
+    b.status.progress = _progress(run, b.status.progress)
+    if isinstance(spec, EvaluationSpec):
+        return _evaluated(b, resource, spec, run)
+    return _register(b, resource, spec, observed, run)
+
+
+def _register(
+    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, run: RunObservation
+) -> Plan:
+    if observed.registered is not None:
+        b.status.model = observed.registered
+        message = f"registered {observed.registered.uri}"
+        b.condition(cond.SUCCEEDED, "True", "ModelRegistered", message)
+        b.status.completion_time = b.status.completion_time or b.now
+        b.phase(Phase.SUCCEEDED, "True", "ModelRegistered", message)
+        return b.plan()
+    if not run.has_model:
+        message = f"run {run.run_id} has no '{MODEL_ARTIFACT_PATH}' artifact to register"
+        return _finish_failed(b, "NoModelArtifact", message)
+    name = registered_model_name(resource, spec)
+    tags = lineage_tags(resource, b.status.input_model)
+    b.actions.append(
+        RegisterModel(name, f"runs:/{run.run_id}/{MODEL_ARTIFACT_PATH}", run.run_id, tags)
+    )
+    b.phase(Phase.RUNNING, "False", "RegisteringModel", f"registering {name}")
+    return b.plan(requeue_after=0)
+
+
+def registered_model_name(resource: Resource, spec: WorkloadSpec) -> str:
+    return spec.mlflow.registered_model_name or f"{resource.namespace}.{resource.name}"
+
+
+def evaluation_results(spec: EvaluationSpec, metrics: dict[str, float]) -> EvaluationResults:
+    """Results and pass/fail from the metrics the evaluation job logged."""
+    task = spec.passkey.task
+    by_length = accuracy_by_length(task, metrics)
+    accuracy = metrics.get(mean_accuracy_metric(task))
+    if accuracy is None and by_length:
+        accuracy = sum(by_length.values()) / len(by_length)
+    judge = metrics.get(JUDGE_METRIC)
+    thresholds = spec.thresholds
+    passed = accuracy is not None and accuracy >= thresholds.passkey_accuracy
+    if thresholds.judge_score is not None:
+        passed = passed and judge is not None and judge >= thresholds.judge_score
+    return EvaluationResults(
+        passkey_accuracy=accuracy,
+        per_length=[LengthResult(length=n, accuracy=a) for n, a in sorted(by_length.items())],
+        judge_score=judge,
+        passed=passed,
+    )
+
+
+def _evaluated(b: _Builder, resource: Resource, spec: EvaluationSpec, run: RunObservation) -> Plan:
+    results = evaluation_results(spec, run.metrics)
+    if results.passkey_accuracy is None:
+        metric = mean_accuracy_metric(spec.passkey.task)
+        return _finish_failed(b, "NoResults", f"run {run.run_id} logged no {metric}")
+    status = b.status
+    status.results = results  # type: ignore[attr-defined]
+    status.model = status.input_model
+    model = status.input_model
+    if model and model.name and model.version:
+        prefix = f"{TAG_PREFIX}eval.{resource.namespace}.{resource.name}."
+        tags = {f"{prefix}passkey_accuracy": f"{results.passkey_accuracy or 0:.4f}"}
+        tags[f"{prefix}passed"] = str(results.passed).lower()
+        tags[f"{prefix}run_id"] = run.run_id
+        if results.judge_score is not None:
+            tags[f"{prefix}judge_score"] = f"{results.judge_score:.4f}"
+        b.actions.append(TagModelVersion(model.name, model.version, tags))
+    verdict = "passed" if results.passed else "did not pass"
+    message = f"passkey accuracy {results.passkey_accuracy or 0:.3f}: {verdict} the thresholds"
+    b.condition(cond.PASSED, "True" if results.passed else "False", "Evaluated", message)
+    b.condition(cond.SUCCEEDED, "True", "Evaluated", message)
+    status.completion_time = status.completion_time or b.now
+    b.phase(Phase.SUCCEEDED, "True", "Evaluated", message)
+    return b.plan()
+
+
+def input_from_object(kind: str, name: str, obj: dict[str, Any] | None) -> InputModel:
+    """Whether a referenced TrainingRun/Alignment has produced its model yet."""
+    if obj is None:
+        return InputModel(False, message=f"{kind} {name} does not exist (yet)")
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    model = status.get("model") or {}
+    if phase == Phase.SUCCEEDED and model.get("uri"):
+        return InputModel(True, RegisteredModel.model_validate(model))
+    if phase in (Phase.FAILED, Phase.INVALID):
+        return InputModel(False, reason="InputFailed", message=f"{kind} {name} is {phase}")
+    return InputModel(False, message=f"waiting for {kind} {name} (phase {phase or 'Pending'})")
+
+
+__all__ = [
+    "Action",
+    "ApplyChildren",
+    "CancelSlurm",
+    "Event",
+    "InputModel",
+    "Observed",
+    "Plan",
+    "RegisterModel",
+    "Resource",
+    "RunObservation",
+    "SubmitSlurm",
+    "TagModelVersion",
+    "evaluation_results",
+    "input_from_object",
+    "reconcile",
+]

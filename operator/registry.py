@@ -1,0 +1,159 @@
+"""MLflow as the operator uses it: runs for jobs, model versions with lineage tags.
+
+Each call is idempotent on the resource: the run is found by the resource's UID tag
+before one is created, and a model version is found by (name, run) before one is
+registered, so a pass that is repeated after a crash creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from infinitecontext.crds.models import ModelRegistryRef, RegisteredModel
+from infinitecontext.operator.reconcile import TAG_PREFIX, InputModel, RunObservation
+from infinitecontext.operator.workload import MODEL_ARTIFACT_PATH
+
+# Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+_EXISTS = {"RESOURCE_ALREADY_EXISTS"}
+
+
+class RegistryUnavailable(Exception):
+    """MLflow could not be reached or answered with a server error: retry later."""
+
+
+def configure_client_environment() -> None:
+    """Fail fast instead of MLflow's default minutes of HTTP retries: we retry ourselves."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _code(error: Exception) -> str:
+    return str(getattr(error, "error_code", ""))
+
+
+def _unavailable(error: Exception) -> RegistryUnavailable:
+    return RegistryUnavailable(f"MLflow: {type(error).__name__}: {str(error)[:300]}")
+
+
+def _is_not_found(error: Exception) -> bool:
+    return _code(error) in _NOT_FOUND
+
+
+def find_run_id(mlflow: Any, experiments: list[str], run_name: str) -> str | None:
+    """The newest run named `run_name` in these experiments (None: not started yet)."""
+    try:
+        found = [mlflow.get_experiment_by_name(name) for name in experiments]
+        ids = [e.experiment_id for e in found if e is not None]
+        if not ids:
+            return None
+        runs = mlflow.search_runs(
+            ids,
+            filter_string=f"attributes.run_name = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as error:
+        raise _unavailable(error) from error
+    return str(runs[0].info.run_id) if runs else None
+
+
+def observe_run(mlflow: Any, run_id: str, want_model: bool) -> RunObservation | None:
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception as error:
+        if _is_not_found(error):
+            return None
+        raise _unavailable(error) from error
+    metrics = {k: float(v) for k, v in run.data.metrics.items()}
+    try:
+        step = _latest_step(mlflow, run_id, metrics)
+        has_model = (
+            bool(mlflow.list_artifacts(run_id, MODEL_ARTIFACT_PATH)) if want_model else False
+        )
+    except Exception as error:
+        raise _unavailable(error) from error
+    return RunObservation(run_id, str(run.info.status), metrics, step, has_model)
+
+
+def _latest_step(mlflow: Any, run_id: str, metrics: dict[str, float]) -> int | None:
+    for name in ("loss", "train_loss"):
+        if name in metrics:
+            history = mlflow.get_metric_history(run_id, name)
+            return max((m.step for m in history), default=None)
+    return None
+
+
+def find_version(mlflow: Any, name: str, run_id: str) -> RegisteredModel | None:
+    try:
+        versions = mlflow.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception as error:
+        if _is_not_found(error):
+            return None
+        raise _unavailable(error) from error
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    return _registered(name, str(newest.version), run_id)
+
+
+def register(
+    mlflow: Any, name: str, source: str, run_id: str, tags: dict[str, str]
+) -> RegisteredModel:
+    """A new version of `name` from the run's model artifact, with lineage tags."""
+    existing = find_version(mlflow, name, run_id)
+    if existing is not None:
+        return existing
+    try:
+        try:
+            mlflow.create_registered_model(name, tags={f"{TAG_PREFIX}managed": "true"})
+        except Exception as error:
+            if _code(error) not in _EXISTS:
+                raise
+        artifact_uri = mlflow.get_run(run_id).info.artifact_uri
+        resolved = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}" if source.startswith("runs:") else source
+        version = mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags)
+    except Exception as error:
+        raise _unavailable(error) from error
+    return _registered(name, str(version.version), run_id)
+
+
+def _registered(name: str, version: str, run_id: str | None) -> RegisteredModel:
+    return RegisteredModel(
+        run_id=run_id, name=name, version=version, uri=f"models:/{name}/{version}"
+    )
+
+
+def resolve(mlflow: Any, ref: ModelRegistryRef) -> InputModel:
+    """A registry reference (by version or alias) as an input model."""
+    try:
+        if ref.alias:
+            found = mlflow.get_model_version_by_alias(ref.name, ref.alias)
+        elif ref.version:
+            found = mlflow.get_model_version(ref.name, ref.version)
+        else:
+            latest = mlflow.search_model_versions(f"name = '{ref.name}'")
+            if not latest:
+                return InputModel(False, message=f"model {ref.name} has no versions yet")
+            found = max(latest, key=lambda v: int(v.version))
+    except Exception as error:
+        if _is_not_found(error):
+            which = ref.alias or ref.version or "latest"
+            return InputModel(False, message=f"model {ref.name} ({which}) not found in MLflow")
+        raise _unavailable(error) from error
+    return InputModel(True, _registered(ref.name, str(found.version), found.run_id))
+
+
+def tag_version(mlflow: Any, name: str, version: str, tags: dict[str, str]) -> None:
+    try:
+        for key, value in tags.items():
+            mlflow.set_model_version_tag(name, version, key, value)
+    except Exception as error:
+        raise _unavailable(error) from error

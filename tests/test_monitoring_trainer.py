@@ -1,0 +1,55 @@
+"""The trainer's own observability: Prometheus metrics while it runs, W&B offline runs."""
+
+import math
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from infinitecontext.trainer.metrics import TrainerMetrics
+from infinitecontext.trainer.wandb_tracking import WandbTracker
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("run") == "r1"
+    }
+
+
+def test_trainer_metrics_are_served_while_it_runs():
+    metrics = TrainerMetrics("r1", port=0, address="127.0.0.1")
+    assert metrics.server is not None
+    port = metrics.server.server_port
+    try:
+        before = scrape(port)
+        assert math.isnan(before["icx_trainer_mfu"])  # unknown until measured
+        assert before["icx_trainer_checkpoints_total"] == 0
+        metrics.step(7, {"loss": 2.5, "tokens_per_s": 1234.0, "step_seconds": 0.2})
+        metrics.checkpoint_saved()
+        after = scrape(port)
+        assert after["icx_trainer_step"] == 7
+        assert after["icx_trainer_loss"] == 2.5
+        assert after["icx_trainer_tokens_per_second"] == 1234.0
+        assert after["icx_trainer_checkpoints_total"] == 1
+        progress = "icx_trainer_last_progress_timestamp_seconds"
+        assert after[progress] >= before[progress]
+    finally:
+        metrics.close()
+
+
+def test_wandb_runs_offline_without_an_api_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    tracker = WandbTracker("icx-test", "offline-run", tmp_path, {"lr": 0.001})
+    for step in range(3):
+        tracker.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    tracker.finish()
+    assert tracker.mode == "offline"
+    run_dir = tracker.run_dir
+    assert run_dir.parent == tmp_path / "wandb"
+    assert run_dir.name.startswith("offline-run-")
+    assert list(run_dir.glob("run-*.wandb")), "no run file for `wandb sync`"

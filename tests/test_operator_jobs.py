@@ -1,0 +1,199 @@
+"""Rendering of Jobs, Indexed Jobs, SLURM requests and trainer recipes (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from infinitecontext.crds.models import AlignmentSpec, EvaluationSpec, TrainingRunSpec
+from infinitecontext.operator.jobs import job_name, observe_job, render_children
+from infinitecontext.operator.kube import status_patch
+from infinitecontext.operator.slurm import cpus, memory_mb, observe_slurm, slurm_request
+from infinitecontext.operator.workload import (
+    Owner,
+    accuracy_by_length,
+    command,
+    recipe,
+    validate_recipe,
+)
+from infinitecontext.slurm_bridge.models import JobStatus
+from infinitecontext.slurm_bridge.states import Phase
+
+OWNER = Owner("TrainingRun", "tiny", "ns", "0b6f5e2a-uid")
+
+
+def spec(**extra: Any) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate({"model": {"preset": "tiny"}, **extra})
+
+
+def children(s: TrainingRunSpec, suspend: bool = False) -> list[dict[str, Any]]:
+    return render_children(OWNER, s, command(OWNER, s, "http://mlflow"), suspend)
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_single_node_job() -> None:
+    [job] = children(spec(resources={"gpusPerNode": 1, "cpu": "4", "memory": "16Gi"}))
+    assert job["kind"] == "Job" and job["metadata"]["name"] == "tiny-train"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    assert "completionMode" not in job["spec"]
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["restartPolicy"] == "Never"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert container["command"][-3:] == ["icx", "train", "sft"]
+    env = env_of(job)
+    assert env["NNODES"] == "1" and env["NODE_RANK"] == "0"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow"
+    assert yaml.safe_load(env["ICX_RECIPE"])["mlflow"]["run_name"] == f"icx-{OWNER.uid}"
+    assert container["volumeMounts"] == [{"name": "checkpoints", "mountPath": "/checkpoints"}]
+
+
+def test_several_nodes_make_an_indexed_job_and_a_headless_service() -> None:
+    service, job = children(spec(resources={"nodes": 3, "gpusPerNode": 8}))
+    name = job_name(OWNER)
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["template"]["spec"]["subdomain"] == name
+    env = env_of(job)
+    assert env["MASTER_ADDR"] == f"{name}-0.{name}"
+    assert env["NNODES"] == "3" and env["NPROC_PER_NODE"] == "8"
+    assert "job-completion-index" in env["NODE_RANK"]["fieldRef"]["fieldPath"]
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[0] == "torchrun" and "--node_rank=$(NODE_RANK)" in argv
+    assert "--no-python" in argv
+
+
+def test_pod_failure_policy_fails_fast_on_our_errors_and_retries_disruptions() -> None:
+    [job] = children(spec(retryPolicy={"backoffLimit": 5}, activeDeadlineSeconds=600))
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["action"] == "FailJob"
+    codes = rules[1]["onExitCodes"]["values"]
+    assert 1 in codes and 127 in codes and 137 not in codes
+    assert job["spec"]["backoffLimit"] == 5 and job["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_backend_options_reach_the_pod() -> None:
+    s = spec(
+        kubernetes={
+            "image": "registry/trainer:1",
+            "nodeSelector": {"gpu": "h100"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "training",
+        },
+        checkpoint={"persistentVolumeClaim": "ckpt"},
+    )
+    [job] = children(s, suspend=True)
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["suspend"] is True
+    assert pod["containers"][0]["image"] == "registry/trainer:1"
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "training"
+    assert pod["volumes"] == [
+        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}
+    ]
+
+
+def test_long_names_stay_within_hostname_limits() -> None:
+    owner = Owner("TrainingRun", "x" * 200, "ns", "uid")
+    assert len(job_name(owner)) <= 50
+
+
+@pytest.mark.parametrize(
+    ("status", "phase", "reason"),
+    [
+        ({"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded", "Complete"),
+        (
+            {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]},
+            "Failed",
+            "PodFailurePolicy",
+        ),
+        ({"conditions": [{"type": "Suspended", "status": "True"}]}, "Suspended", "JobSuspended"),
+        ({"active": 1, "ready": 1}, "Running", "PodsRunning"),
+        ({"active": 1, "ready": 0}, "Pending", "PodsPending"),
+        ({}, "Pending", "PodsPending"),
+    ],
+)
+def test_observe_job(status: dict[str, Any], phase: str, reason: str) -> None:
+    seen = observe_job({"metadata": {"name": "j"}, "status": status})
+    assert (seen.phase, seen.reason) == (phase, reason)
+
+
+def test_slurm_request_from_spec() -> None:
+    s = TrainingRunSpec.model_validate(
+        {
+            "model": {"preset": "tiny"},
+            "backend": "slurm",
+            "slurm": {"partition": "gpu", "account": "ml", "qos": "high", "timeLimitMinutes": 30},
+            "resources": {"nodes": 2, "gpusPerNode": 4, "cpu": "8", "memory": "32Gi"},
+        }
+    )
+    request = slurm_request(OWNER, s, command(OWNER, s, "http://m"), attempt=2)
+    assert request.key == f"{OWNER.uid}.2"
+    assert (request.partition, request.account, request.qos) == ("gpu", "ml", "high")
+    assert request.nodes == 2 and request.gpus_per_node == 4 and request.cpus_per_node == 8
+    assert request.memory_mb == 32 * 1024 and request.time_limit_minutes == 30
+    assert request.torchrun is not None and request.torchrun.nproc_per_node == 4
+    assert request.environment["MLFLOW_TRACKING_URI"] == "http://m"
+
+
+def test_quantities() -> None:
+    assert memory_mb("4Gi") == 4096 and memory_mb("512Mi") == 512 and memory_mb("1G") == 954
+    assert cpus("500m") == 1 and cpus("2") == 2 and cpus("2500m") == 3
+    with pytest.raises(ValueError):
+        memory_mb("lots")
+
+
+def _slurm_status(state: str, phase: Phase, reason: str, exit_code: int | None) -> JobStatus:
+    return JobStatus(7, "n", state, phase, reason, exit_code, None, "k", "", "/", "", "")
+
+
+def test_observe_slurm() -> None:
+    seen = observe_slurm(_slurm_status("NODE_FAIL", Phase.FAILED, "NodeFail", None))
+    assert seen.phase == "Failed" and seen.retryable and seen.slurm_job_id == 7
+    seen = observe_slurm(_slurm_status("FAILED", Phase.FAILED, "Failed", 1))
+    assert not seen.retryable and "exit code 1" in seen.message
+    assert (
+        observe_slurm(_slurm_status("RUNNING", Phase.RUNNING, "Running", None)).phase == "Running"
+    )
+
+
+def test_recipes_are_accepted_by_the_trainers_own_loader() -> None:
+    s = spec(
+        curriculum=[{"seqLen": 128, "untilStep": 4}],
+        hyperparameters={"steps": 8, "warmupSteps": 2},
+    )
+    validate_recipe(OWNER, s)
+    sft = recipe(OWNER, s)
+    assert sft["train"]["curriculum"] == [{"seq_len": 128, "until_step": 4}]
+    align = AlignmentSpec.model_validate({"baseModel": {"trainingRun": "tiny"}})
+    validate_recipe(Owner("Alignment", "a", "ns", "u"), align)
+    ev = EvaluationSpec.model_validate({"model": {"trainingRun": "tiny"}})
+    validate_recipe(Owner("Evaluation", "e", "ns", "u"), ev)
+
+
+def test_full_config_becomes_preset_overrides() -> None:
+    s = TrainingRunSpec.model_validate({"model": {"config": {"vocabSize": 512, "hiddenSize": 128}}})
+    model = recipe(OWNER, s)["model"]
+    assert model["overrides"]["vocab_size"] == 512 and "yarn" not in model["overrides"]
+
+
+def test_accuracy_by_length_reads_the_evaluators_names() -> None:
+    metrics = {"passkey_acc_512": 0.5, "passkey_acc_2k": 1.0, "passkey_acc_mean": 0.75}
+    assert accuracy_by_length("passkey", metrics) == {512: 0.5, 2048: 1.0}
+
+
+def test_status_patch_is_empty_when_nothing_changed() -> None:
+    old = {"phase": "Running", "job": {"name": "j"}, "kopf": {}}
+    assert status_patch(old, {"phase": "Running", "job": {"name": "j"}}) == {}
+    assert status_patch(old, {"phase": "Succeeded"}) == {"phase": "Succeeded", "job": None}

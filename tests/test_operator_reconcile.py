@@ -1,0 +1,307 @@
+"""The pure reconcilers, transition by transition (no cluster, no SLURM, no MLflow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from infinitecontext.crds.models import EvaluationSpec, RegisteredModel
+from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.jobs import JobObservation
+from infinitecontext.operator.reconcile import (
+    ApplyChildren,
+    CancelSlurm,
+    InputModel,
+    Observed,
+    Plan,
+    RegisterModel,
+    Resource,
+    RunObservation,
+    SubmitSlurm,
+    TagModelVersion,
+    evaluation_results,
+    input_from_object,
+    reconcile,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+URI = "http://mlflow.test"
+TINY = {"model": {"preset": "tiny"}, "hyperparameters": {"steps": 8, "warmupSteps": 2}}
+MODEL = RegisteredModel(run_id="r0", name="base", version="3", uri="models:/base/3")
+
+
+def resource(
+    kind: str = "TrainingRun",
+    spec: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    generation: int = 1,
+) -> Resource:
+    return Resource(kind, "run", "ns", "uid-1", generation, spec or dict(TINY), status or {})
+
+
+def condition(plan: Plan, type_: str) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+
+
+def step(res: Resource, observed: Observed, now: datetime = NOW) -> tuple[Resource, Plan]:
+    plan = reconcile(res, observed, now)
+    return Resource(
+        res.kind, res.name, res.namespace, res.uid, res.generation, res.spec, plan.status
+    ), plan
+
+
+def observed(**kwargs: Any) -> Observed:
+    return Observed(tracking_uri=URI, **kwargs)
+
+
+def test_new_training_run_submits_a_job_and_says_so() -> None:
+    _, plan = step(resource(), observed())
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren)
+    assert [o["kind"] for o in apply.objects] == ["Job"]
+    assert plan.status["phase"] == "Submitted"
+    assert plan.status["observedGeneration"] == 1
+    assert condition(plan, "Submitted")["status"] == "True"
+    assert condition(plan, "Ready")["status"] == "False"
+    assert [e.reason for e in plan.events] == ["Submitted"]
+    assert plan.requeue_after
+
+
+def test_running_job_reports_progress_from_the_run() -> None:
+    res, _ = step(resource(), observed())
+    run = RunObservation("run-9", "RUNNING", {"loss": 2.5}, step=4)
+    job = JobObservation("Running", "PodsRunning", name="run-train")
+    _, plan = step(res, observed(job=job, run=run))
+    assert plan.actions == []
+    assert plan.status["phase"] == "Running"
+    assert plan.status["progress"] == {"step": 4, "loss": 2.5}
+    assert plan.status["runId"] == "run-9"
+    assert condition(plan, "Running")["status"] == "True"
+
+
+def test_quiet_pass_changes_nothing_and_keeps_transition_times() -> None:
+    res, first = step(resource(), observed())
+    job = JobObservation("Pending", "PodsPending", name="run-train")
+    later = NOW + timedelta(minutes=5)
+    _, second = step(res, observed(job=job), later)
+    assert second.actions == [] and second.events == []
+    assert (
+        condition(second, "Submitted")["lastTransitionTime"]
+        == condition(first, "Submitted")["lastTransitionTime"]
+    )
+
+
+def test_success_registers_the_model_then_becomes_ready() -> None:
+    res, _ = step(resource(), observed())
+    job = JobObservation("Succeeded", "Completed", name="run-train")
+    run = RunObservation("run-9", "FINISHED", {"loss": 1.0}, step=8, has_model=True)
+    res, plan = step(res, observed(job=job, run=run))
+    [register] = plan.actions
+    assert isinstance(register, RegisterModel)
+    assert register.name == "ns.run" and register.source == "runs:/run-9/model"
+    assert register.tags["infinitecontext.uid"] == "uid-1"
+    assert plan.needs_another_pass
+    registered = RegisteredModel(run_id="run-9", name="ns.run", version="1", uri="models:/ns.run/1")
+    _, done = step(res, observed(job=job, run=run, registered=registered))
+    assert done.status["phase"] == "Succeeded"
+    assert condition(done, "Ready")["status"] == "True"
+    assert done.status["model"]["uri"] == "models:/ns.run/1"
+    assert "Succeeded" in [e.reason for e in done.events]
+
+
+def test_success_without_a_model_artifact_fails_with_a_reason() -> None:
+    res, _ = step(resource(), observed())
+    job = JobObservation("Succeeded", "Completed")
+    _, plan = step(res, observed(job=job, run=RunObservation("r", "FINISHED")))
+    assert plan.status["phase"] == "Failed"
+    assert condition(plan, "Ready")["reason"] == "NoModelArtifact"
+
+
+def test_success_without_a_run_fails_with_a_reason() -> None:
+    res, _ = step(resource(), observed())
+    _, plan = step(res, observed(job=JobObservation("Succeeded", "Completed")))
+    assert condition(plan, "Ready")["reason"] == "NoMlflowRun"
+    assert "icx-uid-1" in condition(plan, "Ready")["message"]
+
+
+def test_finished_run_stays_finished() -> None:
+    res = resource(status={"phase": "Succeeded", "observedGeneration": 1, "conditions": []})
+    _, plan = step(Resource(**{**res.__dict__, "generation": 2}), observed())
+    assert plan.actions == [] and plan.status["phase"] == "Succeeded"
+    assert plan.status["observedGeneration"] == 2
+
+
+def test_invalid_spec_ends_ready_false_instead_of_crashing() -> None:
+    spec = {"model": {"config": {"qkRopeHeadDim": 3}}}
+    _, plan = step(resource(spec=spec), observed())
+    assert plan.status["phase"] == "Invalid"
+    ready = condition(plan, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert "qk_rope_head_dim must be even" in ready["message"]
+    assert plan.actions == [] and plan.events[0].type == "Warning"
+
+
+def test_semantic_errors_are_invalid_too() -> None:
+    spec = {
+        **TINY,
+        "curriculum": [{"seqLen": 128, "untilStep": 4}, {"seqLen": 256, "untilStep": 4}],
+    }
+    _, plan = step(resource(spec=spec), observed())
+    assert "untilStep must grow" in condition(plan, "Ready")["message"]
+    uri_data = {**TINY, "data": {"uri": "hf://x/y"}}
+    _, plan = step(resource(spec=uri_data), observed())
+    assert condition(plan, "Ready")["reason"] == "InvalidSpec"
+
+
+def test_unreachable_backend_is_shown_and_retried_with_backoff() -> None:
+    res, _ = step(resource(), observed())
+    _, first = step(res, observed(unavailable="MLflow: ConnectionError", failures=0))
+    _, later = step(res, observed(unavailable="MLflow: ConnectionError", failures=4))
+    ready = condition(first, "Ready")
+    assert ready["status"] == "Unknown" and ready["reason"] == "BackendUnavailable"
+    assert first.actions == []
+    assert first.requeue_after is not None and later.requeue_after is not None
+    assert later.requeue_after > first.requeue_after
+
+
+def test_suspend_then_resume_on_kubernetes_toggles_the_job() -> None:
+    res, _ = step(resource(), observed())
+    running = JobObservation("Running", "PodsRunning", name="run-train")
+    suspended_spec = {**TINY, "suspend": True}
+    res = Resource(**{**res.__dict__, "spec": suspended_spec, "generation": 2})
+    res, plan = step(res, observed(job=running))
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren) and apply.objects[-1]["spec"]["suspend"] is True
+    assert plan.status["phase"] == "Suspended"
+    assert condition(plan, "Suspended")["status"] == "True"
+    res = Resource(**{**res.__dict__, "spec": dict(TINY), "generation": 3})
+    suspended_job = JobObservation("Suspended", "JobSuspended", name="run-train")
+    _, plan = step(res, observed(job=suspended_job))
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren) and apply.objects[-1]["spec"]["suspend"] is False
+    assert condition(plan, "Suspended")["reason"] == "Resumed"
+
+
+SLURM_SPEC = {**TINY, "backend": "slurm", "slurm": {"partition": "debug"}}
+
+
+def test_slurm_backend_submits_with_the_uid_as_key() -> None:
+    _, plan = step(resource(spec=SLURM_SPEC), observed())
+    [submit] = plan.actions
+    assert isinstance(submit, SubmitSlurm)
+    assert submit.request.key == "uid-1" and submit.request.partition == "debug"
+    assert plan.status["job"] == {"backend": "slurm", "attempt": 0}
+
+
+def test_slurm_suspend_cancels_and_resume_submits_a_new_attempt() -> None:
+    res, _ = step(resource(spec=SLURM_SPEC), observed())
+    job = JobObservation("Running", "Running", slurm_job_id=42)
+    res, _ = step(res, observed(job=job))
+    res = Resource(**{**res.__dict__, "spec": {**SLURM_SPEC, "suspend": True}})
+    res, plan = step(res, observed(job=job))
+    assert plan.actions == [CancelSlurm(42)]
+    cancelled = JobObservation("Failed", "Cancelled", slurm_job_id=42)
+    res = Resource(**{**res.__dict__, "spec": dict(SLURM_SPEC)})
+    _, plan = step(res, observed(job=cancelled))
+    [submit] = plan.actions
+    assert isinstance(submit, SubmitSlurm) and submit.request.key == "uid-1.1"
+
+
+def test_slurm_infrastructure_failure_is_retried_but_code_errors_fail_fast() -> None:
+    res, _ = step(resource(spec=SLURM_SPEC), observed())
+    node_fail = JobObservation("Failed", "NodeFail", "node died", retryable=True, slurm_job_id=7)
+    _, plan = step(res, observed(job=node_fail))
+    [submit] = plan.actions
+    assert isinstance(submit, SubmitSlurm) and submit.attempt == 1
+    exit_1 = JobObservation("Failed", "Failed", "exit code 1", slurm_job_id=7)
+    _, plan = step(res, observed(job=exit_1))
+    assert plan.status["phase"] == "Failed" and condition(plan, "Failed")["reason"] == "Failed"
+
+
+def test_slurm_deadline_cancels_the_job() -> None:
+    spec = {**SLURM_SPEC, "activeDeadlineSeconds": 60}
+    res, _ = step(resource(spec=spec), observed())
+    job = JobObservation("Running", "Running", slurm_job_id=5)
+    _, plan = step(res, observed(job=job), NOW + timedelta(minutes=2))
+    assert plan.actions == [CancelSlurm(5)]
+    assert condition(plan, "Ready")["reason"] == "DeadlineExceeded"
+
+
+ALIGN = {"baseModel": {"trainingRun": "base"}}
+
+
+def test_alignment_waits_for_its_input() -> None:
+    waiting = InputModel(False, message="waiting for TrainingRun base (phase Running)")
+    _, plan = step(resource("Alignment", ALIGN), observed(input=waiting))
+    assert plan.actions == []
+    assert plan.status["phase"] == "Waiting"
+    assert condition(plan, "Ready")["reason"] == "WaitingForInput"
+
+
+def test_alignment_with_ready_input_passes_it_to_the_job_and_lineage() -> None:
+    res, plan = step(resource("Alignment", ALIGN), observed(input=InputModel(True, MODEL)))
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren)
+    env = {
+        e["name"]: e.get("value")
+        for e in apply.objects[-1]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["ICX_INPUT_MODEL_URI"] == "models:/base/3"
+    job = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r2", "FINISHED", has_model=True)
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    [register] = plan.actions
+    assert isinstance(register, RegisterModel)
+    assert register.tags["infinitecontext.parent_model"] == "models:/base/3"
+
+
+EVAL = {
+    "model": {"mlflow": {"name": "base", "version": "3"}},
+    "thresholds": {"passkeyAccuracy": 0.5},
+}
+
+
+def test_evaluation_writes_results_and_tags_the_version() -> None:
+    res, _ = step(resource("Evaluation", EVAL), observed(input=InputModel(True, MODEL)))
+    job = JobObservation("Succeeded", "Completed")
+    metrics = {"passkey_acc_512": 0.5, "passkey_acc_1k": 0.75, "passkey_acc_mean": 0.625}
+    run = RunObservation("r3", "FINISHED", metrics)
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    assert plan.status["phase"] == "Succeeded"
+    results = plan.status["results"]
+    assert results["passkeyAccuracy"] == 0.625 and results["passed"] is True
+    assert results["perLength"] == [
+        {"length": 512, "accuracy": 0.5},
+        {"length": 1024, "accuracy": 0.75},
+    ]
+    [tag] = plan.actions
+    assert isinstance(tag, TagModelVersion) and (tag.name, tag.version) == ("base", "3")
+    assert tag.tags["infinitecontext.eval.ns.run.passed"] == "true"
+    assert condition(plan, "Passed")["status"] == "True"
+
+
+def test_evaluation_thresholds() -> None:
+    spec = EvaluationSpec.model_validate(
+        {**EVAL, "thresholds": {"passkeyAccuracy": 0.9, "judgeScore": 0.5}}
+    )
+    assert evaluation_results(spec, {"passkey_acc_mean": 0.95}).passed is False  # no judge
+    assert evaluation_results(spec, {"passkey_acc_mean": 0.95, "judge_score": 0.6}).passed
+    assert not evaluation_results(spec, {"passkey_acc_mean": 0.5, "judge_score": 0.6}).passed
+
+
+def test_input_from_object() -> None:
+    assert not input_from_object("TrainingRun", "x", None).ready
+    done = {"status": {"phase": "Succeeded", "model": MODEL.model_dump(by_alias=True)}}
+    found = input_from_object("TrainingRun", "x", done)
+    assert found.ready and found.model == MODEL
+    failed = input_from_object("TrainingRun", "x", {"status": {"phase": "Failed"}})
+    assert not failed.ready and failed.reason == "InputFailed"
+
+
+def test_conditions_helpers() -> None:
+    conditions = cond.set_condition([], "Ready", "False", "A", "", NOW, 1)
+    same = cond.set_condition(conditions, "Ready", "False", "B", "", NOW + timedelta(1), 2)
+    assert same[0].last_transition_time == NOW and same[0].reason == "B"
+    moved = cond.set_condition(same, "Ready", "True", "C", "", NOW + timedelta(2), 2)
+    assert moved[0].last_transition_time == NOW + timedelta(2)
+    assert cond.is_true(moved, "Ready") and not cond.is_true(moved, "Running")

@@ -1,0 +1,105 @@
+"""`icx serve models:/…` with the real vLLM server (CPU build here): the model-format
+contract, health, metrics, concurrency, the load generator and the SIGTERM drain.
+
+All tests share one server (tests/plugins/server.py); the drain test stops it, so it
+stays the last test of this file.
+"""
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from plugins.server import completion, http_status, icx_command
+
+pytestmark = pytest.mark.slow
+
+TOKEN_PROMPTS = [[5, 6, 7, 8, 9], [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 11], [42]]
+NEW_TOKENS = 16
+
+
+def test_health_and_readiness(vllm_server):
+    assert http_status(f"{vllm_server.url}/health") == 200
+    with urllib.request.urlopen(f"{vllm_server.url}/ready", timeout=30) as response:
+        assert json.loads(response.read()) == {"ready": True}
+
+
+def test_greedy_completions_match_our_generate(vllm_server, registered_tiny):
+    """The model-format contract: vLLM decodes our export exactly as our own decoder does."""
+    from infinitecontext.model import hf
+    from infinitecontext.model.generate import Sampling, generate
+    from infinitecontext.model.tokenizer import load_tokenizer
+
+    model = hf.load(registered_tiny.source_dir).eval()
+    text = "The pass key is 12345. Remember it."
+    prompts = [*TOKEN_PROMPTS, load_tokenizer(registered_tiny.source_dir).encode(text).ids]
+    expected = generate(model, prompts, Sampling(max_new_tokens=NEW_TOKENS, temperature=0.0))
+    for prompt, want in zip([*TOKEN_PROMPTS, text], expected, strict=True):
+        answer = completion(
+            vllm_server.url,
+            {
+                "model": registered_tiny.name,
+                "prompt": prompt,
+                "max_tokens": NEW_TOKENS,
+                "temperature": 0.0,
+                "ignore_eos": True,
+                "return_token_ids": True,
+            },
+        )
+        assert answer["choices"][0]["token_ids"] == want, prompt
+
+
+def test_metrics_expose_the_autoscaling_gauges(vllm_server):
+    with urllib.request.urlopen(f"{vllm_server.url}/metrics", timeout=30) as response:
+        names = {line.split("{")[0] for line in response.read().decode().splitlines()}
+    assert "vllm:num_requests_waiting" in names
+    assert names & {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"}
+
+
+def test_32_concurrent_requests_all_succeed(vllm_server, registered_tiny):
+    def one(i: int) -> int:
+        body = {"model": registered_tiny.name, "prompt": [10 + i] * 8, "max_tokens": 24}
+        body |= {"ignore_eos": True}
+        usage = completion(vllm_server.url, body, timeout=300)["usage"]
+        return int(usage["completion_tokens"])  # type: ignore[index]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        assert list(pool.map(one, range(32))) == [24] * 32
+
+
+def test_bench_serve_reports_throughput_and_latency(vllm_server, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "serve", vllm_server.url, "--requests", "8", "--concurrency", "4"]
+    args += ["--prompt-len", "32", "--output-len", "16", "--json", str(out)]
+    result = subprocess.run(
+        icx_command() + args, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["succeeded"] == 8 and report["failed"] == 0
+    assert report["output_tokens_per_s"] > 0 and report["requests_per_s"] > 0
+    assert 0 < report["ttft_ms"]["percentiles"]["p50"] <= report["ttft_ms"]["percentiles"]["p99"]
+    assert report["itl_ms"]["mean"] > 0
+    assert "TTFT" in result.stdout and "ITL" in result.stdout
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_zero(vllm_server, registered_tiny):
+    long_request = {"model": registered_tiny.name, "prompt": [7, 8, 9], "max_tokens": 1500}
+    long_request |= {"ignore_eos": True}
+    answers: list[dict[str, object]] = []
+    worker = threading.Thread(
+        target=lambda: answers.append(completion(vllm_server.url, long_request, timeout=300))
+    )
+    worker.start()
+    time.sleep(1.5)  # the request is being decoded (1500 tokens take several seconds)
+    vllm_server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert http_status(f"{vllm_server.url}/ready") != 200  # no longer ready for new work
+    worker.join(timeout=300)
+    assert answers and answers[0]["usage"]["completion_tokens"] == 1500  # type: ignore[index]
+    assert vllm_server.process.wait(timeout=120) == 0

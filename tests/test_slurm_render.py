@@ -1,0 +1,165 @@
+"""Pure parts of the SLURM bridge: validation, quoting, rendering, state mapping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected
+from infinitecontext.slurm_bridge.logs import expand_output_path
+from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
+from infinitecontext.slurm_bridge.render import (
+    bash_quote,
+    render_script,
+    rest_job_properties,
+    sbatch_argv,
+)
+from infinitecontext.slurm_bridge.rest import classify_errors, pick_version
+from infinitecontext.slurm_bridge.states import Phase, base_state, decode_exit, phase_of
+
+HOSTILE = [
+    "$(touch /tmp/icx-pwned)",
+    "`touch /tmp/icx-pwned`",
+    "line one\n#SBATCH --mem=1\nline three",
+    "it's \"double\" and 'single' \\ back\\slash",
+    "tab\there; rm -rf / #",
+    "\x01\x1b[31mred\x7f",
+    "ünïcødé ✓",
+    "",
+]
+
+
+def _request(**fields: object) -> JobRequest:
+    options: dict[str, object] = {"name": "job", "command": ["true"], "key": "uid-1"}
+    options.update(fields)
+    return JobRequest(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_bash_quote_round_trips_through_bash(text):
+    printed = subprocess.run(
+        ["bash", "-c", f"printf %s {bash_quote(text)}"], capture_output=True, check=True
+    ).stdout
+    assert printed.decode() == text
+
+
+def test_rendered_script_has_no_user_line():
+    request = _request(command=["echo", *HOSTILE])
+    script = render_script(request)
+    assert all(not line.startswith("#SBATCH") for line in script.splitlines())
+    assert len(script.splitlines()) == 4  # shebang, comment, set -e, the command
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "two\nlines"},
+        {"name": ""},
+        {"key": "a b"},
+        {"key": "x" * 129},
+        {"command": "echo hi"},
+        {"command": []},
+        {"partition": "debug\n#SBATCH"},
+        {"account": "a;b"},
+        {"environment": {"BAD NAME": "x"}},
+        {"environment": {"SLURM_JOB_ID": "1"}},
+        {"working_directory": "relative"},
+        {"stdout_path": "/tmp/x\n#SBATCH"},
+        {"nodes": 0},
+        {"memory_mb": -1},
+    ],
+)
+def test_invalid_requests_are_refused(fields):
+    with pytest.raises(InvalidJobRequest):
+        _request(**fields)
+
+
+def test_options_travel_as_fields_not_script_lines():
+    request = _request(
+        name="#SBATCH --wrap=x",
+        nodes=2,
+        gpus_per_node=8,
+        cpus_per_node=16,
+        memory_mb=64000,
+        time_limit_minutes=90,
+        partition="gpu",
+        account="research",
+        qos="high",
+        environment={"HF_HOME": "$(x)"},
+    )
+    job = rest_job_properties(request)
+    assert job["name"] == "#SBATCH --wrap=x"
+    assert job["comment"] == "icx-key=uid-1"
+    assert (job["nodes"], job["gpus_per_node"], job["cpus_per_task"]) == ([2, 2], "8", 16)
+    assert job["environment"]["HF_HOME"] == "$(x)"
+    argv = sbatch_argv(request)
+    assert "--job-name=#SBATCH --wrap=x" in argv and "--gpus-per-node=8" in argv
+    assert "--time=90" in argv and "--mem=64000" in argv and "--qos=high" in argv
+
+
+def test_multi_node_torchrun_takes_rendezvous_from_slurm():
+    request = _request(
+        nodes=4,
+        command=["train.py", "--lr", "1e-4"],
+        torchrun=TorchrunSpec(8, 29400),
+        container_image="nvcr.io/nvidia/pytorch:25.01-py3",
+    )
+    script = render_script(request)
+    assert 'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    assert "srun --ntasks-per-node=1 --container-image=nvcr.io/nvidia/pytorch:25.01-py3" in script
+    assert '--node_rank="$SLURM_NODEID"' in script and '--nnodes="$SLURM_NNODES"' in script
+    assert '--rdzv_endpoint="$head_node:29400"' in script and "--nproc_per_node=8" in script
+    assert script.rstrip().endswith('icx-torchrun "$head_node" train.py --lr 1e-4')
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "reason"),
+    [
+        ("PENDING", Phase.PENDING, "Pending"),
+        ("RUNNING", Phase.RUNNING, "Running"),
+        ("COMPLETING", Phase.RUNNING, "Completing"),
+        ("COMPLETED", Phase.SUCCEEDED, "Completed"),
+        ("FAILED", Phase.FAILED, "Failed"),
+        ("CANCELLED by 0", Phase.FAILED, "Cancelled"),
+        ("TIMEOUT", Phase.FAILED, "Timeout"),
+        ("NODE_FAIL", Phase.FAILED, "NodeFail"),
+        ("PREEMPTED", Phase.FAILED, "Preempted"),
+        ("OUT_OF_MEMORY", Phase.FAILED, "OutOfMemory"),
+        ("SOMETHING_NEW", Phase.UNKNOWN, "Something_New"),
+    ],
+)
+def test_states_map_to_phases(state, phase, reason):
+    assert phase_of(state) == (phase, reason)
+
+
+def test_state_and_exit_code_shapes_of_old_and_new_apis():
+    assert base_state("RUNNING") == "RUNNING"
+    assert base_state(["COMPLETING", "RUNNING"]) == "COMPLETING"
+    assert decode_exit(768).exit_code == 3 and decode_exit(9).signal == 9
+    new = {"return_code": {"set": True, "number": 2}, "signal": {"id": {"number": 0}}}
+    assert (decode_exit(new).exit_code, decode_exit(new).signal) == (2, None)
+
+
+def test_output_patterns_expand():
+    assert expand_output_path("/o/%x-%j.%u.%%", 7, "n", "root", "vm") == "/o/n-7.root.%"
+
+
+def test_version_discovery_and_error_classes():
+    paths = ["/slurm/v0.0.38/ping", "/slurm/v0.0.39/ping", "/slurmdb/v0.0.39/jobs"]
+    assert pick_version(paths) == "0.0.39"
+    with pytest.raises(SlurmRejected, match=r"0\.0\.41"):
+        pick_version(["/slurm/v0.0.41/ping"])
+    down = classify_errors(500, {"errors": [{"error_number": -1, "error": "Unspecified"}]})
+    assert type(down).__name__ == "SlurmUnavailable"
+    bad = classify_errors(500, {"errors": [{"error_code": 2000, "error": "Invalid partition"}]})
+    assert type(bad).__name__ == "SlurmRejected"
+    assert classify_errors(200, {"errors": []}) is None
+
+
+def test_the_bridge_and_provisioning_import_without_torch():
+    modules = ["rest", "commands", "client", "cli", "health"]
+    code = "; ".join(f"import infinitecontext.slurm_bridge.{name}" for name in modules)
+    code += "; import infinitecontext.provision, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,71 @@
+"""Recipes load from YAML into typed dataclasses and refuse bad input by name."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from infinitecontext.trainer.recipe import (
+    DPORecipe,
+    EvalSpec,
+    RecipeError,
+    SFTRecipe,
+    from_dict,
+    load,
+)
+from infinitecontext.trainer.sft import lr_factor
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "small-passkey.yaml", "1b-8k.yaml"])
+def test_shipped_sft_recipes_load(name):
+    recipe = load(RECIPES / name, SFTRecipe)
+    assert recipe.train.steps > 0
+
+
+def test_shipped_dpo_and_eval_recipes_load():
+    assert load(RECIPES / "small-dpo.yaml", DPORecipe).steps > 0
+    assert load(RECIPES / "passkey-eval.yaml", EvalSpec).lengths
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"output_dir": "x", "trian": {}}, "unknown field(s) ['trian']"),
+        ({"output_dir": "x", "train": {"steps": "many"}}, "train.steps: expected int"),
+        ({"output_dir": "x", "train": {"steps": True}}, "train.steps: expected int"),
+        ({"output_dir": "x", "parallel": {"mixed_precision": "fp8"}}, "expected one of"),
+        ({"output_dir": "x", "data": {"tasks": ["sudoku"]}}, "data.tasks[0]"),
+        ({"output_dir": "x", "train": {"curriculum": [{"seq_len": 64}]}}, "until_step"),
+        (
+            {"output_dir": "x", "train": {"curriculum": [
+                {"seq_len": 64, "until_step": 5}, {"seq_len": 128, "until_step": 5}]}},
+            "until_step must grow",
+        ),
+        ({"train": {}}, "output_dir"),
+        ({"output_dir": "x", "optim": {"betas": [0.9]}}, "optim.betas: expected 2 items"),
+    ],
+)  # fmt: skip
+def test_bad_recipes_name_the_field(data, message):
+    with pytest.raises(RecipeError) as err:
+        from_dict(SFTRecipe, data)
+    assert message in str(err.value)
+
+
+def test_ints_are_accepted_for_floats_and_lists_become_tuples():
+    recipe = from_dict(SFTRecipe, {"output_dir": "x", "optim": {"lr": 1, "betas": [0.9, 0.99]}})
+    assert recipe.optim.lr == 1.0 and isinstance(recipe.optim.lr, float)
+    assert recipe.optim.betas == (0.9, 0.99)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    recipe = from_dict(
+        SFTRecipe,
+        {"output_dir": "x", "train": {"steps": 100},
+         "optim": {"warmup_steps": 10, "min_lr_ratio": 0.1}},
+    )  # fmt: skip
+    factors = [lr_factor(recipe, s) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)

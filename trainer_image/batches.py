@@ -1,0 +1,132 @@
+"""Training batches: which samples each rank sees at each step, as padded tensors.
+
+The plan for a step depends only on the step, the curriculum and the world size;
+sample `position` of step `s` is `make_sample(seed, s, position)`. A resumed run
+therefore replays exactly the data an uninterrupted run would have seen, and the
+global batch is the same set of samples for any world size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import Dataset
+
+from infinitecontext.trainer.data import Sample, TaskSpec, make_sample, sample_rng, token_counter
+from infinitecontext.trainer.recipe import DataSpec, TrainSpec
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    seq_len: int
+    micro_batch: int
+    """Samples per forward pass on each rank."""
+    accumulation: int
+    """Forward/backward passes per optimizer step."""
+
+    @property
+    def global_samples(self) -> int:
+        return self.micro_batch * self.accumulation
+
+    def positions(self, micro_step: int, rank: int, world: int) -> range:
+        """Indices (within the step's global batch) that `rank` handles in `micro_step`."""
+        first = (micro_step * world + rank) * self.micro_batch
+        return range(first, first + self.micro_batch)
+
+
+def seq_len_at(train: TrainSpec, step: int) -> int:
+    """The curriculum's sequence length at `step` (the target length after the last stage)."""
+    for stage in train.curriculum:
+        if step < stage.until_step:
+            return stage.seq_len
+    return train.seq_len
+
+
+def plan_step(train: TrainSpec, step: int, world: int) -> StepPlan:
+    """Keep tokens per step constant as the sequence grows: fewer, longer samples."""
+    seq_len = seq_len_at(train, step)
+    micro = max(1, train.micro_batch_tokens // seq_len)
+    wanted = max(world, train.tokens_per_step // seq_len)
+    return StepPlan(seq_len, micro, math.ceil(wanted / (micro * world)))
+
+
+def answer_budget(spec: DataSpec) -> int:
+    """Tokens to leave after the prompt: the answer (digits, separators) and <eos>."""
+    values = spec.num_needles if "multivalue" in spec.tasks else 1
+    return values * (spec.digits + 2) + 2
+
+
+def step_sample(spec: DataSpec, tokenizer: Any, seq_len: int, step: int, position: int) -> Sample:
+    rng = sample_rng(spec.seed, step, position, -1)
+    task = spec.tasks[rng.randrange(len(spec.tasks))]
+    low = max(16, int(spec.min_length_fraction * seq_len))
+    length = rng.randint(min(low, seq_len), seq_len) - answer_budget(spec)
+    task_spec = TaskSpec(task, length, None, spec.digits, spec.num_needles)
+    return make_sample(task_spec, tokenizer, spec.seed, step, position)
+
+
+def encode_batch(
+    samples: list[Sample], answer_ids: list[list[int]], seq_len: int, spec: DataSpec, pad: int
+) -> dict[str, torch.Tensor]:
+    """input_ids, targets and per-token loss weights (B, seq_len), right-padded.
+
+    Each row is <bos> prompt answer <eos>; targets are the next tokens. The answer and
+    <eos> weigh `answer_loss_weight`, the haystack `lm_loss_weight`, padding 0.
+    """
+    batch = len(samples)
+    inputs = torch.full((batch, seq_len), pad, dtype=torch.long)
+    targets = torch.full((batch, seq_len), pad, dtype=torch.long)
+    weights = torch.zeros((batch, seq_len), dtype=torch.float32)
+    for row, (sample, answer) in enumerate(zip(samples, answer_ids, strict=True)):
+        tokens = [BOS, *sample.prompt_ids, *answer, EOS][: seq_len + 1]
+        n = len(tokens) - 1
+        inputs[row, :n] = torch.tensor(tokens[:-1])
+        targets[row, :n] = torch.tensor(tokens[1:])
+        weights[row, :n] = spec.lm_loss_weight
+        first_answer = len(sample.prompt_ids)  # target index of the answer's first token
+        weights[row, first_answer:n] = spec.answer_loss_weight
+    return {"input_ids": inputs, "targets": targets, "weights": weights}
+
+
+BOS, EOS, PAD = 0, 1, 2  # model/tokenizer.py's special tokens
+
+
+class StepBatches(Dataset[list[dict[str, torch.Tensor]]]):
+    """Item i: this rank's micro-batches for step `first_step + i` (a DataLoader can
+    build them in worker processes while the GPU trains)."""
+
+    def __init__(
+        self,
+        train: TrainSpec,
+        spec: DataSpec,
+        tokenizer_json: str,
+        rank: int,
+        world: int,
+        first_step: int,
+    ) -> None:
+        self.train, self.spec, self.rank, self.world = train, spec, rank, world
+        self.tokenizer_json, self.first_step = tokenizer_json, first_step
+        self._count: Any = None
+
+    def __len__(self) -> int:
+        return max(0, self.train.steps - self.first_step)
+
+    def __getitem__(self, index: int) -> list[dict[str, torch.Tensor]]:
+        if self._count is None:  # built lazily: once per worker process
+            tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._count = token_counter(tokenizer)
+        step = self.first_step + index
+        plan = plan_step(self.train, step, self.world)
+        micro_batches = []
+        for micro_step in range(plan.accumulation):
+            positions = plan.positions(micro_step, self.rank, self.world)
+            samples = [
+                step_sample(self.spec, self._count, plan.seq_len, step, p) for p in positions
+            ]
+            answers = [self._count(s.answer) for s in samples]
+            micro_batches.append(encode_batch(samples, answers, plan.seq_len, self.spec, PAD))
+        return micro_batches

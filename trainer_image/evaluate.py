@@ -1,0 +1,256 @@
+"""Passkey / NIAH accuracy over a grid of context lengths × needle depths.
+
+The model under test is a HF model directory (run here with our MLA model and its
+latent cache, YaRN factor selectable at load time) or an OpenAI-compatible endpoint
+(`/v1/completions`, greedy). Each cell holds `trials` samples from an evaluation
+stream apart from the training one; a sample scores 1 for an exact match of the
+pass key (RULER's string_match_all for multivalue). Results: a JSON file, a
+heatmap PNG (length × depth) and MLflow metrics `<task>_acc_<length>`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from infinitecontext.trainer.data import Sample, TaskSpec, make_sample, score, token_counter
+from infinitecontext.trainer.recipe import EvalSpec, MlflowSpec
+from infinitecontext.trainer.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+# prompts (as text and as token ids) → completions (text)
+Generate = Callable[[Sequence[Sample], int], list[str]]
+
+
+@dataclass(frozen=True)
+class GridResult:
+    task: str
+    target: str
+    yarn_factor: float
+    lengths: list[int]
+    depths: list[float]
+    accuracy: list[list[float]]
+    """accuracy[i][j]: mean score at lengths[i], depths[j]."""
+    trials: int
+
+    @property
+    def by_length(self) -> dict[int, float]:
+        return {n: sum(row) / len(row) for n, row in zip(self.lengths, self.accuracy, strict=True)}
+
+    @property
+    def mean(self) -> float:
+        return sum(self.by_length.values()) / len(self.lengths)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"by_length": self.by_length, "mean": self.mean}
+
+
+def grid_samples(spec: EvalSpec, tokenizer: Tokenizer) -> dict[tuple[int, int], list[Sample]]:
+    """The samples of every (length index, depth index) cell, a pure function of spec."""
+    count = token_counter(tokenizer)
+    answer_room = (spec.num_needles if spec.task == "multivalue" else 1) * (spec.digits + 2) + 2
+    cells = {}
+    for i, length in enumerate(spec.lengths):
+        for j, depth in enumerate(spec.depths):
+            task = TaskSpec(spec.task, length - answer_room, depth, spec.digits, spec.num_needles)
+            cells[i, j] = [make_sample(task, count, spec.seed, i, j, t) for t in range(spec.trials)]
+    return cells
+
+
+def evaluate_grid(
+    spec: EvalSpec, tokenizer: Tokenizer, generate: Generate, target: str
+) -> GridResult:
+    cells = grid_samples(spec, tokenizer)
+    answer_tokens = max(len(tokenizer.encode(s.answer).ids) for c in cells.values() for s in c)
+    accuracy = [[0.0] * len(spec.depths) for _ in spec.lengths]
+    for i, length in enumerate(spec.lengths):
+        samples = [s for j in range(len(spec.depths)) for s in cells[i, j]]
+        batch = max(1, spec.batch_tokens // length)
+        outputs: list[str] = []
+        for start in range(0, len(samples), batch):
+            outputs += generate(samples[start : start + batch], answer_tokens + 2)
+        scores = [score(o, s) for o, s in zip(outputs, samples, strict=True)]
+        for j in range(len(spec.depths)):
+            cell = scores[j * spec.trials : (j + 1) * spec.trials]
+            accuracy[i][j] = sum(cell) / len(cell)
+        log.info("%s %d tokens: %.3f", spec.task, length, sum(scores) / len(scores))
+    return GridResult(
+        spec.task, target, spec.yarn_factor, list(spec.lengths), list(spec.depths), accuracy,
+        spec.trials,
+    )  # fmt: skip
+
+
+def model_dir_generator(model_dir: Path, yarn_factor: float, device: str | None = None) -> Generate:
+    """Greedy completions from our MLA model loaded from a HF directory."""
+    import torch
+
+    from infinitecontext.model import hf
+    from infinitecontext.model.generate import Sampling, generate
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with with_yarn(model_dir, yarn_factor) as directory:
+        model = hf.load(directory, device=device, dtype=dtype).eval()
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    eos = model.config.eos_token_id
+
+    def run(samples: Sequence[Sample], max_new_tokens: int) -> list[str]:
+        prompts = [[model.config.bos_token_id, *s.prompt_ids] for s in samples]
+        outputs = generate(model, prompts, Sampling(max_new_tokens, stop_tokens=(eos,)))
+        return [tokenizer.decode(ids) for ids in outputs]
+
+    return run
+
+
+class with_yarn:
+    """A model directory with YaRN factor `factor` over the model's trained length.
+
+    factor 1 gives the directory itself. Otherwise a temporary directory with links to
+    the weights and a config.json whose rope_parameters carry the factor; a model that
+    was already extended keeps its original length and gets the new factor.
+    """
+
+    def __init__(self, model_dir: Path, factor: float) -> None:
+        self.model_dir, self.factor = model_dir, factor
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        if self.factor == 1.0:
+            return self.model_dir
+        self._tmp = Path(tempfile.mkdtemp(prefix="icx-yarn-"))
+        for item in self.model_dir.iterdir():
+            if item.name != "config.json":
+                (self._tmp / item.name).symlink_to(item.resolve())
+        config = json.loads((self.model_dir / "config.json").read_text())
+        (self._tmp / "config.json").write_text(json.dumps(yarn_config(config, self.factor)))
+        return self._tmp
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def yarn_config(config: dict[str, Any], factor: float) -> dict[str, Any]:
+    """config.json with YaRN `factor` over the trained (original) context length."""
+    rope = dict(config.get("rope_parameters") or {})
+    original = rope.get("original_max_position_embeddings") or config["max_position_embeddings"]
+    if rope.get("rope_type") != "yarn":
+        rope = {"rope_theta": rope.get("rope_theta", 10000.0)}
+    rope |= {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
+    rope.setdefault("mscale", 1.0)
+    rope.setdefault("mscale_all_dim", 1.0)
+    return config | {"rope_parameters": rope, "max_position_embeddings": int(original * factor)}
+
+
+def endpoint_generator(base_url: str, model: str, bos: int = 0, timeout: float = 600) -> Generate:
+    """Greedy completions from an OpenAI-compatible server (`/v1/completions`).
+
+    Prompts go as token ids (the API accepts lists of ids), so the server sees exactly
+    the tokens a model directory sees, <bos> included, whatever its tokenizer config.
+    """
+    import httpx
+
+    url = base_url.rstrip("/") + "/completions"
+
+    def run(samples: Sequence[Sample], max_new_tokens: int) -> list[str]:
+        body = {
+            "model": model,
+            "prompt": [[bos, *s.prompt_ids] for s in samples],
+            "max_tokens": max_new_tokens,
+            "temperature": 0.0,
+        }
+        response = httpx.post(url, json=body, timeout=timeout)
+        response.raise_for_status()
+        choices = sorted(response.json()["choices"], key=lambda c: c["index"])
+        return [c["text"] for c in choices]
+
+    return run
+
+
+def plot_heatmap(result: GridResult, path: Path) -> Path:
+    """Accuracy (%) per depth (rows) × length (columns), annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = [[100 * result.accuracy[i][j] for i in range(len(result.lengths))]
+            for j in range(len(result.depths))]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(1.2 * len(result.lengths) + 2, 0.6 * len(result.depths) + 2))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(result.lengths)), [_k(n) for n in result.lengths])
+    ax.set_yticks(range(len(result.depths)), [f"{d:.0%}" for d in result.depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    yarn = f", YaRN ×{result.yarn_factor:g}" if result.yarn_factor > 1 else ""
+    ax.set_title(f"{result.task} accuracy (%), {result.trials} trials/cell{yarn}")
+    for j, row in enumerate(grid):
+        for i, value in enumerate(row):
+            ax.text(i, j, f"{value:.0f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _k(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def run_eval(
+    spec: EvalSpec,
+    out_dir: Path,
+    model_dir: Path | None = None,
+    endpoint: str | None = None,
+    served_model: str | None = None,
+    tokenizer_dir: Path | None = None,
+    mlflow: MlflowSpec | None = None,
+    mlflow_run_id: str | None = None,
+) -> GridResult:
+    """Evaluate a model directory or an endpoint; write JSON + PNG; log to MLflow."""
+    if (model_dir is None) == (endpoint is None):
+        raise ValueError("give exactly one of a model directory and an endpoint")
+    tokenizer_dir = tokenizer_dir or model_dir
+    if tokenizer_dir is None:
+        raise ValueError("an endpoint needs --tokenizer (the served model's directory)")
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    if model_dir is not None:
+        generate, target = model_dir_generator(model_dir, spec.yarn_factor), str(model_dir)
+    else:
+        assert endpoint is not None
+        if spec.yarn_factor != 1.0:
+            log.warning("yarn_factor applies to model directories; set it where it is served")
+        name = served_model or str(tokenizer_dir)
+        generate, target = endpoint_generator(endpoint, name), f"{endpoint} ({name})"
+    result = evaluate_grid(spec, tokenizer, generate, target)
+    stem = f"{spec.task}_yarn{spec.yarn_factor:g}"
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    plot_heatmap(result, png_path)
+    log_to_mlflow(result, mlflow or MlflowSpec(), mlflow_run_id, [json_path, png_path])
+    return result
+
+
+def log_to_mlflow(
+    result: GridResult, spec: MlflowSpec, run_id: str | None, files: list[Path]
+) -> None:
+    tracker = Tracker.start(spec, f"eval-{result.task}", resume_run_id=run_id)
+    suffix = f"_yarn{result.yarn_factor:g}" if result.yarn_factor != 1.0 else ""
+    metrics = {f"{result.task}_acc_{n}{suffix}": a for n, a in result.by_length.items()}
+    metrics[f"{result.task}_acc_mean{suffix}"] = result.mean
+    tracker.log_metrics(metrics, step=0)
+    for file in files:
+        tracker.log_artifact(file, "eval")
+    tracker.end()

@@ -1,0 +1,133 @@
+"""Distributed set-up and FSDP2: the only place that reads the parallelism config.
+
+Order follows torchtitan's `parallelize`: activation checkpointing per block, then
+torch.compile per block, then `fully_shard` per block and once more on the root
+(the last block keeps its parameters gathered after forward, since backward needs
+them at once). One code path for one CPU process (gloo), many CPU processes (gloo,
+the tests) and one or many GPUs (NCCL).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from infinitecontext.trainer.recipe import ParallelSpec
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+    mesh: DeviceMesh
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world() -> World:
+    """Join the process group torchrun describes, or make a group of one."""
+    if "RANK" not in os.environ:  # not under torchrun: a world of one process
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+        )  # fmt: skip
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend, mesh_type = "nccl", "cuda"
+    else:
+        device, backend, mesh_type = torch.device("cpu"), "gloo", "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+    size = dist.get_world_size()
+    mesh = init_device_mesh(mesh_type, (size,), mesh_dim_names=("dp",))
+    return World(dist.get_rank(), size, local_rank, device, mesh)
+
+
+def close_world() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Module:
+    """Apply AC, compile and FSDP2 to an MLATransformer (or any model with .model.layers)."""
+    layers = model.get_submodule("model.layers")
+    assert isinstance(layers, nn.ModuleList)
+    if spec.activation_checkpointing:
+        apply_activation_checkpointing(layers)
+    if spec.compile:
+        for block in layers:
+            block.compile()
+    apply_fsdp(model, layers, mesh, mixed_precision_policy(spec), spec.reshard_after_forward)
+    return model
+
+
+def mixed_precision_policy(spec: ParallelSpec) -> MixedPrecisionPolicy:
+    if spec.mixed_precision == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+
+
+def apply_activation_checkpointing(layers: nn.ModuleList) -> None:
+    """Recompute each block's activations in backward (state-dict names are unchanged)."""
+    for index, block in enumerate(layers):
+        layers[index] = checkpoint_wrapper(block, preserve_rng_state=False)
+
+
+def apply_fsdp(
+    model: nn.Module,
+    layers: nn.ModuleList,
+    mesh: DeviceMesh,
+    policy: MixedPrecisionPolicy,
+    reshard_after_forward: bool,
+) -> None:
+    last = len(layers) - 1
+    for index, block in enumerate(layers):
+        fully_shard(
+            block,
+            mesh=mesh,
+            mp_policy=policy,
+            reshard_after_forward=reshard_after_forward and index < last,
+        )
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: float, device: torch.device) -> float:
+    tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return float(tensor)
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank."""
+    tensor = torch.tensor([int(flag)], device=device)
+    if dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

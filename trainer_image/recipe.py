@@ -1,0 +1,292 @@
+"""Recipes: typed, validated descriptions of an SFT, DPO or evaluation run.
+
+Plain frozen dataclasses (no torch, no pydantic), so that the operator can build them
+from a CRD spec and the trainer image can load them from YAML. `from_dict` checks
+every field's type and rejects unknown keys, naming the path of the first bad one
+(`train.curriculum[1].seq_len: expected int, got 'long'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+TaskName = Literal["passkey", "multikey", "multivalue"]
+TASKS: tuple[TaskName, ...] = ("passkey", "multikey", "multivalue")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot describe a run; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    preset: str = "tiny"
+    """A model preset (infinitecontext.model.config.PRESETS)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """MLAConfig fields to change from the preset (e.g. max_position_embeddings)."""
+    init_from: str | None = None
+    """A HF model directory to continue from instead of a random init (extension stage)."""
+    yarn_factor: float = 1.0
+    """YaRN factor applied to the model before training (1: none)."""
+    yarn_original_length: int | None = None
+    """YaRN's original_max_position_embeddings; default: the model's current maximum."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    tasks: tuple[TaskName, ...] = ("passkey",)
+    seed: int = 0
+    digits: int = 5
+    num_needles: int = 4
+    min_length_fraction: float = 0.5
+    """Sample lengths are uniform in [fraction·seq_len, seq_len] tokens."""
+    answer_loss_weight: float = 1.0
+    lm_loss_weight: float = 0.1
+    """Weight of the next-token loss on the haystack, relative to the answer's."""
+    tokenizer_sentences: int = 30_000
+
+
+@dataclass(frozen=True)
+class CurriculumStage:
+    seq_len: int
+    until_step: int
+    """The stage runs for steps < until_step (after the previous stage)."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 100
+    tokens_per_step: int = 65_536
+    """Global tokens per optimizer step; the batch size is tokens_per_step // seq_len."""
+    micro_batch_tokens: int = 16_384
+    """Tokens per forward pass and rank; gradient accumulation makes up the rest."""
+    seq_len: int = 1024
+    """The target length, used from the last curriculum stage on."""
+    curriculum: tuple[CurriculumStage, ...] = ()
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class ParallelSpec:
+    mixed_precision: Literal["bf16", "fp32"] = "bf16"
+    """bf16: parameters cast to bf16 for compute, gradients reduced in fp32."""
+    activation_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile each block (and the loss); worth it on GPUs."""
+    reshard_after_forward: bool = True
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    every_steps: int = 100
+    keep: int = 2
+    """Complete checkpoints kept; keep ≥ 2 so that a corrupt last one has a fallback."""
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    tracking_uri: str | None = None
+    """Default: $MLFLOW_TRACKING_URI; with neither, the run is not tracked."""
+    experiment: str | None = None
+    """Default: $MLFLOW_EXPERIMENT_NAME, else "infinitecontext"."""
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SFTRecipe:
+    output_dir: str
+    name: str = "sft"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    parallel: ParallelSpec = field(default_factory=ParallelSpec)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    mlflow: MlflowSpec = field(default_factory=MlflowSpec)
+
+    def __post_init__(self) -> None:
+        check_sft(self)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    lengths: tuple[int, ...] = (512, 1024, 2048)
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    trials: int = 8
+    """Samples per (length, depth) cell."""
+    task: TaskName = "passkey"
+    seed: int = 1234
+    """The evaluation stream; keep it apart from the training seed."""
+    digits: int = 5
+    num_needles: int = 4
+    yarn_factor: float = 1.0
+    """Applied to a model directory at load time (1: as trained)."""
+    batch_tokens: int = 32_768
+    """Prompt tokens per generation batch (model directories) or requests in flight."""
+
+
+@dataclass(frozen=True)
+class DPORecipe:
+    model_dir: str
+    output_dir: str
+    name: str = "dpo"
+    pairs: int = 256
+    length: int = 1024
+    """Prompt length in tokens of the preference pairs."""
+    rejected: Literal["haystack", "model"] = "haystack"
+    """haystack: another number from the haystack; model: the model's own wrong answer
+    (falling back to a haystack number where the model is right)."""
+    data: DataSpec = field(default_factory=DataSpec)
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    lr: float = 1e-5
+    steps: int = 50
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    bf16: bool = False
+    seed: int = 0
+    evaluation: EvalSpec | None = None
+    """Passkey accuracy before and after, on this grid."""
+    mlflow: MlflowSpec = field(default_factory=MlflowSpec)
+
+    def __post_init__(self) -> None:
+        _positive(self, "pairs", "length", "steps", "batch_size", "grad_accum")
+        if self.beta <= 0:
+            raise RecipeError(f"beta must be positive, got {self.beta}")
+
+
+def check_sft(recipe: SFTRecipe) -> None:
+    t = recipe.train
+    _positive(t, "steps", "tokens_per_step", "micro_batch_tokens", "seq_len", "log_every")
+    _positive(recipe.checkpoint, "every_steps", "keep")
+    if not recipe.data.tasks:
+        raise RecipeError("data.tasks must name at least one task")
+    if not 0 < recipe.data.min_length_fraction <= 1:
+        raise RecipeError("data.min_length_fraction must be in (0, 1]")
+    previous = 0
+    for i, stage in enumerate(t.curriculum):
+        if stage.seq_len <= 0 or stage.until_step <= previous:
+            raise RecipeError(
+                f"train.curriculum[{i}]: seq_len must be positive and until_step must grow "
+                f"(got seq_len={stage.seq_len}, until_step={stage.until_step} after {previous})"
+            )
+        previous = stage.until_step
+    if recipe.optim.warmup_steps >= t.steps:
+        raise RecipeError("optim.warmup_steps must be smaller than train.steps")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise RecipeError(f"{type(obj).__name__}.{name} must be positive, got {value}")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass `cls` from plain data, checking types and rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path or 'recipe'}: expected a mapping, got {type(data).__name__}")
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(f"{path or 'recipe'}: unknown field(s) {unknown}; known: {sorted(names)}")
+    values = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:  # a required field is missing
+        raise RecipeError(f"{path or 'recipe'}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise RecipeError(f"{path}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise RecipeError(f"{path}: expected {len(args)} items, got {len(value)}")
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _scalar(hint, value, path)
+
+
+def _scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise RecipeError(f"{path}: expected int, got {value!r}")
+    if not isinstance(value, hint):
+        raise RecipeError(f"{path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load(path: Path, cls: type[T]) -> T:
+    """Read a YAML recipe file into `cls` (SFTRecipe, DPORecipe or EvalSpec)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise RecipeError(f"{path}: {err}") from None
+    try:
+        return from_dict(cls, data)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+def to_dict(recipe: object) -> dict[str, Any]:
+    assert dataclasses.is_dataclass(recipe) and not isinstance(recipe, type)
+    return dataclasses.asdict(recipe)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"train": {"steps": 3}} → {"train.steps": "3"}: MLflow parameters."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+__all__ = ["TASKS", "DPORecipe", "EvalSpec", "RecipeError", "SFTRecipe", "from_dict", "load"]
