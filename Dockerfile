@@ -46,10 +46,14 @@ ENTRYPOINT ["icx"]
 CMD ["train", "--help"]
 
 # --- server: vLLM's GPU image plus our entrypoint -----------------------------------
+# `icx serve MODEL` resolves MODEL through MLflow (MLFLOW_TRACKING_URI), verifies it into
+# ICX_MODEL_CACHE (mount a volume there), then execs vLLM's OpenAI server on port 8000:
+# /health (liveness), /ready (readiness), /metrics, /v1/*. docs/server.md.
 FROM ${VLLM_IMAGE} AS server
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ICX_MODEL_CACHE=/var/cache/icx-models
 COPY --from=source /src /src
-# vLLM's image brings its own torch and vllm; add only our package and the serve extra.
-RUN pip install --no-cache-dir "/src[serve]" && rm -rf /src
+# vLLM's image brings its own torch and vllm; add only our package and the serve extra
+# (pip's default only-if-needed strategy leaves the image's packages as they are).
+RUN pip install --no-cache-dir "/src[serve]" && rm -rf /src && mkdir -p /var/cache/icx-models
 EXPOSE 8000
 ENTRYPOINT ["icx", "serve"]

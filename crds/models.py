@@ -514,6 +514,7 @@ class Revision(Spec):
     outcome: Literal["Progressing", "Stable", "RolledBack", "Superseded"]
     reason: str | None = None
     """Why it ended as it did (a rollback's cause)."""
+    message: str | None = None
     template_hash: str | None = None
     template: ServedTemplate | None = None
 

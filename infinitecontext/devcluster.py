@@ -322,10 +322,13 @@ def node_manifests(spec: ClusterSpec) -> list[dict[str, Any]]:
 # --- processes ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 (held together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _start(layout: ClusterLayout, name: str, command: list[str]) -> int:
@@ -533,7 +536,8 @@ def up(layout: ClusterLayout, spec: ClusterSpec | None = None) -> ClusterState:
         raise ClusterError(f"no binaries in {layout.bin_dir}: run `make cluster-build`")
     down(layout)
     layout.state_dir.mkdir(parents=True, exist_ok=True)
-    state = ClusterState(free_port(), free_port(), free_port(), started_at=time.time())
+    etcd_port, etcd_peer_port, apiserver_port = free_ports(3)
+    state = ClusterState(etcd_port, etcd_peer_port, apiserver_port, started_at=time.time())
     _prepare(layout, state)
     begin = time.monotonic()
     waiter = _Waiter(layout, state, deadline=begin + spec.start_timeout_s)

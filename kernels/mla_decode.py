@@ -38,7 +38,6 @@ from infinitecontext.kernels.runtime import (
 )
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 MAX_SPLITS = 256
 MIN_TOKENS_PER_SPLIT = 256
 """A chunk shorter than this spends more on its partial write and the combine than it saves."""
@@ -226,7 +225,8 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     if SINGLE_SPLIT:
         o_ptrs = out_ptr + seq * stride_o_b + offs_h[:, None] * stride_o_h + offs_d[None, :]
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_h[:, None])
-        tl.store(lse_ptr + seq * heads + offs_h, lse_log2 * 0.6931471805599453, mask=mask_h)
+        lse = lse_log2 * 0.6931471805599453  # × ln 2: back to the natural log
+        tl.store(lse_ptr + seq * heads + offs_h, lse, mask=mask_h)
     else:
         # Partials are (B, H, splits, D_LAT) and (B, H, splits), contiguous.
         part = (seq * heads + offs_h) * num_splits + split

@@ -86,6 +86,7 @@ def run(options: OperatorOptions) -> None:
     from prometheus_client import start_http_server
 
     import infinitecontext.operator.handlers  # noqa: F401  (registers the handlers)
+    import infinitecontext.operator.inference_handlers  # noqa: F401  (InferenceService)
 
     kopf.configure(
         verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")),

@@ -2,7 +2,7 @@
 
 This is the one place that knows the trainer's interface (`trainer_image/recipe.py`
 and the `icx train sft|dpo` / `icx eval` commands); the Kubernetes and SLURM renderers
-both take `WorkloadCommand` from here. The recipe is rendered as YAML and travels in
+both take `WorkloadCommand` from here. The recipe is rendered as JSON (valid YAML) and travels in
 the `ICX_RECIPE` environment variable (no ConfigMap, no shared file); a fixed shell
 prologue writes it to the work directory, downloads the input model from MLflow for
 Alignment and Evaluation, and execs `icx`. The MLflow run is named `icx-<uid>`, which
@@ -11,11 +11,10 @@ is how the operator finds it again, on either backend and after any restart.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from infinitecontext.crds.models import (
     AlignmentSpec,
@@ -231,7 +230,8 @@ def command(
             run_name(owner.uid),
         ]
     environment = {
-        RECIPE_ENV: yaml.safe_dump(recipe(owner, spec), sort_keys=False),
+        # One line of JSON (which YAML reads): SLURM's REST environment mangles newlines.
+        RECIPE_ENV: json.dumps(recipe(owner, spec)),
         "ICX_WORK_DIR": directory,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_EXPERIMENT_NAME": spec.mlflow.experiment,

@@ -22,22 +22,46 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     "operator": (
         "InfiniteContext / Operator",
         [
-            ("Reconciles per second", "ops", [
-                ("sum by (kind, result) (rate(icx_operator_reconciles_total[5m]))",
-                 "{{kind}} {{result}}"),
-            ]),
-            ("Reconcile errors per second", "ops", [
-                ("sum by (kind) (rate(icx_operator_reconcile_errors_total[5m]))", "{{kind}}"),
-            ]),
-            ("Reconcile latency p50 / p95", "s", [
-                ("histogram_quantile(0.5, sum by (kind, le) "
-                 "(rate(icx_operator_reconcile_duration_seconds_bucket[5m])))", "p50 {{kind}}"),
-                ("histogram_quantile(0.95, sum by (kind, le) "
-                 "(rate(icx_operator_reconcile_duration_seconds_bucket[5m])))", "p95 {{kind}}"),
-            ]),
-            ("Objects by kind and phase", "short", [
-                ("sum by (kind, phase) (icx_operator_objects)", "{{kind}} {{phase}}"),
-            ]),
+            (
+                "Reconciles per second",
+                "ops",
+                [
+                    (
+                        "sum by (kind, result) (rate(icx_operator_reconciles_total[5m]))",
+                        "{{kind}} {{result}}",
+                    ),
+                ],
+            ),
+            (
+                "Reconcile errors per second",
+                "ops",
+                [
+                    ("sum by (kind) (rate(icx_operator_reconcile_errors_total[5m]))", "{{kind}}"),
+                ],
+            ),
+            (
+                "Reconcile latency p50 / p95",
+                "s",
+                [
+                    (
+                        "histogram_quantile(0.5, sum by (kind, le) "
+                        "(rate(icx_operator_reconcile_duration_seconds_bucket[5m])))",
+                        "p50 {{kind}}",
+                    ),
+                    (
+                        "histogram_quantile(0.95, sum by (kind, le) "
+                        "(rate(icx_operator_reconcile_duration_seconds_bucket[5m])))",
+                        "p95 {{kind}}",
+                    ),
+                ],
+            ),
+            (
+                "Objects by kind and phase",
+                "short",
+                [
+                    ("sum by (kind, phase) (icx_operator_objects)", "{{kind}} {{phase}}"),
+                ],
+            ),
         ],
     ),
     "training": (
@@ -54,34 +78,77 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     "serving": (
         "InfiniteContext / Serving",
         [
-            ("Requests running and waiting", "short", [
-                ("sum by (model_name) (vllm:num_requests_running)", "running {{model_name}}"),
-                ("sum by (model_name) (vllm:num_requests_waiting)", "waiting {{model_name}}"),
-            ]),
-            ("KV-cache usage", "percentunit", [
-                ("max by (model_name) (vllm:kv_cache_usage_perc)", "{{model_name}}"),
-            ]),
-            ("Time to first token p50 / p95", "s", [
-                ("histogram_quantile(0.5, sum by (model_name, le) "
-                 "(rate(vllm:time_to_first_token_seconds_bucket[5m])))", "p50 {{model_name}}"),
-                ("histogram_quantile(0.95, sum by (model_name, le) "
-                 "(rate(vllm:time_to_first_token_seconds_bucket[5m])))", "p95 {{model_name}}"),
-            ]),
-            ("Inter-token latency p50 / p95", "s", [
-                ("histogram_quantile(0.5, sum by (model_name, le) "
-                 "(rate(vllm:inter_token_latency_seconds_bucket[5m])))", "p50 {{model_name}}"),
-                ("histogram_quantile(0.95, sum by (model_name, le) "
-                 "(rate(vllm:inter_token_latency_seconds_bucket[5m])))", "p95 {{model_name}}"),
-            ]),
-            ("Output tokens per second", "short", [
-                ("sum by (model_name) (rate(vllm:generation_tokens_total[1m]))", "{{model_name}}"),
-            ]),
-            ("Replicas: ready vs desired", "short", [
-                ("sum by (namespace, name) (icx_inferenceservice_replicas{state=\"ready\"})",
-                 "ready {{name}}"),
-                ("sum by (namespace, name) (icx_inferenceservice_replicas{state=\"desired\"})",
-                 "desired {{name}}"),
-            ]),
+            (
+                "Requests running and waiting",
+                "short",
+                [
+                    ("sum by (model_name) (vllm:num_requests_running)", "running {{model_name}}"),
+                    ("sum by (model_name) (vllm:num_requests_waiting)", "waiting {{model_name}}"),
+                ],
+            ),
+            (
+                "KV-cache usage",
+                "percentunit",
+                [
+                    ("max by (model_name) (vllm:kv_cache_usage_perc)", "{{model_name}}"),
+                ],
+            ),
+            (
+                "Time to first token p50 / p95",
+                "s",
+                [
+                    (
+                        "histogram_quantile(0.5, sum by (model_name, le) "
+                        "(rate(vllm:time_to_first_token_seconds_bucket[5m])))",
+                        "p50 {{model_name}}",
+                    ),
+                    (
+                        "histogram_quantile(0.95, sum by (model_name, le) "
+                        "(rate(vllm:time_to_first_token_seconds_bucket[5m])))",
+                        "p95 {{model_name}}",
+                    ),
+                ],
+            ),
+            (
+                "Inter-token latency p50 / p95",
+                "s",
+                [
+                    (
+                        "histogram_quantile(0.5, sum by (model_name, le) "
+                        "(rate(vllm:inter_token_latency_seconds_bucket[5m])))",
+                        "p50 {{model_name}}",
+                    ),
+                    (
+                        "histogram_quantile(0.95, sum by (model_name, le) "
+                        "(rate(vllm:inter_token_latency_seconds_bucket[5m])))",
+                        "p95 {{model_name}}",
+                    ),
+                ],
+            ),
+            (
+                "Output tokens per second",
+                "short",
+                [
+                    (
+                        "sum by (model_name) (rate(vllm:generation_tokens_total[1m]))",
+                        "{{model_name}}",
+                    ),
+                ],
+            ),
+            (
+                "Replicas: ready vs desired",
+                "short",
+                [
+                    (
+                        'sum by (namespace, name) (icx_inferenceservice_replicas{state="ready"})',
+                        "ready {{name}}",
+                    ),
+                    (
+                        'sum by (namespace, name) (icx_inferenceservice_replicas{state="desired"})',
+                        "desired {{name}}",
+                    ),
+                ],
+            ),
         ],
     ),
 }
@@ -97,10 +164,17 @@ def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
         "editable": False,
         "time": {"from": "now-1h", "to": "now"},
         "refresh": "30s",
-        "templating": {"list": [{
-            "name": "datasource", "type": "datasource", "query": "prometheus",
-            "label": "Data source", "current": {},
-        }]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Data source",
+                    "current": {},
+                }
+            ]
+        },
         "panels": [panel(i, *p) for i, p in enumerate(panels)],
     }
 

@@ -31,7 +31,8 @@ def _client(url: str, user: str, token_file: str | None) -> SlurmClient:
 
 
 def _print(value: Any) -> None:
-    data = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+    data = dataclasses.asdict(value) if is_instance else value
     typer.echo(json.dumps(data, indent=2, default=str))
 
 

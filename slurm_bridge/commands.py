@@ -1,4 +1,4 @@
-"""The command-line backend: `sbatch`, `squeue --json` and `scancel`.
+"""The command-line backend: `sbatch`, `squeue --json`, `sacct` and `scancel`.
 
 For hosts where only the SLURM commands exist (no slurmrestd). Commands run without
 a shell; the job's environment is the environment of the `sbatch` process.
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from infinitecontext.slurm_bridge.client import filter_jobs, find_by_key, read_logs
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmRejected, SlurmUnavailable
 from infinitecontext.slurm_bridge.models import JobLogs, JobRef, JobRequest, JobStatus
-from infinitecontext.slurm_bridge.parse import job_status
+from infinitecontext.slurm_bridge.parse import SACCT_FIELDS, job_status, sacct_status
 from infinitecontext.slurm_bridge.render import job_environment, render_script, sbatch_argv
 from infinitecontext.slurm_bridge.states import Phase
 
@@ -46,7 +46,19 @@ class CommandClient:
         for job in self._jobs():
             if job.job_id == int(job_id):
                 return job
-        raise JobNotFound(f"job {job_id} is unknown to slurmctld")
+        return self._accounted(int(job_id))
+
+    def _accounted(self, job_id: int) -> JobStatus:
+        """A job slurmctld has forgotten (after MinJobAge), from accounting if there is any."""
+        argv = ["sacct", "-X", "-n", "-P", f"--jobs={job_id}", "-o", ",".join(SACCT_FIELDS)]
+        try:
+            lines = self._run(argv).splitlines()
+        except SlurmRejected as err:  # e.g. "Slurm accounting storage is disabled"
+            raise JobNotFound(f"job {job_id} is unknown to slurmctld ({err})") from err
+        for line in lines:
+            if line.split("|", 1)[0] == str(job_id):
+                return sacct_status(line)
+        raise JobNotFound(f"job {job_id} is unknown to slurmctld and to accounting")
 
     def list(
         self, key: str | None = None, phases: Iterable[Phase] | None = None

@@ -10,6 +10,9 @@ from infinitecontext.slurm_bridge.logs import expand_output_path
 from infinitecontext.slurm_bridge.models import JobStatus, key_from_comment
 from infinitecontext.slurm_bridge.states import base_state, decode_exit, phase_of
 
+# The `sacct --parsable2` fields `sacct_status` reads, in this order.
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "WorkDir", "Comment", "NodeList")
+
 
 def job_status(job: Mapping[str, Any]) -> JobStatus:
     job_id = int(job["job_id"])
@@ -47,3 +50,29 @@ def _output_paths(job: Mapping[str, Any], job_id: int) -> tuple[str, str]:
         return os.path.join(workdir, expand_output_path(path, job_id, name, user, node))
 
     return absolute(stdout), absolute(stderr)
+
+
+def sacct_status(line: str) -> JobStatus:
+    """A job from one `sacct -X -n -P -o <SACCT_FIELDS>` line (accounting clusters).
+
+    sacct has no output paths in SLURM 22.05, so the log paths stay empty; the comment
+    (and so the key) is stored only with `AccountingStoreFlags=job_comment`.
+    """
+    job_id, name, state_text, exit_text, workdir, comment, nodes = line.split("|", 6)
+    state = base_state(state_text)
+    phase, reason = phase_of(state)
+    code, _, signal = exit_text.partition(":")
+    return JobStatus(
+        job_id=int(job_id),
+        name=name,
+        state=state,
+        phase=phase,
+        reason="Signaled" if state == "FAILED" and int(signal or 0) else reason,
+        exit_code=int(code) if code else None,
+        signal=(int(signal) or None) if signal else None,
+        key=key_from_comment(comment),
+        nodes=nodes,
+        working_directory=workdir,
+        stdout_path="",
+        stderr_path="",
+    )

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugins.server import icx_command, server_env
 
 from infinitecontext.server.launch import ServeOptions, vllm_command, vllm_env
 from infinitecontext.server.manifest import (
@@ -16,7 +17,6 @@ from infinitecontext.server.manifest import (
     write_manifest,
 )
 from infinitecontext.server.resolve import cache_key, parse_registry_uri, resolve_model
-from plugins.server import icx_command, server_env
 
 
 def copy_model(source: Path, target: Path) -> Path:
@@ -50,9 +50,7 @@ def test_cache_keys_are_distinct_and_filesystem_safe():
     assert all("/" not in k and ":" not in k for k in keys)
 
 
-def test_registry_model_is_downloaded_once_with_a_manifest(
-    registered_tiny, tmp_path, monkeypatch
-):
+def test_registry_model_is_downloaded_once_with_a_manifest(registered_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_tiny.tracking_uri)
     uri = f"models:/{registered_tiny.name}@{registered_tiny.alias}"
     first = resolve_model(uri, tmp_path)
@@ -75,7 +73,7 @@ def test_corrupt_cache_entry_is_downloaded_again(registered_tiny, tmp_path, monk
 def test_partial_download_is_not_a_cache_entry(registered_tiny, tmp_path):
     partial = copy_model(registered_tiny.source_dir, tmp_path / "partial")
     (partial / MANIFEST_NAME).unlink()
-    with pytest.raises(ModelError, match="no icx-manifest.json"):
+    with pytest.raises(ModelError, match=r"no icx-manifest\.json"):
         verify_manifest(partial, required=True)
 
 

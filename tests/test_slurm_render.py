@@ -10,6 +10,7 @@ import pytest
 from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected
 from infinitecontext.slurm_bridge.logs import expand_output_path
 from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
+from infinitecontext.slurm_bridge.parse import sacct_status
 from infinitecontext.slurm_bridge.render import (
     bash_quote,
     render_script,
@@ -163,3 +164,16 @@ def test_the_bridge_and_provisioning_import_without_torch():
     code = "; ".join(f"import infinitecontext.slurm_bridge.{name}" for name in modules)
     code += "; import infinitecontext.provision, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sacct_lines_parse():
+    done = sacct_status("42|train|CANCELLED by 0|0:15|/w|icx-key=uid-9|gpu-[01-02]")
+    assert (done.job_id, done.phase, done.reason, done.signal) == (
+        42,
+        Phase.FAILED,
+        "Cancelled",
+        15,
+    )
+    assert (done.key, done.nodes, done.working_directory) == ("uid-9", "gpu-[01-02]", "/w")
+    failed = sacct_status("43|x|FAILED|3:0|/w||n1")
+    assert (failed.exit_code, failed.signal, failed.key) == (3, None, None)

@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,19 @@ class GridResult:
     accuracy: list[list[float]]
     """accuracy[i][j]: mean score at lengths[i], depths[j]."""
     trials: int
+    errors: dict[int, str] = field(default_factory=dict)
+    """Lengths that could not be evaluated (out of memory, server error …), with why."""
 
     @property
     def by_length(self) -> dict[int, float]:
-        return {n: sum(row) / len(row) for n, row in zip(self.lengths, self.accuracy, strict=True)}
+        """Mean accuracy per evaluated length (lengths in `errors` are left out)."""
+        rows = zip(self.lengths, self.accuracy, strict=True)
+        return {n: sum(row) / len(row) for n, row in rows if n not in self.errors}
 
     @property
     def mean(self) -> float:
-        return sum(self.by_length.values()) / len(self.lengths)
+        values = list(self.by_length.values())
+        return sum(values) / len(values) if values else float("nan")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"by_length": self.by_length, "mean": self.mean}
@@ -72,12 +77,19 @@ def evaluate_grid(
     cells = grid_samples(spec, tokenizer)
     answer_tokens = max(len(tokenizer.encode(s.answer).ids) for c in cells.values() for s in c)
     accuracy = [[0.0] * len(spec.depths) for _ in spec.lengths]
+    errors: dict[int, str] = {}
     for i, length in enumerate(spec.lengths):
         samples = [s for j in range(len(spec.depths)) for s in cells[i, j]]
         batch = max(1, spec.batch_tokens // length)
         outputs: list[str] = []
-        for start in range(0, len(samples), batch):
-            outputs += generate(samples[start : start + batch], answer_tokens + 2)
+        try:
+            for start in range(0, len(samples), batch):
+                outputs += generate(samples[start : start + batch], answer_tokens + 2)
+        except Exception as err:  # one length failing (memory, a server error) is reported
+            log.error("%s %d tokens: not evaluated: %s", spec.task, length, err)
+            errors[length] = f"{type(err).__name__}: {str(err)[:300]}"
+            accuracy[i] = [float("nan")] * len(spec.depths)
+            continue
         scores = [score(o, s) for o, s in zip(outputs, samples, strict=True)]
         for j in range(len(spec.depths)):
             cell = scores[j * spec.trials : (j + 1) * spec.trials]
@@ -85,7 +97,7 @@ def evaluate_grid(
         log.info("%s %d tokens: %.3f", spec.task, length, sum(scores) / len(scores))
     return GridResult(
         spec.task, target, spec.yarn_factor, list(spec.lengths), list(spec.depths), accuracy,
-        spec.trials,
+        spec.trials, errors,
     )  # fmt: skip
 
 
@@ -100,6 +112,11 @@ def model_dir_generator(model_dir: Path, yarn_factor: float, device: str | None 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with with_yarn(model_dir, yarn_factor) as directory:
         model = hf.load(directory, device=device, dtype=dtype).eval()
+    # RoPE frequencies stay fp32: in bf16 the angle at position 100k would be off by
+    # hundreds of radians (hf.load casts every floating tensor to `dtype`).
+    from infinitecontext.model.rope import inv_frequencies
+
+    model.inv_freq = inv_frequencies(model.config)[0].to(device)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     eos = model.config.eos_token_id
 

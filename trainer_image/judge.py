@@ -57,10 +57,10 @@ Score 4: The response gives the right number with minor extra text.
 Score 5: The response gives exactly the right number."""  # noqa: E501
 
 
-
 def guided_regex(feedback_chars: int) -> str:
     """What a guided (structured-output) judge must produce: feedback, then the verdict."""
     return r"[A-Za-z0-9 ,.'()-]{1,%d} \[RESULT\] [1-5]" % feedback_chars
+
 
 _PATTERNS = (
     re.compile(r"\[RESULT\]\s*\(?\s*([1-5])\s*\)?\s*$", re.IGNORECASE),

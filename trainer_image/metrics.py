@@ -43,8 +43,12 @@ class TrainerMetrics:
 
     def step(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record one step; `metrics` may hold loss, tokens_per_s, mfu and step_seconds."""
-        names = {"loss": "loss", "tokens_per_s": "tokens_per_second", "mfu": "mfu",
-                 "step_seconds": "step_seconds"}
+        names = {
+            "loss": "loss",
+            "tokens_per_s": "tokens_per_second",
+            "mfu": "mfu",
+            "step_seconds": "step_seconds",
+        }
         self._gauges["step"].labels(self.run).set(step)
         for key, gauge in names.items():
             if key in metrics:

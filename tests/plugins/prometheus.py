@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from plugins.mlflow_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,10 +86,14 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Prom
         config_file.write_text(yaml.safe_dump(config))
         port = free_port()
         process = subprocess.Popen(
-            [binary("prometheus"), f"--config.file={config_file}",
-             f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=(tmp_path / "prometheus.log").open("wb"), stderr=subprocess.STDOUT,
+            [
+                binary("prometheus"),
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=(tmp_path / "prometheus.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         processes.append(process)
         server = Prometheus(f"http://127.0.0.1:{port}", process)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from plugins.mlflow_server import MlflowServer, free_port
 
 MODEL_NAME = "icx-tiny"
@@ -123,7 +122,8 @@ def vllm_server(
     root = tmp_path_factory.mktemp("icx-serve")
     port = free_port()
     log = root / "server.log"
-    command = icx_command() + [
+    command = [
+        *icx_command(),
         "serve",
         f"models:/{registered_tiny.name}/{registered_tiny.version}",
         "--served-model-name",

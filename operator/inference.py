@@ -1,0 +1,955 @@
+"""InferenceService: pure planners of revisions, rollouts, rollbacks and children.
+
+`plan_inference(resource, observed, now)` takes the object, what the handler observed
+(the resolved model version, the two Deployments, crash-looping revisions, the gate's
+Evaluation) and the time, and returns the next status and the objects to apply or
+delete. Nothing here talks to the API server; `inference_handlers.py` does.
+
+Revisions. Each distinct served template (model version, resources, Kubernetes and
+server options) is a revision, numbered from 1. At most one revision is `Progressing`;
+`stableRevision` serves the traffic. A revision ends `Stable` (promoted, the previous
+stable becomes `Superseded`/`Replaced`), `RolledBack` (progress deadline, crash loop or
+failed gate) or `Superseded`/`Abandoned` (the spec moved on before it finished).
+
+Children: the Deployment `<name>` runs the stable revision (or, with RollingUpdate, the
+new one as it rolls); `<name>-canary` runs the canary revision during a Canary rollout.
+Both carry `infinitecontext.dev/inferenceservice: <name>`, which the Service, the PDB
+and the scale subresource's selector match, so traffic splits by replica count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from infinitecontext.crds.models import (
+    API_VERSION,
+    Autoscaling,
+    InferenceServiceSpec,
+    InferenceServiceStatus,
+    Phase,
+    Revision,
+    RolloutGate,
+    ServedTemplate,
+)
+from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.reconcile import Event
+
+KIND = "InferenceService"
+LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
+LABEL_REVISION = "infinitecontext.dev/revision"
+LABEL_ROLE = "infinitecontext.dev/role"
+STABLE, CANARY = "stable", "canary"
+MODEL_CACHE = "/models"
+PRESTOP_SLEEP_SECONDS = 5
+HISTORY_LIMIT = 10
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+ROLLED_BACK = "RolledBack"
+
+REPLACED = "Replaced"  # a stable revision that a newer one replaced
+ABANDONED = "Abandoned"  # a rollout the spec moved away from
+
+Verdict = Literal["Passed", "Failed", "Waiting"]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Service:
+    """The InferenceService as read from the API server."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What the Deployment controller reports for one of our Deployments."""
+
+    revision: int | None
+    """The revision label of its pod template."""
+    replicas: int
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    updated_replicas: int = 0
+    status_replicas: int = 0
+    generation: int = 1
+    observed_generation: int = 1
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every replica runs the current template and is ready; no old pod is left."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas >= self.replicas
+            and self.ready_replicas >= self.replicas
+            and self.available_replicas >= self.replicas
+            and self.status_replicas <= self.replicas
+        )
+
+
+@dataclass(frozen=True)
+class GateState:
+    verdict: Verdict
+    message: str
+
+
+@dataclass(frozen=True)
+class InferenceObserved:
+    model_uri: str | None = None
+    """The resolved model version; None while it cannot be resolved."""
+    model_message: str = ""
+    stable: DeploymentState | None = None
+    canary: DeploymentState | None = None
+    crashlooping: dict[int, str] = field(default_factory=dict)
+    """Revision → why its pods are crash-looping."""
+    gate: GateState | None = None
+    """The gate's verdict for the progressing revision (None: no gate in the spec)."""
+    keda: bool = False
+    """KEDA's ScaledObject CRD is installed."""
+    tracking_uri: str = ""
+    prometheus_url: str = DEFAULT_PROMETHEUS
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    status: dict[str, Any]
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[ChildRef] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- small pure helpers
+
+
+def served_template(spec: InferenceServiceSpec, model_uri: str) -> ServedTemplate:
+    return ServedTemplate(
+        model_uri=model_uri,
+        resources=spec.resources,
+        kubernetes=spec.kubernetes,
+        slurm=spec.slurm,
+        server=spec.server,
+    )
+
+
+def template_hash(template: ServedTemplate) -> str:
+    data = template.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def selector(name: str) -> str:
+    return f"{LABEL_SERVICE}={name}"
+
+
+def service_url(name: str, namespace: str, port: int) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local:{port}"
+
+
+def canary_steps(percent: int, steps: list[int]) -> list[int]:
+    """The traffic shares a canary goes through: canaryPercent, the larger steps, 100."""
+    return sorted({percent, *(s for s in steps if s > percent), 100})
+
+
+def canary_replicas(total: int, percent: int) -> int:
+    """Replicas of the canary at `percent`: at least one, so the canary is tested."""
+    return max(1, math.ceil(total * percent / 100))
+
+
+def stable_replicas_beside(total: int, canary: int) -> int:
+    """Stable replicas next to a canary: the rest, but never zero while total > 0 (a
+    one-replica service runs a second, canary replica rather than no stable one)."""
+    return max(total - canary, 1 if total > 0 else 0)
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for an HPA target (`5`, `800m`)."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """`models:/name/version` → (name, version)."""
+    body = uri.removeprefix("models:/")
+    name, _, version = body.rpartition("/")
+    if not uri.startswith("models:/") or not name or not version:
+        raise ValueError(f"{uri!r} is not models:/NAME/VERSION")
+    return name, version
+
+
+def gate_verdict(gate: RolloutGate, evaluation: dict[str, Any] | None, model_uri: str) -> GateState:
+    """Whether the gate's Evaluation has passed for `model_uri` (its own or stricter
+    thresholds)."""
+    name = gate.evaluation
+    if evaluation is None:
+        return GateState("Waiting", f"Evaluation {name} does not exist")
+    status = evaluation.get("status") or {}
+    evaluated = (status.get("inputModel") or {}).get("uri")
+    if evaluated != model_uri:
+        return GateState("Waiting", f"Evaluation {name} evaluates {evaluated}, not {model_uri}")
+    phase = status.get("phase")
+    if phase == Phase.FAILED:
+        return GateState("Failed", f"Evaluation {name} failed")
+    if phase != Phase.SUCCEEDED:
+        return GateState("Waiting", f"Evaluation {name} is {phase or 'Pending'}")
+    results = status.get("results") or {}
+    failure = _below_thresholds(gate, results)
+    if failure:
+        return GateState("Failed", f"Evaluation {name}: {failure}")
+    if gate.thresholds is None and results.get("passed") is False:
+        return GateState("Failed", f"Evaluation {name} did not pass its thresholds")
+    return GateState("Passed", f"Evaluation {name} passed for {model_uri}")
+
+
+def _below_thresholds(gate: RolloutGate, results: dict[str, Any]) -> str:
+    if gate.thresholds is None:
+        return ""
+    accuracy = results.get("passkeyAccuracy")
+    wanted = gate.thresholds.passkey_accuracy
+    if accuracy is None or accuracy < wanted:
+        return f"passkey accuracy {accuracy} < {wanted}"
+    judge, wanted_judge = results.get("judgeScore"), gate.thresholds.judge_score
+    if wanted_judge is not None and (judge is None or judge < wanted_judge):
+        return f"judge score {judge} < {wanted_judge}"
+    return ""
+
+
+CRASH_RESTARTS = 3
+"""Restarts after which a revision's container counts as crash-looping."""
+
+
+def deployment_state(obj: dict[str, Any]) -> DeploymentState:
+    """A Deployment as the planner needs it (`obj` as the API server returns it)."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    revision = labels.get(LABEL_REVISION)
+    return DeploymentState(
+        revision=int(revision) if revision and revision.isdigit() else None,
+        replicas=int(spec.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        status_replicas=int(status.get("replicas") or 0),
+        generation=int((obj.get("metadata") or {}).get("generation") or 1),
+        observed_generation=int(status.get("observedGeneration") or 0),
+    )
+
+
+def deployments_by_role(objs: list[dict[str, Any]]) -> dict[str, DeploymentState]:
+    found = {}
+    for obj in objs:
+        role = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLE)
+        if role in (STABLE, CANARY):
+            found[role] = deployment_state(obj)
+    return found
+
+
+def crashlooping_revisions(pods: list[dict[str, Any]]) -> dict[int, str]:
+    """Revisions with a container in CrashLoopBackOff or restarted CRASH_RESTARTS times."""
+    found: dict[int, str] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        revision = (meta.get("labels") or {}).get(LABEL_REVISION, "")
+        if not revision.isdigit():
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            restarts = int(container.get("restartCount") or 0)
+            if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_RESTARTS:
+                found[int(revision)] = (
+                    f"pod {meta.get('name')}: container {container.get('name')} restarted "
+                    f"{restarts} times ({waiting.get('reason') or 'restarting'})"
+                )
+    return found
+
+
+# ---------------------------------------------------------------- the revision state machine
+
+
+class _Rollout:
+    """The next status of one pass, with the events it produces."""
+
+    def __init__(self, svc: Service, spec: InferenceServiceSpec, now: datetime) -> None:
+        self.svc, self.spec, self.now = svc, spec, now
+        self.status = _parse_status(svc.status)
+        self.status.observed_generation = svc.generation
+        self.events: list[Event] = []
+
+    # -- lookups
+    def revision(self, number: int | None) -> Revision | None:
+        return next((r for r in self.status.revisions if r.revision == number), None)
+
+    @property
+    def stable(self) -> Revision | None:
+        return self.revision(self.status.stable_revision)
+
+    @property
+    def progressing(self) -> Revision | None:
+        return next((r for r in self.status.revisions if r.outcome == "Progressing"), None)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def was_stable(self, digest: str | None) -> bool:
+        return any(
+            r.template_hash == digest
+            and (r.outcome == "Stable" or (r.outcome == "Superseded" and r.reason == REPLACED))
+            for r in self.status.revisions
+        )
+
+    # -- transitions
+    def track(self, desired: ServedTemplate) -> None:
+        """Start a revision when the desired template is new; drop an abandoned one."""
+        digest = template_hash(desired)
+        current = self.progressing
+        if current is not None and current.template_hash == digest:
+            return
+        stable = self.stable
+        if stable is not None and stable.template_hash == digest:
+            if current is not None:
+                self.end(current, "Superseded", ABANDONED)
+                self.event("RolloutAborted", f"spec is back at revision {stable.revision}")
+            return
+        latest = max(self.status.revisions, key=lambda r: r.revision, default=None)
+        if latest is not None and latest.template_hash == digest:
+            return  # the spec still asks for a revision that was rolled back: stay put
+        if current is not None:
+            self.end(current, "Superseded", ABANDONED)
+        number = (latest.revision if latest else 0) + 1
+        self.status.revisions.append(
+            Revision(
+                revision=number,
+                model_version=desired.model_uri,
+                started=self.now,
+                outcome="Progressing",
+                template_hash=digest,
+                template=desired,
+            )
+        )
+        self.status.revisions = _trim(self.status.revisions, self.status.stable_revision)
+        self.event("NewRevision", f"revision {number} serves {desired.model_uri}")
+
+    def end(self, revision: Revision, outcome: Any, reason: str) -> None:
+        revision.outcome = outcome
+        revision.reason = reason
+        self.status.canary_revision = None
+        self.status.canary_percent = None
+        self.status.step_started = None
+
+    def promote(self, revision: Revision) -> None:
+        old = self.stable
+        if old is not None:
+            old.outcome, old.reason = "Superseded", REPLACED
+            self.status.previous_rolled_out_model = old.model_version
+        self.end(revision, "Stable", "Promoted")
+        self.status.stable_revision = revision.revision
+        self.status.latest_rolled_out_model = revision.model_version
+        self.event("Promoted", f"revision {revision.revision} ({revision.model_version}) is stable")
+
+    def roll_back(self, revision: Revision, reason: str, message: str) -> None:
+        self.end(revision, "RolledBack", reason)
+        revision.message = message[:500]
+        stable = self.stable
+        to = f"revision {stable.revision}" if stable else "no revision (none was ever ready)"
+        self.event(
+            "RolledBack",
+            f"revision {revision.revision} ({revision.model_version}) rolled back to {to}: "
+            f"{message}",
+            warning=True,
+        )
+
+    def start_step(self) -> datetime:
+        if self.status.step_started is None:
+            self.status.step_started = self.now
+        return self.status.step_started
+
+    def past_deadline(self) -> bool:
+        started = self.start_step()
+        return (self.now - started).total_seconds() > self.spec.rollout.progress_deadline_seconds
+
+
+def _parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
+    try:
+        return InferenceServiceStatus.model_validate(raw or {})
+    except ValidationError:
+        return InferenceServiceStatus()
+
+
+def _trim(revisions: list[Revision], keep: int | None) -> list[Revision]:
+    """The newest HISTORY_LIMIT revisions, always with the stable one."""
+    newest = sorted(revisions, key=lambda r: r.revision)[-HISTORY_LIMIT:]
+    kept = [r for r in revisions if r.revision == keep and r not in newest]
+    return sorted(kept + newest, key=lambda r: r.revision)
+
+
+def advance(r: _Rollout, observed: InferenceObserved) -> str:
+    """Move the progressing revision on; returns the Progressing condition's reason."""
+    revision = r.progressing
+    if revision is None:
+        return ""
+    if revision.revision in observed.crashlooping:
+        r.roll_back(revision, "CrashLoopBackOff", observed.crashlooping[revision.revision])
+        return ""
+    gated = r.spec.rollout.gate is not None and not r.was_stable(revision.template_hash)
+    gate = observed.gate or GateState("Waiting", "the gate's Evaluation was not observed")
+    if gated and gate.verdict == "Failed":
+        r.roll_back(revision, "GateFailed", gate.message)
+        return ""
+    may_take_all = not gated or gate.verdict == "Passed"
+    if r.spec.rollout.strategy == "Canary" and r.stable is not None:
+        return _advance_canary(r, revision, observed, may_take_all)
+    return _advance_rolling(r, revision, observed, may_take_all)
+
+
+def _advance_rolling(
+    r: _Rollout, revision: Revision, observed: InferenceObserved, may_take_all: bool
+) -> str:
+    if not may_take_all and r.status.step_started is None:
+        return "WaitingForGate"  # once rolling, only a failed gate stops it
+    r.start_step()
+    deployed = observed.stable
+    if deployed is not None and deployed.revision == revision.revision and deployed.rolled_out:
+        r.promote(revision)
+        return ""
+    if r.past_deadline():
+        r.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(r))
+        return ""
+    return "RollingUpdate"
+
+
+def _advance_canary(
+    r: _Rollout, revision: Revision, observed: InferenceObserved, may_take_all: bool
+) -> str:
+    steps = canary_steps(r.spec.rollout.canary_percent, r.spec.rollout.steps)
+    if r.status.canary_revision != revision.revision or r.status.canary_percent is None:
+        r.status.canary_revision, r.status.canary_percent = revision.revision, steps[0]
+        r.status.step_started = r.now
+        r.event("CanaryStarted", f"revision {revision.revision} takes {steps[0]}% of replicas")
+    percent = r.status.canary_percent
+    if percent >= 100:  # promoting: the stable Deployment rolls to the new revision
+        rolling = _advance_rolling(r, revision, observed, True)
+        return "Promoting" if rolling else ""
+    canary = observed.canary
+    total = r.spec.replicas
+    ready = (
+        canary is not None
+        and canary.revision == revision.revision
+        and canary.replicas == canary_replicas(total, percent)
+        and canary.rolled_out
+    )
+    if not ready:
+        if r.past_deadline():
+            r.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(r))
+            return ""
+        return "CanaryStep"
+    started = r.start_step()
+    if (r.now - started).total_seconds() < r.spec.rollout.step_interval_seconds:
+        return "CanaryStep"
+    following = next(s for s in steps if s > percent)
+    if following >= 100 and not may_take_all:
+        return "WaitingForGate"
+    r.status.canary_percent, r.status.step_started = following, r.now
+    r.event("CanaryStep", f"revision {revision.revision} takes {following}% of replicas")
+    return "Promoting" if following >= 100 else "CanaryStep"
+
+
+def _deadline_message(r: _Rollout) -> str:
+    seconds = r.spec.rollout.progress_deadline_seconds
+    return f"not ready within progressDeadlineSeconds ({seconds} s)"
+
+
+# ---------------------------------------------------------------- children
+
+
+def owner_reference(svc: Service) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": svc.name,
+        "uid": svc.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(svc: Service, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": svc.namespace,
+        "labels": {LABEL_SERVICE: svc.name, **(labels or {})},
+        "ownerReferences": [owner_reference(svc)],
+    }
+
+
+def server_command(name: str, template: ServedTemplate) -> list[str]:
+    """`icx serve` as the server image runs it (served under the InferenceService's name,
+    so clients keep their `model` field across model versions)."""
+    server = template.server
+    drain = max(server.termination_grace_period_seconds - PRESTOP_SLEEP_SECONDS - 10, 1)
+    argv = ["icx", "serve", template.model_uri, "--served-model-name", name]
+    argv += ["--port", str(server.port), "--shutdown-timeout", str(drain)]
+    argv += ["--cache-dir", MODEL_CACHE]
+    if template.resources.gpus_per_node > 1:
+        argv += ["--tensor-parallel-size", str(template.resources.gpus_per_node)]
+    if server.max_model_len is not None:
+        argv += ["--max-model-len", str(server.max_model_len)]
+    for extra in server.extra_args:
+        argv.append(f"--vllm-arg={extra}")
+    return argv
+
+
+def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
+    from infinitecontext.crds.models import KubernetesOptions
+
+    options = template.kubernetes or KubernetesOptions()
+    res = template.resources
+    limits: dict[str, Any] = {"memory": res.memory}
+    if res.gpus_per_node:
+        limits["nvidia.com/gpu"] = res.gpus_per_node
+    env = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
+    if tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    http = {"path": "/health", "port": "http"}
+    return {
+        "name": "server",
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": server_command(name, template),
+        "ports": [{"name": "http", "containerPort": template.server.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}, "limits": limits},
+        # Download + load can take long: the startup probe holds liveness off meanwhile.
+        "startupProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 180},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 15, "failureThreshold": 4},
+        # /ready runs a one-token completion through the whole server (server_image).
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 15,
+            "failureThreshold": 3,
+        },
+        # Endpoints drop the pod before vLLM gets SIGTERM and drains.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODEL_CACHE},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        ],
+    }
+
+
+def deployment(
+    svc: Service,
+    role: str,
+    revision: Revision,
+    replicas: int,
+    deadline_seconds: int,
+    tracking_uri: str,
+) -> dict[str, Any]:
+    from infinitecontext.crds.models import KubernetesOptions
+
+    assert revision.template is not None
+    template = revision.template
+    options = template.kubernetes or KubernetesOptions()
+    name = svc.name if role == STABLE else f"{svc.name}-{CANARY}"
+    match = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
+    pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(svc.name, template, tracking_uri)],
+        "terminationGracePeriodSeconds": template.server.termination_grace_period_seconds,
+        "volumes": [
+            {"name": "model-cache", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+        ],
+    }
+    if options.node_selector:
+        pod_spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
+        ]
+    if options.priority_class_name:
+        pod_spec["priorityClassName"] = options.priority_class_name
+    if options.service_account_name:
+        pod_spec["serviceAccountName"] = options.service_account_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(svc, name, {LABEL_ROLE: role}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": match},
+            "progressDeadlineSeconds": deadline_seconds,
+            "revisionHistoryLimit": 3,
+            # Never below the running capacity: a new pod is ready before an old one goes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(svc: Service, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "selector": {LABEL_SERVICE: svc.name},
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(svc: Service) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_SERVICE: svc.name}}},
+    }
+
+
+def _scale_target(svc: Service) -> dict[str, str]:
+    """The InferenceService itself (its scale subresource), on either backend."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": svc.name}
+
+
+def horizontal_pod_autoscaler(svc: Service, scaling: Autoscaling) -> dict[str, Any]:
+    stabilization = scaling.scale_down_stabilization_seconds
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(svc),
+            "minReplicas": max(scaling.min_replicas, 1),
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": scaling.metric},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": quantity(scaling.target),
+                        },
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": stabilization}},
+        },
+    }
+
+
+def prometheus_query(svc: Service, metric: str) -> str:
+    """The metric summed over this service's pods (stable and canary Deployments)."""
+    pods = f"{svc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
+    return f'sum({metric}{{namespace="{svc.namespace}",pod=~"{pods}"}})'
+
+
+def scaled_object(svc: Service, scaling: Autoscaling, prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(svc),
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                        }
+                    }
+                }
+            },
+            # KEDA divides the sum by the replicas (AverageValue): target per replica.
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": prometheus_query(svc, scaling.metric),
+                        "threshold": str(scaling.target),
+                    },
+                }
+            ],
+        },
+    }
+
+
+HPA_REF = ("autoscaling/v2", "HorizontalPodAutoscaler")
+KEDA_REF = ("keda.sh/v1alpha1", "ScaledObject")
+
+
+def autoscaler_children(
+    svc: Service, spec: InferenceServiceSpec, observed: InferenceObserved
+) -> tuple[list[dict[str, Any]], list[ChildRef]]:
+    """The HPA or the ScaledObject to apply, and the one(s) to delete."""
+    scaling = spec.autoscaling
+    use_keda = scaling.engine == "keda" or (scaling.engine == "auto" and observed.keda)
+    hpa_ref, keda_ref = ChildRef(*HPA_REF, svc.name), ChildRef(*KEDA_REF, svc.name)
+    if not scaling.enabled:
+        return [], [hpa_ref, *([keda_ref] if observed.keda else [])]
+    if use_keda:
+        return [scaled_object(svc, scaling, observed.prometheus_url)], [hpa_ref]
+    return [horizontal_pod_autoscaler(svc, scaling)], [keda_ref] if observed.keda else []
+
+
+def kubernetes_children(
+    r: _Rollout, observed: InferenceObserved
+) -> tuple[list[dict[str, Any]], list[ChildRef]]:
+    """Deployments, Service, PDB and autoscaler for the status this pass arrived at."""
+    svc, spec, status = r.svc, r.spec, r.status
+    total = spec.replicas
+    deadline = spec.rollout.progress_deadline_seconds
+    uri = observed.tracking_uri
+    apply: list[dict[str, Any]] = []
+    canary_ref = ChildRef("apps/v1", "Deployment", f"{svc.name}-{CANARY}")
+    delete: list[ChildRef] = []
+    progressing, stable = r.progressing, r.stable
+    canary = r.revision(status.canary_revision)
+    percent = status.canary_percent or 0
+    if canary is not None and progressing is canary and percent < 100:
+        n = canary_replicas(total, percent)
+        apply.append(deployment(svc, CANARY, canary, n, deadline, uri))
+        if stable is not None:
+            apply.append(
+                deployment(svc, STABLE, stable, stable_replicas_beside(total, n), 300, uri)
+            )
+    else:
+        rolling = progressing is not None and status.step_started is not None
+        target = progressing if rolling else stable
+        if target is not None:
+            apply.append(deployment(svc, STABLE, target, total, deadline, uri))
+        # While promoting, the canary keeps serving until the stable Deployment has rolled.
+        promoting = canary is not None and progressing is canary and percent >= 100
+        if canary is not None and promoting and observed.canary is not None:
+            apply.append(deployment(svc, CANARY, canary, observed.canary.replicas, deadline, uri))
+        else:
+            delete.append(canary_ref)
+    if apply:
+        apply += [service(svc, spec.server.port), pod_disruption_budget(svc)]
+        scalers, unused = autoscaler_children(svc, spec, observed)
+        apply += scalers
+        delete += unused
+    return apply, delete
+
+
+# ---------------------------------------------------------------- status
+
+
+def _conditions(r: _Rollout, observed: InferenceObserved, progress_reason: str) -> None:
+    status, spec = r.status, r.spec
+    deployments = [d for d in (observed.stable, observed.canary) if d is not None]
+    status.replicas = sum(d.status_replicas for d in deployments)
+    status.ready_replicas = sum(d.ready_replicas for d in deployments)
+    status.selector = selector(r.svc.name)
+    status.url = service_url(r.svc.name, r.svc.namespace, spec.server.port)
+
+    def set_(type_: str, value: cond.Status, reason: str, message: str = "") -> None:
+        status.conditions = cond.set_condition(
+            status.conditions, type_, value, reason, message, r.now, r.svc.generation
+        )
+
+    stable = r.stable
+    if status.ready_replicas > 0:
+        set_(AVAILABLE, "True", "MinimumReplicasAvailable", f"{status.ready_replicas} ready")
+    elif spec.replicas == 0:
+        set_(AVAILABLE, "False", "ScaledToZero", "spec.replicas is 0")
+    else:
+        set_(AVAILABLE, "False", "NoReplicaReady", "no replica is ready yet")
+
+    progressing = r.progressing
+    if progressing is not None:
+        message = _progress_message(r, progressing, progress_reason, observed)
+        set_(PROGRESSING, "True", progress_reason or "NewRevision", message)
+    elif observed.model_uri is None:
+        set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
+    else:
+        set_(PROGRESSING, "False", "RolloutComplete", "no rollout in progress")
+
+    failed = _desired_rolled_back(r, observed)
+    if failed is not None:
+        message = (
+            f"revision {failed.revision} ({failed.model_version}) was rolled back: "
+            f"{failed.message or failed.reason}; change the spec (or set it back) to roll out "
+            "again"
+        )
+        set_(ROLLED_BACK, "True", failed.reason or "RolledBack", message)
+        set_(DEGRADED, "True", failed.reason or "RolledBack", message)
+    else:
+        set_(ROLLED_BACK, "False", "NoRollback", "")
+        set_(DEGRADED, "False", "AsExpected", "")
+
+    if stable is not None and status.ready_replicas > 0:
+        message = (
+            f"revision {stable.revision} ({stable.model_version}) serves; "
+            f"{status.ready_replicas}/{status.replicas} replicas ready"
+        )
+        set_(cond.READY, "True", "Serving", message)
+    else:
+        set_(cond.READY, "False", "NotServing", "no stable revision has ready replicas")
+    status.phase = (
+        Phase.DEGRADED
+        if cond.is_true(status.conditions, DEGRADED)
+        else Phase.PROGRESSING
+        if cond.is_true(status.conditions, PROGRESSING)
+        else Phase.AVAILABLE
+        if cond.is_true(status.conditions, cond.READY)
+        else Phase.PENDING
+    )
+
+
+def _progress_message(
+    r: _Rollout, revision: Revision, reason: str, observed: InferenceObserved
+) -> str:
+    head = f"revision {revision.revision} ({revision.model_version})"
+    if reason == "WaitingForGate":
+        gate = observed.gate.message if observed.gate else "not observed"
+        return f"{head} waits for its gate: {gate}"
+    if r.status.canary_percent is not None and reason == "CanaryStep":
+        return f"{head} is a canary at {r.status.canary_percent}% of replicas"
+    if reason == "Promoting":
+        return f"{head} is being promoted to all replicas"
+    return f"{head} is rolling out"
+
+
+def _desired_rolled_back(r: _Rollout, observed: InferenceObserved) -> Revision | None:
+    """The revision the spec asks for, when it is the one that was rolled back."""
+    if observed.model_uri is None:
+        return None
+    digest = template_hash(served_template(r.spec, observed.model_uri))
+    latest = max(
+        (x for x in r.status.revisions if x.template_hash == digest),
+        key=lambda x: x.revision,
+        default=None,
+    )
+    return latest if latest is not None and latest.outcome == "RolledBack" else None
+
+
+# ---------------------------------------------------------------- the planner
+
+
+def plan_inference(svc: Service, observed: InferenceObserved, now: datetime) -> InferencePlan:
+    """The next status and children of a Kubernetes-backed InferenceService."""
+    try:
+        spec = InferenceServiceSpec.model_validate(svc.spec)
+        check_semantics(spec)
+    except (ValidationError, ValueError) as error:
+        return _invalid(svc, now, error)
+    r = _Rollout(svc, spec, now)
+    if observed.model_uri is not None:
+        r.track(served_template(spec, observed.model_uri))
+    reason = advance(r, observed)
+    apply, delete = kubernetes_children(r, observed)
+    _conditions(r, observed, reason)
+    status = r.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return InferencePlan(status, apply, delete, _with_phase_event(svc, r))
+
+
+def _with_phase_event(svc: Service, r: _Rollout) -> list[Event]:
+    before = (svc.status or {}).get("phase")
+    if before == r.status.phase:
+        return r.events
+    ready = cond.find(r.status.conditions, cond.READY)
+    return [*r.events, Event("Normal", str(r.status.phase), ready.message if ready else "")]
+
+
+def check_semantics(spec: InferenceServiceSpec) -> None:
+    """What the CRD's CEL rules say, for objects that did not pass the API server."""
+    ref = spec.model
+    if sum(x is not None for x in (ref.training_run, ref.alignment, ref.mlflow)) != 1:
+        raise ValueError("model: set exactly one of trainingRun, alignment, mlflow")
+    if spec.autoscaling.min_replicas > spec.autoscaling.max_replicas:
+        raise ValueError("autoscaling: minReplicas must not exceed maxReplicas")
+
+
+def _invalid(svc: Service, now: datetime, error: Exception) -> InferencePlan:
+    status = _parse_status(svc.status)
+    status.observed_generation = svc.generation
+    status.phase = Phase.DEGRADED
+    text = (
+        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        if isinstance(error, ValidationError)
+        else str(error)
+    )
+    for type_ in (cond.READY, DEGRADED):
+        value: cond.Status = "False" if type_ == cond.READY else "True"
+        status.conditions = cond.set_condition(
+            status.conditions, type_, value, "InvalidSpec", text[:1000], now, svc.generation
+        )
+    dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text[:1000])])
+
+
+# ---------------------------------------------------------------- manual rollback
+
+
+def rollback_target(status: dict[str, Any], to_revision: int | None) -> Revision:
+    """The revision `icx rollback` returns to: the one asked for, else the stable one
+    when the spec asks for a rolled-back revision, else the previous stable one."""
+    parsed = _parse_status(status)
+    by_number = {r.revision: r for r in parsed.revisions}
+    if to_revision is not None:
+        if to_revision not in by_number:
+            raise ValueError(f"revision {to_revision} is not in the history {sorted(by_number)}")
+        return by_number[to_revision]
+    latest = max(parsed.revisions, key=lambda r: r.revision, default=None)
+    stable = by_number.get(parsed.stable_revision or -1)
+    if latest is not None and latest.outcome in ("RolledBack", "Progressing") and stable:
+        return stable
+    previous = [r for r in parsed.revisions if r.outcome == "Superseded" and r.reason == REPLACED]
+    if not previous:
+        raise ValueError("no earlier stable revision to roll back to")
+    return max(previous, key=lambda r: r.revision)
+
+
+def rollback_patch(revision: Revision) -> dict[str, Any]:
+    """A JSON merge patch that sets the spec back to what `revision` served."""
+    if revision.template is None:
+        raise ValueError(f"revision {revision.revision} has no recorded template")
+    template = revision.template
+    name, version = parse_model_uri(template.model_uri)
+
+    def dump(value: Any) -> Any:
+        return None if value is None else value.model_dump(by_alias=True, mode="json")
+
+    return {
+        "spec": {
+            "model": {
+                "mlflow": {"name": name, "version": version, "alias": None},
+                "trainingRun": None,
+                "alignment": None,
+            },
+            "resources": dump(template.resources),
+            "kubernetes": dump(template.kubernetes),
+            "slurm": dump(template.slurm),
+            "server": dump(template.server),
+        }
+    }

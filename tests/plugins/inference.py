@@ -1,0 +1,73 @@
+"""The InferenceService controller running against the real control plane.
+
+`inference_operator` (session) installs the CRDs and runs kopf in a thread with only
+the InferenceService handlers (the same `register()` the operator process uses, into a
+registry of its own) and the operator's own start-up settings, watching the namespaces
+`isvc-*`. The other kinds' controllers are left out so that a test can set an
+Evaluation's status by hand (the gate reads only that status). `isvc_namespace` gives
+each test a fresh namespace in that set.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE_PATTERN = "isvc-*"
+
+
+@pytest.fixture(scope="session")
+def inference_operator(kube_cluster: Any) -> Iterator[Any]:
+    import kopf
+
+    from infinitecontext.operator import inference_handlers, main
+
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "deploy" / "crds.yaml"))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    os.environ["KUBECONFIG"] = str(kube_cluster.kubeconfig)  # kopf's own login reads it
+    os.environ.setdefault("ICX_INFERENCE_POLL_SECONDS", "1")
+    registry = kopf.OperatorRegistry()
+    inference_handlers.register(registry)
+    options = main.OperatorOptions(kubeconfig=str(kube_cluster.kubeconfig))
+    kopf.on.startup(registry=registry)(main._configure(options))
+    stop, ready = threading.Event(), threading.Event()
+
+    def operate() -> None:
+        kopf.run(
+            registry=registry,
+            standalone=True,
+            namespaces=[NAMESPACE_PATTERN],
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+
+    thread = threading.Thread(target=operate, name="isvc-operator", daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        pytest.fail("the InferenceService operator did not start within 60 s")
+    yield kube_cluster
+    stop.set()
+    thread.join(30)
+
+
+@pytest.fixture
+def isvc_namespace(inference_operator: Any) -> Iterator[str]:
+    name = f"isvc-{uuid.uuid4().hex[:8]}"
+    inference_operator.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            inference_operator.kubectl("get", "serviceaccount", "default", "-n", name)
+            break
+        except Exception:
+            time.sleep(0.2)
+    yield name
+    inference_operator.kubectl("delete", "namespace", name, "--wait=false")

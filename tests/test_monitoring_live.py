@@ -1,0 +1,219 @@
+"""A real Prometheus scrapes a running operator, a trainer run and the vLLM CPU server:
+every dashboard query and every metric the alerts read returns series, and an alert fires."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from plugins.mlflow_server import free_port
+from plugins.prometheus import Prometheus, rule_groups
+from test_monitoring_static import dashboard_queries
+
+REPO = Path(__file__).resolve().parents[1]
+ICX = str(Path(sys.executable).with_name("icx"))
+NAMESPACE = "icx-monitoring"
+pytestmark = pytest.mark.slow
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} not answering after {timeout}s: {log.read_text()[-3000:]}")
+
+
+def spawn(command: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=os.environ | env,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def operator_process(kube_cluster, tmp_path) -> Iterator[str]:
+    """The operator watching NAMESPACE, with one TrainingRun to reconcile; yields host:port."""
+    kubectl = [str(kube_cluster.kubectl), f"--kubeconfig={kube_cluster.kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds")], check=True)
+    subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=False)
+    port, log = free_port(), tmp_path / "operator.log"
+    process = spawn(
+        [
+            ICX,
+            "operator",
+            "run",
+            "--namespace",
+            NAMESPACE,
+            "--metrics-port",
+            str(port),
+            "--health-port",
+            str(free_port()),
+            "--kubeconfig",
+            str(kube_cluster.kubeconfig),
+        ],
+        log,
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+    )
+    manifest = yaml.safe_load((REPO / "examples" / "trainingrun.yaml").read_text())
+    manifest["metadata"] = {"name": "monitored", "namespace": NAMESPACE}
+    subprocess.run(
+        [*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(manifest).encode(), check=True
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics", 60, process, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+        subprocess.run([*kubectl, "delete", "namespace", NAMESPACE, "--wait=false"], check=False)
+
+
+@pytest.fixture
+def trainer_process(tmp_path) -> Iterator[str]:
+    """A tiny CPU SFT run long enough to be scraped while it trains."""
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny-cpu.yaml").read_text())
+    recipe["train"]["steps"] = 100_000
+    recipe["checkpoint"]["every_steps"] = 5
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    port, log = free_port(), tmp_path / "trainer.log"
+    process = spawn(
+        [ICX, "train", "sft", "--config", str(config), "--output-dir", str(tmp_path / "run")],
+        log,
+        ICX_METRICS_PORT=str(port),
+        MLFLOW_TRACKING_URI="",
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics", 180, process, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def queued_vllm(tiny_hf_model, tmp_path) -> Iterator[str]:
+    """vLLM's CPU server that runs one request at a time, so requests queue up."""
+    port, log = free_port(), tmp_path / "vllm.log"
+    process = spawn(
+        [
+            ICX,
+            "serve",
+            str(tiny_hf_model),
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny",
+            "--vllm-arg=--max-num-seqs=1",
+        ],
+        log,
+        VLLM_CPU_KVCACHE_SPACE="1",
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", 420, process, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (ours, vLLM's and our recording rules)."""
+    return set(re.findall(r"\b((?:icx_|vllm:|infinitecontext:)[a-zA-Z0-9_:]+)", expr))
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(1)
+    return False
+
+
+def complete(url: str) -> None:
+    body = json.dumps(
+        {
+            "model": "tiny",
+            "prompt": "The pass key is",
+            "max_tokens": 64,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://{url}/v1/completions", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        assert response.status == 200
+
+
+def test_dashboards_and_alerts_against_live_targets(
+    start_prometheus, operator_process, trainer_process, queued_vllm
+):
+    prometheus: Prometheus = start_prometheus(
+        {"operator": operator_process, "trainer": trainer_process, "vllm": queued_vllm}
+    )
+    assert wait_for(
+        lambda: all(prometheus.targets_up().values()) and len(prometheus.targets_up()) == 3, 60
+    ), prometheus.targets_up()
+
+    # Load: 12 requests against one slot keep ~11 waiting for a while.
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(complete, queued_vllm) for _ in range(12)]
+        fired = wait_for(
+            lambda: any(
+                a["labels"]["alertname"] == "VLLMQueueDepthHigh" and a["state"] == "firing"
+                for a in prometheus.alerts()
+            ),
+            120,
+        )
+        for future in futures:
+            future.result()
+    assert fired, prometheus.alerts()
+
+    # Every panel's query returns at least one series once rates have two samples.
+    empty = []
+    for dashboard, title, expr in dashboard_queries():
+        if not wait_for(lambda expr=expr: bool(prometheus.query(expr)), 30):
+            empty.append(f"{dashboard}/{title}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+    # Every metric an alert or recording rule reads is being scraped.
+    missing = set()
+    for group in rule_groups()["groups"]:
+        for rule in group["rules"]:
+            for name in metric_names(rule["expr"]) - {"vllm:gpu_cache_usage_perc"}:
+                if name.startswith("infinitecontext:"):
+                    continue  # recording rules: their inputs are checked here
+                if not prometheus.query(f"{{__name__=~'{name}(_total|_bucket)?'}}"):
+                    missing.add(name)
+    assert not missing, f"metrics no target exposes: {sorted(missing)}"

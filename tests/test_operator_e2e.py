@@ -1,0 +1,396 @@
+"""End to end: the real API server (local control plane, kwok nodes), the real operator
+process under the least-privilege RBAC of deploy/rbac.yaml, a real MLflow server, the
+real trainer (`icx train sft`) and, for the SLURM backend, the local SLURM cluster.
+
+Kubernetes backend: the Job's pod is held Pending (a nodeSelector no kwok node has),
+the test runs the pod's own command and environment on this machine as a node would,
+then marks the pod Succeeded; the Job controller completes the Job and the operator
+registers the model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from plugins.kube import KubeCluster
+from plugins.mlflow_server import MlflowServer
+from plugins.operator import StartOperator
+
+from infinitecontext import devcluster
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD = {"infinitecontext.dev/test": "hold"}  # no kwok node has it: pods stay Pending
+TINY_TRAINING = {
+    "model": {"preset": "tiny"},
+    "data": {"synthetic": {"tasks": ["passkey"], "tokenizerSentences": 2000}},
+    "hyperparameters": {
+        "steps": 4,
+        "tokensPerStep": 512,
+        "microBatchTokens": 512,
+        "seqLen": 128,
+        "warmupSteps": 1,
+        "precision": "fp32",
+        "logEvery": 1,
+    },
+    "checkpoint": {"everySteps": 2},
+    "resources": {"cpu": "1", "memory": "2Gi"},
+}
+
+
+def get(cluster: KubeCluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json")))
+
+
+def apply(cluster: KubeCluster, obj: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except devcluster.ClusterError as error:
+            last = error
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+
+
+def wait_phase(
+    cluster: KubeCluster, kind: str, name: str, namespace: str, phase: str, timeout: float = 120
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, kind, name, namespace)
+        return obj if (obj.get("status") or {}).get("phase") == phase else None
+
+    return dict(wait_for(f"{kind} {name} {phase}", check, timeout))
+
+
+def wait_condition(
+    cluster: KubeCluster, kind: str, name: str, namespace: str, type_: str, field: str, value: str
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, kind, name, namespace)
+        return obj if condition(obj, type_).get(field) == value else None
+
+    return dict(wait_for(f"{kind} {name} {type_}.{field}={value}", check))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), {})
+
+
+def resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "infinitecontext.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def run_pod_as_a_node(cluster: KubeCluster, namespace: str, job: str, workdir: Path) -> None:
+    """Run the Job pod's own command and environment here, then mark the pod done."""
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", namespace, "-l", f"job-name={job}", "-o", "json")
+    )["items"]
+    [pod] = pods
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(workdir)}
+    result = subprocess.run(
+        container["command"], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
+    status = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    cluster.kubectl(
+        "patch", "pod", pod["metadata"]["name"], "-n", namespace,
+        "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def test_crds_install_and_an_invalid_training_run_is_rejected(
+    icx_crds: KubeCluster, kube_namespace: str
+) -> None:
+    bad = resource(
+        "TrainingRun",
+        "bad",
+        {
+            "model": {"preset": "tiny", "config": {"vocabSize": 10}},
+            "slurm": {"partition": "debug"},
+            "hyperparameters": {"steps": 5, "warmupSteps": 10},
+        },
+    )
+    bad["metadata"]["namespace"] = kube_namespace
+    with pytest.raises(devcluster.ClusterError) as rejected:
+        apply(icx_crds, bad)
+    message = str(rejected.value)
+    assert "set exactly one of: preset, config" in message
+    assert "slurm options need backend: slurm" in message
+    assert "warmupSteps must be smaller than hyperparameters.steps" in message
+    explained = icx_crds.kubectl("explain", "trainingrun.spec.hyperparameters.seqLen")
+    assert "Target context length" in explained
+
+
+def test_a_job_that_logs_no_run_fails_with_a_reason_and_is_garbage_collected(
+    icx_crds: KubeCluster,
+    operator_account: Path,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """kwok completes Job pods at once: the operator must see the Job end without a run."""
+    from test_operator_health import WORKLOAD, health
+
+    operator_factory(operator_account, [kube_namespace], tracking_uri=mlflow_server.url)
+    spec = TINY_TRAINING | {"checkpoint": {"path": str(tmp_path / "ckpt")}}
+    obj = resource("TrainingRun", "empty", spec)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    done = wait_phase(icx_crds, "trainingrun", "empty", kube_namespace, "Failed")
+    assert condition(done, "Ready")["reason"] == "NoMlflowRun"
+    assert done["status"]["observedGeneration"] == done["metadata"]["generation"]
+    assert health(WORKLOAD, done)[0] == "Degraded"
+    events = icx_crds.kubectl("get", "events", "-n", kube_namespace, "-o", "json")
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"Submitted", "Failed"} <= reasons
+    icx_crds.kubectl("delete", "trainingrun", "empty", "-n", kube_namespace, "--wait=true")
+    wait_for(
+        "the Job to be garbage-collected",
+        lambda: (
+            "empty-train" not in icx_crds.kubectl("get", "jobs", "-n", kube_namespace, "-o", "name")
+        ),
+    )
+
+
+@pytest.mark.slow
+def test_kubernetes_backend_trains_registers_and_becomes_ready(
+    icx_crds: KubeCluster,
+    operator_account: Path,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    from mlflow.tracking import MlflowClient
+    from test_operator_health import WORKLOAD, health
+
+    operator = operator_factory(operator_account, [kube_namespace], tracking_uri=mlflow_server.url)
+    spec = TINY_TRAINING | {
+        "kubernetes": {"image": "trainer:test", "nodeSelector": HOLD},
+        "checkpoint": {"path": str(tmp_path / "ckpt"), "everySteps": 2},
+        "mlflow": {"registeredModelName": f"e2e-{kube_namespace}"},
+    }
+    obj = resource("TrainingRun", "tiny", spec)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    job = wait_for("the Job", lambda: get(icx_crds, "job", "tiny-train", kube_namespace))
+    run = get(icx_crds, "trainingrun", "tiny", kube_namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+    assert job["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailJob"
+    assert run["status"]["phase"] in ("Submitted", "Running")
+    assert condition(run, "Submitted")["status"] == "True"
+    wait_for(
+        "the pod", lambda: "tiny-train" in icx_crds.kubectl("get", "pods", "-n", kube_namespace)
+    )
+
+    run_pod_as_a_node(icx_crds, kube_namespace, "tiny-train", tmp_path)
+
+    ready = wait_condition(
+        icx_crds, "trainingrun", "tiny", kube_namespace, "Ready", "status", "True"
+    )
+    model = ready["status"]["model"]
+    assert model["uri"] == f"models:/e2e-{kube_namespace}/1"
+    assert ready["status"]["progress"]["step"] == 4
+    assert health(WORKLOAD, ready)[0] == "Healthy"
+    version = MlflowClient(mlflow_server.url).get_model_version(model["name"], model["version"])
+    assert version.tags["infinitecontext.uid"] == run["metadata"]["uid"]
+    assert version.tags["infinitecontext.kind"] == "TrainingRun"
+    assert version.run_id == ready["status"]["runId"]
+    metrics = operator.metrics()
+    assert 'icx_operator_reconciles_total{kind="TrainingRun",result="ok"}' in metrics
+    assert 'icx_operator_objects{kind="TrainingRun",phase="Succeeded"} 1.0' in metrics
+
+
+def _slurm_jobs(key: str) -> list[Any]:
+    from infinitecontext.slurm_bridge.commands import CommandClient
+
+    return CommandClient().list(key=key)
+
+
+@pytest.mark.slow
+def test_slurm_backend_chain_train_align_evaluate(
+    icx_crds: KubeCluster,
+    slurm_cluster: None,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    tmp_path.chmod(0o755)
+    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri=mlflow_server.url)
+    slurm = {"partition": "debug", "workingDirectory": str(tmp_path), "timeLimitMinutes": 30}
+    name = f"slurm-{kube_namespace}"
+    training = TINY_TRAINING | {
+        "backend": "slurm",
+        "slurm": slurm,
+        "checkpoint": {"path": str(tmp_path / "train"), "everySteps": 2},
+        "mlflow": {"registeredModelName": name},
+    }
+    alignment = {
+        "baseModel": {"trainingRun": "tiny"},
+        "backend": "slurm",
+        "slurm": slurm,
+        "dpo": {"steps": 2, "batchSize": 2},
+        "preferenceData": {"pairs": 4, "length": 64, "synthetic": {"tokenizerSentences": 2000}},
+        "checkpoint": {"path": str(tmp_path / "align")},
+        "resources": {"cpu": "1", "memory": "2Gi"},
+        "mlflow": {"registeredModelName": f"{name}-dpo"},
+    }
+    evaluation = {
+        "model": {"alignment": "tiny-dpo"},
+        "backend": "slurm",
+        "slurm": slurm,
+        "passkey": {"lengths": [64, 128], "depths": [0.0, 1.0], "samples": 1},
+        "thresholds": {"passkeyAccuracy": 0.0},
+        "checkpoint": {"path": str(tmp_path / "eval")},
+        "resources": {"cpu": "1", "memory": "2Gi"},
+    }
+    for kind, obj_name, spec in (
+        ("Evaluation", "tiny-eval", evaluation),
+        ("Alignment", "tiny-dpo", alignment),
+        ("TrainingRun", "tiny", training),
+    ):  # created in reverse: the later stages wait for their input
+        obj = resource(kind, obj_name, spec)
+        obj["metadata"]["namespace"] = kube_namespace
+        apply(icx_crds, obj)
+    waiting = wait_condition(
+        icx_crds, "evaluation", "tiny-eval", kube_namespace, "Ready", "reason", "WaitingForInput"
+    )
+    assert waiting["status"]["phase"] == "Waiting"
+
+    def finished(kind: str, obj_name: str) -> dict[str, Any]:
+        def check() -> Any:
+            o = get(icx_crds, kind, obj_name, kube_namespace)
+            phase = (o.get("status") or {}).get("phase")
+            assert phase != "Failed", json.dumps(o.get("status"), indent=1) + _job_logs(tmp_path)
+            return o if phase == "Succeeded" else None
+
+        return dict(wait_for(f"{kind} {obj_name} Succeeded", check, timeout=900, every=2))
+
+    trained = finished("trainingrun", "tiny")
+    assert trained["status"]["job"]["slurmJobId"] > 0
+    assert condition(trained, "Ready")["status"] == "True"
+    aligned = finished("alignment", "tiny-dpo")
+    assert aligned["status"]["inputModel"]["uri"] == trained["status"]["model"]["uri"]
+    evaluated = finished("evaluation", "tiny-eval")
+    results = evaluated["status"]["results"]
+    assert results["passed"] is True and len(results["perLength"]) == 2
+    client = MlflowClient(mlflow_server.url)
+    dpo_model = aligned["status"]["model"]
+    version = client.get_model_version(dpo_model["name"], dpo_model["version"])
+    assert version.tags["infinitecontext.parent_model"] == trained["status"]["model"]["uri"]
+    prefix = f"infinitecontext.eval.{kube_namespace}.tiny-eval."
+    assert version.tags[prefix + "passed"] == "true"
+    assert float(version.tags[prefix + "passkey_accuracy"]) == pytest.approx(
+        results["passkeyAccuracy"], abs=1e-4
+    )
+
+
+def _job_logs(directory: Path) -> str:
+    return "".join(f"\n--- {p}\n{p.read_text()[-2000:]}" for p in directory.glob("slurm-*.out"))
+
+
+@pytest.mark.slow
+def test_slurm_job_survives_operator_restart_and_is_cancelled_on_delete(
+    icx_crds: KubeCluster,
+    slurm_cluster: None,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o755)
+    start = {"kubeconfig": icx_crds.kubeconfig, "namespaces": [kube_namespace]}
+    first = operator_factory(**start, tracking_uri=mlflow_server.url)
+    spec = TINY_TRAINING | {
+        "backend": "slurm",
+        "slurm": {"partition": "debug", "workingDirectory": str(tmp_path)},
+        "hyperparameters": TINY_TRAINING["hyperparameters"] | {"steps": 5000},
+        "checkpoint": {"path": str(tmp_path / "ckpt"), "everySteps": 1000},
+    }
+    obj = resource("TrainingRun", "long", spec)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+
+    def submitted() -> dict[str, Any] | None:
+        obj = get(icx_crds, "trainingrun", "long", kube_namespace)
+        return obj if ((obj.get("status") or {}).get("job") or {}).get("slurmJobId") else None
+
+    running = wait_for("a SLURM job id", submitted)
+    uid, job_id = running["metadata"]["uid"], running["status"]["job"]["slurmJobId"]
+    first.kill()
+    operator_factory(**start, tracking_uri=mlflow_server.url)
+    time.sleep(5)  # several polls of the new operator
+    jobs = _slurm_jobs(uid)
+    assert [j.job_id for j in jobs] == [job_id], "the restart lost or duplicated the job"
+    after = get(icx_crds, "trainingrun", "long", kube_namespace)
+    assert after["status"]["job"]["slurmJobId"] == job_id
+    icx_crds.kubectl("delete", "trainingrun", "long", "-n", kube_namespace, "--wait=true")
+    cancelled = wait_for(
+        "the SLURM job to be cancelled",
+        lambda: [j for j in _slurm_jobs(uid) if j.state.startswith("CANCELLED")],
+        timeout=60,
+    )
+    assert cancelled[0].job_id == job_id
+
+
+def test_examples_are_accepted_by_the_api_server(
+    icx_crds: KubeCluster, kube_namespace: str
+) -> None:
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        icx_crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(path))
+
+
+def test_deploy_kustomization_is_valid(icx_crds: KubeCluster) -> None:
+    rendered = icx_crds.kubectl("kustomize", str(REPO / "deploy"))
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+    assert {"CustomResourceDefinition", "ClusterRole", "Deployment", "Namespace"} <= kinds
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"] and container["readinessProbe"]
+    assert container["resources"]["limits"]["memory"]
+    assert deployment["spec"]["replicas"] == 2
