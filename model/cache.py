@@ -36,12 +36,18 @@ class LatentKVCache:
     def update(
         self, index: int, positions: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor
     ) -> None:
-        """Write c_kv (B, T, C) and k_pe (B, T, R) of layer `index` at positions (B, T)."""
-        if int(positions.max()) >= self.max_len:
-            raise IndexError(f"position {int(positions.max())} beyond cache length {self.max_len}")
+        """Write c_kv (B, T, C) and k_pe (B, T, R) of layer `index` at positions (B, T).
+
+        Positions are not bounds-checked here (that would sync with the host in every
+        layer); the model checks them once per step with `check_room`.
+        """
         entries = torch.cat((c_kv, k_pe), dim=-1).to(self.latent.dtype)  # (B, T, C+R)
         rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
         self.latent[index][rows, positions.long()] = entries
+
+    def check_room(self, last_position: int) -> None:
+        if last_position >= self.max_len:
+            raise IndexError(f"position {last_position} beyond cache length {self.max_len}")
 
     def bytes_per_token(self) -> int:
         """Bytes one token occupies across all layers, measured from the buffer itself."""

@@ -1,4 +1,7 @@
-"""RMSNorm (Zhang & Sennrich 2019), computed in fp32 as DeepSeek-V3 and transformers do."""
+"""RMSNorm (Zhang & Sennrich 2019), computed in fp32 as DeepSeek-V3 and transformers do.
+
+The math lives in kernels/: the Triton kernel on CUDA, `rms_norm_ref` elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,3 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dispatch.rms_norm(x, self.weight, self.eps)
 
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """weight · x / sqrt(mean(x²) + eps), the mean taken in fp32 over the last dim."""
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)

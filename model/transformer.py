@@ -97,6 +97,7 @@ class MLATransformer(nn.Module):
         Runs the up-projected path and fills the cache from position 0; the entries
         past each length are padding that the next decode steps overwrite.
         """
+        cache.check_room(input_ids.shape[1] - 1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         logits = self._run(input_ids, positions.expand_as(input_ids), cache, absorb=False)
         cache.lengths.copy_(lengths)
@@ -106,6 +107,7 @@ class MLATransformer(nn.Module):
         """Append tokens (B, T) after each sequence's cached tokens; absorbed path."""
         steps = torch.arange(input_ids.shape[1], device=input_ids.device)
         positions = cache.lengths[:, None].long() + steps  # (B, T)
+        cache.check_room(int(positions.max()))  # one host sync per step, not per layer
         logits = self._run(input_ids, positions, cache, absorb=True)
         cache.lengths += input_ids.shape[1]
         return logits

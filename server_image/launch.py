@@ -9,6 +9,7 @@ for up to `shutdown_timeout` seconds, and exits 0. Endpoints are vLLM's own (`/h
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import sys
@@ -80,9 +81,24 @@ def vllm_command(model_dir: Path, name: str, options: ServeOptions, cpu: bool) -
         command += ["--max-model-len", str(options.max_model_len)]
     if not cpu:
         command += ["--gpu-memory-utilization", str(options.gpu_memory_utilization)]
-    if options.enforce_eager if options.enforce_eager is not None else cpu:
+    eager = options.enforce_eager if options.enforce_eager is not None else cpu
+    if eager:
         command.append("--enforce-eager")
+    if cpu:
+        command += ["--compilation-config", cpu_compilation_config(eager)]
     return command + list(options.extra_args)
+
+
+def cpu_compilation_config(eager: bool) -> str:
+    """vLLM's CPU build, with its C++ rotary kernel switched off.
+
+    That kernel rotates MLA's query wrongly: the rope half of q is a strided view
+    (`q[..., qk_nope_head_dim:]`) and the CPU kernel misreads it (up to 5.6 off on unit
+    inputs; test_server_vllm's logprob test sees 0.03 nats on the tiny model). vLLM's
+    PyTorch rotary (`forward_native`) is exact, so the custom op is disabled by name.
+    """
+    base = "all" if eager else "none"  # vLLM's own default for each mode
+    return json.dumps({"custom_ops": [base, "-rotary_embedding"]})
 
 
 def vllm_env(options: ServeOptions, cpu: bool, base: Mapping[str, str]) -> dict[str, str]:

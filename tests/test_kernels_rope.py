@@ -61,6 +61,7 @@ def test_backward_matches_reference_gradients(dtype, kernel_device, poison_outpu
     assert rel_error(x.grad, x64.grad) < TOLERANCE[dtype]
 
 
+@pytest.mark.slow  # imports transformers
 def test_scores_equal_transformers_deepseek_v3_interleaved_rope(kernel_device):
     """Same q·k as DeepseekV3's rope_interleave path, which permutes q and k alike."""
     modeling = pytest.importorskip("transformers.models.deepseek_v3.modeling_deepseek_v3")

@@ -1,5 +1,6 @@
 """Model references → verified local directories: MLflow registry, cache, manifests, errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -147,4 +148,8 @@ def test_vllm_command_carries_our_options():
     assert gpu[-2:] == ["--seed", "1"] and "--enforce-eager" not in gpu
     cpu = vllm_command(Path("/models/m"), "m", options, cpu=True)
     assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    # vLLM's CPU rotary kernel misrotates MLA's strided query (launch.py): always off there.
+    compilation = json.loads(cpu[cpu.index("--compilation-config") + 1])
+    assert compilation["custom_ops"] == ["all", "-rotary_embedding"]
+    assert "--compilation-config" not in gpu
     assert vllm_env(ServeOptions(cpu_kv_cache_gib=2), True, {})["VLLM_CPU_KVCACHE_SPACE"] == "2"

@@ -35,6 +35,7 @@ def inference_operator(kube_cluster: Any) -> Iterator[Any]:
     os.environ["KUBECONFIG"] = str(kube_cluster.kubeconfig)  # kopf's own login reads it
     os.environ.setdefault("ICX_INFERENCE_POLL_SECONDS", "1")
     registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)  # reads $KUBECONFIG
     inference_handlers.register(registry)
     options = main.OperatorOptions(kubeconfig=str(kube_cluster.kubeconfig))
     kopf.on.startup(registry=registry)(main._configure(options))
