@@ -14,6 +14,7 @@ from infinitecontext.crds.cli import app as crds_app
 from infinitecontext.devcluster_cli import app as dev_app
 from infinitecontext.model.cli import app as model_app
 from infinitecontext.operator.cli import app as operator_app
+from infinitecontext.operator.inference_cli import rollback as rollback_command
 from infinitecontext.provision import app as provision_app
 from infinitecontext.server.cli import bench_app
 from infinitecontext.server.cli import serve as serve_command
@@ -37,6 +38,7 @@ app.add_typer(operator_app, name="operator")
 app.add_typer(provision_app, name="provision")
 app.add_typer(slurm_app, name="slurm")
 app.add_typer(train_app, name="train")
+app.command("rollback")(rollback_command)
 app.command("serve")(serve_command)
 
 

@@ -45,16 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".cache" / "cluster" / "bin"
 DEFAULT_STATE_DIR = REPO_ROOT / ".cache" / "cluster" / "run"
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build.sh"
-BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kwok",
-)
 # Started in this order, stopped in the reverse one.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+BINARIES = (*COMPONENTS, "kubectl")
 SERVICE_CIDR = "10.96.0.0/16"
 # kwok manages only nodes that carry this annotation, as in its own documentation.
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -332,7 +325,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def _start(layout: ClusterLayout, name: str, command: list[str]) -> int:
-    log = (layout.logs / f"{name}.log").open("ab")
+    log = (layout.logs / f"{name}.log").open("wb")  # each `up` starts its logs afresh
     # A session of its own: the plane outlives `icx dev cluster up`, and Ctrl-C in that
     # terminal does not reach it.
     process = subprocess.Popen(

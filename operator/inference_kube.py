@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infinitecontext.operator.inference import ChildRef
+from infinitecontext.crds.models import GROUP, INFERENCE_SERVICE, VERSION, Revision
+from infinitecontext.operator.inference import ChildRef, rollback_patch, rollback_target
 from infinitecontext.operator.kube import FIELD_MANAGER
 
 KEDA_CRD = "scaledobjects.keda.sh"
@@ -69,3 +70,35 @@ class InferenceKube:
     def invalidate_discovery(self) -> None:
         """Forget cached API kinds (a CRD such as KEDA's was installed meanwhile)."""
         self.dynamic.resources.invalidate_cache()
+
+
+def rollback_service(
+    name: str, namespace: str, to_revision: int | None, kubeconfig: str | None = None
+) -> Revision:
+    """`icx rollback`: set the InferenceService's spec back to a recorded revision (a
+    declarative change the operator then rolls out, like any spec change)."""
+    from kubernetes import client, config
+
+    api = (
+        config.new_client_from_config(config_file=kubeconfig)
+        if kubeconfig
+        else _default_api_client()
+    )
+    custom = client.CustomObjectsApi(api)
+    plural = INFERENCE_SERVICE.plural
+    obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    target = rollback_target(obj.get("status") or {}, to_revision)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name, rollback_patch(target)
+    )
+    return target
+
+
+def _default_api_client() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -150,6 +149,8 @@ class SlurmObserved:
     replicas: list[Replica] = field(default_factory=list)
     server_command: list[str] = field(default_factory=lambda: ["icx"])
     tracking_uri: str = ""
+    job_path: str = ""
+    """PATH of the replica jobs (the operator's --slurm-job-path), where `icx` is found."""
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,14 @@ def _replica_actions(
         attempt = 0 if current is None else current.attempt + 1
         key = replica_key(svc.uid, revision, slot, attempt)
         port = spec.server.port + slot
-        submit.append(
-            replica_request(
-                svc, spec, model_uri, key, port, observed.server_command, observed.tracking_uri
-            )
+        request = replica_request(
+            svc, spec, model_uri, key, port, observed.server_command, observed.tracking_uri
         )
+        if observed.job_path:
+            request = replace(
+                request, environment={**request.environment, "PATH": observed.job_path}
+            )
+        submit.append(request)
     cancel = [x.job_id for x in replicas if x.slot >= spec.replicas and x.alive]
     return submit, cancel
 
@@ -376,8 +380,6 @@ def observe_replicas(ctx: handlers.Context, svc: Service, port: int) -> list[Rep
 
 
 def _with(replica: Replica, ready: bool, address: str | None) -> Replica:
-    from dataclasses import replace
-
     return replace(replica, ready=ready, address=address)
 
 
@@ -393,9 +395,12 @@ def reconcile_slurm_service(
         replicas = observe_replicas(ctx, svc, spec.server.port)
     except SlurmUnavailable as error:
         return _unavailable(svc, str(error))
-    command = os.environ.get("ICX_SLURM_ICX", "icx").split()
     observed = SlurmObserved(
-        model.uri, model.message, replicas, command, spec.mlflow.tracking_uri or ctx.tracking_uri
+        model.uri,
+        model.message,
+        replicas,
+        tracking_uri=spec.mlflow.tracking_uri or ctx.tracking_uri,
+        job_path=ctx.slurm_job_path,
     )
     result = plan_slurm_service(svc, spec, observed, now)
     slurm = ctx.slurm()

@@ -85,7 +85,7 @@ def _in_cluster_or_default() -> Any:
 def run(options: OperatorOptions) -> None:
     from prometheus_client import start_http_server
 
-    import infinitecontext.operator.handlers  # noqa: F401  (registers the handlers)
+    import infinitecontext.operator.handlers  # registers the handlers
     import infinitecontext.operator.inference_handlers  # noqa: F401  (InferenceService)
 
     kopf.configure(

@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from infinitecontext.server.manifest import ModelError
 from infinitecontext.server.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
+CPU_MLA_LATENT, CPU_MLA_ROPE = 512, 64
 READINESS_MIDDLEWARE = "infinitecontext.server.readiness.readiness_middleware"
 DEFAULT_CACHE = Path(
     os.environ.get("ICX_MODEL_CACHE", Path.home() / ".cache/infinitecontext/models")
@@ -110,10 +112,24 @@ def vllm_env(options: ServeOptions, cpu: bool, base: Mapping[str, str]) -> dict[
     return env
 
 
+def check_cpu_mla_head(config: Mapping[str, object]) -> None:
+    """vLLM's CPU MLA backend takes only DeepSeek's 576-wide latent head (512 + 64)."""
+    if "kv_lora_rank" not in config:
+        return
+    latent, rope = config["kv_lora_rank"], config.get("qk_rope_head_dim")
+    if (latent, rope) != (CPU_MLA_LATENT, CPU_MLA_ROPE):
+        raise ModelError(
+            f"vLLM's CPU MLA backend needs kv_lora_rank {CPU_MLA_LATENT} and "
+            f"qk_rope_head_dim {CPU_MLA_ROPE}; this model has {latent} and {rope}"
+        )
+
+
 def serve(reference: str, options: ServeOptions, cache_root: Path = DEFAULT_CACHE) -> None:
     """Resolve and verify `reference`, then exec vLLM (does not return)."""
     model_dir = resolve_model(reference, cache_root)
     cpu = on_cpu_build()
+    if cpu:
+        check_cpu_mla_head(json.loads((model_dir / "config.json").read_text()))
     command = vllm_command(model_dir, options.served_model_name or reference, options, cpu)
     log.info("starting vLLM (%s build): %s", "CPU" if cpu else "GPU", " ".join(command))
     sys.stdout.flush()

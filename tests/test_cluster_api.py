@@ -1,12 +1,14 @@
-"""The API server itself: CRD schema validation and RBAC, as in production."""
+"""The API server itself: CRD schema validation, and the RBAC we ship (deploy/rbac.yaml)."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -103,65 +105,54 @@ def _create_when_served(
             time.sleep(0.2)
 
 
-OPERATOR_ROLE = {
-    # What an operator watching its own namespace would be granted: pods read-only, Jobs
-    # managed. Nothing cluster-wide, no Secrets.
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "Role",
-    "metadata": {"name": "icx-operator"},
-    "rules": [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {
-            "apiGroups": ["batch"],
-            "resources": ["jobs"],
-            "verbs": ["get", "list", "watch", "create", "delete"],
-        },
-    ],
-}
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_service_account_is_refused_what_rbac_does_not_grant(kube_cluster, kube_namespace):
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "icx-operator"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": "icx-operator",
-        },
-        "subjects": [
-            {"kind": "ServiceAccount", "name": "icx-operator", "namespace": kube_namespace}
-        ],
-    }
-    manifests = {"apiVersion": "v1", "kind": "List", "items": [OPERATOR_ROLE, binding]}
-    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", stdin=json.dumps(manifests))
-    sa_config = kube_cluster.service_account_kubeconfig(kube_namespace, "icx-operator")
-    core = client.CoreV1Api(kube_cluster.api_client(sa_config))
+def shipped_rbac_for(namespace: str, account: str) -> list[dict]:
+    """deploy/rbac.yaml's roles as shipped, renamed for this test and bound to `account`."""
+    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d]
+    for doc in documents:
+        doc["metadata"]["name"] = f"{doc['metadata']['name']}-{namespace}"
+        if doc["kind"].endswith("Binding"):
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{namespace}"
+            doc["subjects"] = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    return documents
 
-    assert core.list_namespaced_pod(kube_namespace).items == []  # granted
-    with pytest.raises(ApiException) as refused:
-        core.list_namespaced_secret("kube-system")
-    assert refused.value.status == 403
-    user = f"system:serviceaccount:{kube_namespace}:icx-operator"
-    assert (
-        f'User "{user}" cannot list resource "secrets"'
-        in json.loads(str(refused.value.body))["message"]
-    )
-    with pytest.raises(ApiException) as escalation:
-        client.RbacAuthorizationV1Api(
-            kube_cluster.api_client(sa_config)
-        ).create_cluster_role_binding(
-            client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name=f"escalate-{kube_namespace}"),
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
-                ),
-                subjects=[
-                    client.RbacV1Subject(
-                        kind="ServiceAccount", name="icx-operator", namespace=kube_namespace
-                    )
-                ],
+
+def test_operator_account_is_refused_what_the_shipped_rbac_does_not_grant(
+    kube_cluster, kube_namespace
+):
+    documents = shipped_rbac_for(kube_namespace, "icx-operator")
+    kube_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    try:
+        sa_config = kube_cluster.service_account_kubeconfig(kube_namespace, "icx-operator")
+        core = client.CoreV1Api(kube_cluster.api_client(sa_config))
+
+        assert core.list_namespace().items  # granted: kopf follows namespaces
+        with pytest.raises(ApiException) as refused:
+            core.list_namespaced_secret("kube-system")
+        assert refused.value.status == 403
+        user = f"system:serviceaccount:{kube_namespace}:icx-operator"
+        message = json.loads(str(refused.value.body))["message"]
+        assert f'User "{user}" cannot list resource "secrets"' in message
+        rbac = client.RbacAuthorizationV1Api(kube_cluster.api_client(sa_config))
+        with pytest.raises(ApiException) as escalation:
+            rbac.create_cluster_role_binding(
+                client.V1ClusterRoleBinding(
+                    metadata=client.V1ObjectMeta(name=f"escalate-{kube_namespace}"),
+                    role_ref=client.V1RoleRef(
+                        api_group="rbac.authorization.k8s.io",
+                        kind="ClusterRole",
+                        name="cluster-admin",
+                    ),
+                    subjects=[
+                        client.RbacV1Subject(
+                            kind="ServiceAccount", name="icx-operator", namespace=kube_namespace
+                        )
+                    ],
+                )
             )
-        )
-    assert escalation.value.status == 403
+        assert escalation.value.status == 403
+    finally:
+        for doc in documents:
+            kube_cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], "--wait=false")

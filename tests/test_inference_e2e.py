@@ -9,12 +9,16 @@ node has) never becomes Ready, which is how a bad revision is made here.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
+
+from infinitecontext.crds.generate import ARGOCD_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +39,15 @@ def manifest(name: str, version: str, **spec: Any) -> str:
         },
     }
     return yaml.safe_dump(body)
+
+
+def argocd_health(obj: dict[str, Any]) -> str:
+    """Argo CD's verdict on an object as the API server returned it (real Lua)."""
+    lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute((ARGOCD_DIR / "inferenceservice-health.lua").read_text())
+    return str(result["status"])
 
 
 class Kube:
@@ -137,6 +150,17 @@ def test_rolling_update_rolls_out_a_new_revision(kube: Kube) -> None:
     assert kube.revision_of("svc") == "2"
     kube.wait("Available", lambda: kube.available("svc"))
 
+    # `icx rollback` sets the spec back to revision 1's; it rolls out as revision 3.
+    icx = [sys.executable, "-m", "infinitecontext.cli", "rollback", "svc", "-n", kube.ns]
+    kubeconfig = ["--kubeconfig", str(kube.cluster.kubeconfig)]
+    out = subprocess.run([*icx, *kubeconfig], capture_output=True, text=True, check=True).stdout
+    assert "revision 1 (models:/tiny/1)" in out
+    kube.wait("revision 3 stable", lambda: kube.outcomes("svc").get(3) == "Stable")
+    status = kube.status("svc")
+    assert status["latestRolledOutModel"] == "models:/tiny/1"
+    assert status["previousRolledOutModel"] == "models:/tiny/2"
+    assert kube.revision_of("svc") == "3"
+
 
 def evaluation(name: str, uri: str) -> tuple[str, dict[str, Any]]:
     obj = {
@@ -183,6 +207,7 @@ def test_canary_splits_waits_for_the_gate_and_is_promoted(kube: Kube) -> None:
     assert canary["spec"]["replicas"] == 2 and stable["spec"]["replicas"] == 2
     assert kube.revision_of("svc-canary") == "2" and kube.revision_of("svc") == "1"
     assert kube.status("svc")["readyReplicas"] == 4  # both revisions behind one Service
+    assert argocd_health(kube.get(ISVC, "svc") or {}) == "Progressing"
 
     _, passed_v2 = evaluation("eval", "models:/tiny/2")
     kube.patch("evaluation", "eval", passed_v2, "--subresource=status")
@@ -191,6 +216,7 @@ def test_canary_splits_waits_for_the_gate_and_is_promoted(kube: Kube) -> None:
     assert kube.revision_of("svc") == "2"
     assert (kube.get("deployment", "svc") or {})["spec"]["replicas"] == 4
     kube.wait("Available", lambda: kube.available("svc"))
+    assert argocd_health(kube.get(ISVC, "svc") or {}) == "Healthy"
 
 
 def test_revision_that_never_becomes_ready_is_rolled_back(kube: Kube) -> None:
@@ -210,6 +236,7 @@ def test_revision_that_never_becomes_ready_is_rolled_back(kube: Kube) -> None:
     assert kube.condition("svc", "Degraded")["status"] == "True"
     assert kube.outcomes("svc") == {1: "Stable", 2: "RolledBack"}
     assert kube.status("svc")["phase"] == "Degraded"
+    assert argocd_health(kube.get(ISVC, "svc") or {}) == "Degraded"
     kube.wait("revision 1 back in the Deployment", lambda: kube.revision_of("svc") == "1")
     deployment = kube.get("deployment", "svc") or {}
     assert "nodeSelector" not in deployment["spec"]["template"]["spec"]
@@ -262,13 +289,60 @@ def test_hpa_targets_the_scale_subresource(kube: Kube) -> None:
 
     def able_to_scale() -> dict[str, Any] | None:
         conditions = ((kube.get("hpa", "svc") or {}).get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "AbleToScale"), None)
+        found = next((c for c in conditions if c["type"] == "AbleToScale"), None)
+        return found if found and found["status"] == "True" else None
 
     # The HPA controller read the InferenceService's scale subresource (no metrics server
-    # runs here, so it cannot compute a recommendation: ScalingActive stays False).
-    condition = kube.wait("the HPA controller to read the scale", able_to_scale, timeout=60)
-    assert condition["status"] == "True", condition
+    # runs here, so it cannot compute a recommendation: ScalingActive stays False). On a
+    # fresh plane its discovery learns the new CRD's kind within a resync or two.
+    condition = kube.wait("the HPA controller to read the scale", able_to_scale, timeout=150)
     assert condition["reason"] == "SucceededGetScale"
 
     kube.patch(ISVC, "svc", {"spec": {"autoscaling": {"enabled": False}}})
     kube.wait("HPA removed", lambda: kube.get("hpa", "svc") is None)
+
+
+# KEDA's ScaledObject CRD, reduced to what the API server needs to store objects (the
+# real one carries a full schema); installed only for the next test.
+KEDA_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "scaledobjects.keda.sh"},
+    "spec": {
+        "group": "keda.sh",
+        "names": {"kind": "ScaledObject", "plural": "scaledobjects", "singular": "scaledobject"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_keda_scaled_object_when_keda_is_installed(kube: Kube) -> None:
+    cluster = kube.cluster
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(KEDA_CRD))
+    try:
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh"
+        )
+        autoscaling = {"enabled": True, "metric": "vllm:kv_cache_usage_perc", "target": 0.75}
+        kube.apply(manifest("svc", "1", autoscaling=autoscaling))
+        scaled = kube.wait("ScaledObject", lambda: kube.get("scaledobject.keda.sh", "svc"))
+        assert scaled["spec"]["scaleTargetRef"]["kind"] == "InferenceService"
+        trigger = scaled["spec"]["triggers"][0]
+        assert trigger["type"] == "prometheus" and trigger["metadata"]["threshold"] == "0.75"
+        assert "vllm:kv_cache_usage_perc" in trigger["metadata"]["query"]
+        assert kube.get("hpa", "svc") is None
+    finally:
+        cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false")

@@ -61,6 +61,15 @@ def test_registry_model_is_downloaded_once_with_a_manifest(registered_tiny, tmp_
     assert resolve_model(f"models:/{registered_tiny.name}/1", tmp_path) == first
 
 
+def test_run_artifact_uri_resolves_to_a_verified_cache_entry(
+    registered_tiny, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_tiny.tracking_uri)
+    model = resolve_model(f"runs:/{registered_tiny.run_id}/model", tmp_path)
+    verify_manifest(model, required=True)
+    assert read_manifest(model) == read_manifest(registered_tiny.source_dir)
+
+
 def test_corrupt_cache_entry_is_downloaded_again(registered_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_tiny.tracking_uri)
     uri = f"models:/{registered_tiny.name}/{registered_tiny.version}"
@@ -153,3 +162,17 @@ def test_vllm_command_carries_our_options():
     assert compilation["custom_ops"] == ["all", "-rotary_embedding"]
     assert "--compilation-config" not in gpu
     assert vllm_env(ServeOptions(cpu_kv_cache_gib=2), True, {})["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_icx_serve_refuses_a_latent_head_the_cpu_backend_lacks(tiny_hf_model, tmp_path):
+    from infinitecontext.server.launch import on_cpu_build
+
+    if not on_cpu_build():
+        pytest.skip("vLLM's GPU build accepts other MLA head sizes")
+    model = copy_model(tiny_hf_model, tmp_path / "model")
+    (model / MANIFEST_NAME).unlink()
+    config = json.loads((model / "config.json").read_text()) | {"kv_lora_rank": 64}
+    (model / "config.json").write_text(json.dumps(config))
+    result = run_icx_serve(str(model), "http://127.0.0.1:1", tmp_path / "cache")
+    assert result.returncode == 2
+    assert "CPU MLA backend needs kv_lora_rank 512" in result.stderr

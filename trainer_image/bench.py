@@ -26,6 +26,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ class Results:
     """results.json, rewritten after every phase so a killed run keeps what it had."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.data = path, {"phases": {}}
+        self.path = path
+        self.data: dict[str, Any] = {"phases": {}}
 
     def record(self, name: str, value: Any) -> None:
         self.data["phases"][name] = value
@@ -107,8 +109,6 @@ def ours_throughput(
 
     seconds = _step_time(step, 3, steps)
     peak = torch.cuda.max_memory_allocated() / 2**30
-    del model, optimizer
-    torch.cuda.empty_cache()
     return _rate(cfg, seq_len, batch, seconds) | {"peak_gib": round(peak, 1)}
 
 
@@ -133,8 +133,6 @@ def hf_throughput(cfg: MLAConfig, seq_len: int, batch: int, steps: int) -> dict[
     torch.cuda.reset_peak_memory_stats()
     seconds = _step_time(step, 2, steps)
     peak = torch.cuda.max_memory_allocated() / 2**30
-    del model, optimizer
-    torch.cuda.empty_cache()
     return _rate(cfg, seq_len, batch, seconds) | {"peak_gib": round(peak, 1)}
 
 
@@ -146,24 +144,23 @@ def _rate(cfg: MLAConfig, seq_len: int, batch: int, seconds: float) -> dict[str,
 
 def throughput_phase(results: Results, mesh: Any, smoke: bool) -> float:
     """Measure every shape; return `small`'s compiled tokens/s (to size the training)."""
-    shapes = [("small", 4096, 8), ("1b", 8192, 1)]
-    if smoke:
-        shapes = [("tiny", 256, 2)]
+    shapes = [("tiny", 256, 2)] if smoke else [("small", 4096, 8), ("1b", 8192, 1)]
     steps = 2 if smoke else 8
     small_rate = 0.0
     for name, seq_len, batch in shapes:
         cfg = preset(name)
         variants: dict[str, Callable[[], dict[str, Any]]] = {
-            "ours_compiled": lambda: ours_throughput(cfg, seq_len, batch, True, mesh, steps),
-            "hf_deepseek_v3": lambda: hf_throughput(cfg, seq_len, batch, steps),
+            "ours_compiled": partial(ours_throughput, cfg, seq_len, batch, True, mesh, steps),
+            "hf_deepseek_v3": partial(hf_throughput, cfg, seq_len, batch, steps),
         }
         if name != "1b":
-            variants["ours_eager"] = lambda: ours_throughput(
-                cfg, seq_len, batch, False, mesh, steps
+            variants["ours_eager"] = partial(
+                ours_throughput, cfg, seq_len, batch, False, mesh, steps
             )
         for variant, measure in variants.items():
             torch.cuda.reset_peak_memory_stats()
             value = results.guarded(f"throughput/{name}@{seq_len}/{variant}", measure)
+            torch.cuda.empty_cache()  # the measured model is gone once measure() returned
             log.info("%s@%d %s: %s", name, seq_len, variant, value)
             if name != "1b" and variant == "ours_compiled" and "tokens_per_s" in value:
                 small_rate = float(value["tokens_per_s"])
@@ -188,8 +185,11 @@ def fit_steps(recipe: SFTRecipe, seconds: float, tokens_per_s: float) -> SFTReci
 
 
 def train_phase(recipe: SFTRecipe) -> dict[str, Any]:
+    from infinitecontext.trainer.parallel import free_port
     from infinitecontext.trainer.sft import run_sft
 
+    if "LOCAL_RANK" not in os.environ or os.environ.get("WORLD_SIZE") == "1":
+        os.environ["MASTER_PORT"] = str(free_port())  # a fresh group for each run
     started = time.monotonic()
     result = run_sft(recipe, resume=False)
     return {
@@ -214,9 +214,16 @@ def passkey_phase(
 ) -> None:
     base = recipes.load(REPO / "recipes" / "small-passkey.yaml", SFTRecipe)
     base = dataclasses.replace(base, output_dir=str(out / "small-passkey"))
-    if smoke:
-        base = dataclasses.replace(base, model=dataclasses.replace(base.model, preset="tiny"),
-                                   parallel=ParallelSpec(mixed_precision="fp32"))  # fmt: skip
+    if smoke:  # a CPU dry run of the same code path: tiny model, short sequences
+        base = dataclasses.replace(
+            base,
+            model=dataclasses.replace(base.model, preset="tiny"),
+            parallel=ParallelSpec(mixed_precision="fp32"),
+            train=dataclasses.replace(
+                base.train, tokens_per_step=2048, micro_batch_tokens=2048, seq_len=512
+            ),
+        )
+        small_rate = 2000.0
     seconds = min(240.0, 0.45 * budget.left)
     stage1 = fit_steps(base, seconds, small_rate or 300_000)
     trained = results.guarded("passkey/stage1_train", lambda: train_phase(stage1))
@@ -235,10 +242,8 @@ def passkey_phase(
         spec = EvalSpec(
             lengths=(int(factor * length),), depths=depths, trials=trials, yarn_factor=factor
         )
-        results.guarded(
-            f"passkey/stage1_eval_yarn{factor:g}",
-            lambda s=spec: eval_phase(model_dir, s, out / "eval"),
-        )  # type: ignore[misc]
+        phase = partial(eval_phase, model_dir, spec, out / "eval")
+        results.guarded(f"passkey/stage1_eval_yarn{factor:g}", phase)
     if budget.left < 100:
         results.record("passkey/stage2", {"skipped": "time budget"})
         return
@@ -248,8 +253,10 @@ def passkey_phase(
         model=dataclasses.replace(ext.model, init_from=str(model_dir)),
     )  # fmt: skip
     if smoke:
-        ext = dataclasses.replace(ext, parallel=ParallelSpec(mixed_precision="fp32"),
-                                  train=dataclasses.replace(ext.train, seq_len=512, curriculum=()))  # fmt: skip
+        short = dataclasses.replace(
+            ext.train, seq_len=512, curriculum=(), tokens_per_step=2048, micro_batch_tokens=2048
+        )
+        ext = dataclasses.replace(ext, parallel=ParallelSpec(mixed_precision="fp32"), train=short)
     stage2 = fit_steps(ext, min(90.0, 0.4 * budget.left), (small_rate or 300_000) * 0.6)
     trained2 = results.guarded("passkey/stage2_train", lambda: train_phase(stage2))
     if "error" in trained2:

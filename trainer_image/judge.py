@@ -59,7 +59,7 @@ Score 5: The response gives exactly the right number."""  # noqa: E501
 
 def guided_regex(feedback_chars: int) -> str:
     """What a guided (structured-output) judge must produce: feedback, then the verdict."""
-    return r"[A-Za-z0-9 ,.'()-]{1,%d} \[RESULT\] [1-5]" % feedback_chars
+    return r"[A-Za-z0-9 ,.'()-]{1," + str(feedback_chars) + r"} \[RESULT\] [1-5]"
 
 
 _PATTERNS = (

@@ -42,7 +42,7 @@ def init_world() -> World:
     if "RANK" not in os.environ:  # not under torchrun: a world of one process
         os.environ.update(
             RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(_free_port()),
+            MASTER_PORT=str(free_port()),
         )  # fmt: skip
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
@@ -127,7 +127,7 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

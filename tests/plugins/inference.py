@@ -11,6 +11,7 @@ each test a fresh namespace in that set.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -35,9 +36,13 @@ def inference_operator(kube_cluster: Any) -> Iterator[Any]:
     os.environ["KUBECONFIG"] = str(kube_cluster.kubeconfig)  # kopf's own login reads it
     os.environ.setdefault("ICX_INFERENCE_POLL_SECONDS", "1")
     registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry)(kopf.login_via_client)  # reads $KUBECONFIG
+    kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)  # reads $KUBECONFIG now
     inference_handlers.register(registry)
-    options = main.OperatorOptions(kubeconfig=str(kube_cluster.kubeconfig))
+    options = main.OperatorOptions(
+        kubeconfig=str(kube_cluster.kubeconfig),
+        # SLURM replica jobs find this venv's `icx` first.
+        slurm_job_path=f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
     kopf.on.startup(registry=registry)(main._configure(options))
     stop, ready = threading.Event(), threading.Event()
 

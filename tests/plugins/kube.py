@@ -83,6 +83,22 @@ def _go_is_new_enough() -> bool:
     return have >= tuple(int(p) for p in GO_MIN.split("."))
 
 
+def _binaries_built(layout: devcluster.ClusterLayout) -> bool:
+    """True once the plane's binaries are there, building them (incrementally) with Go."""
+    if not devcluster.binaries_present(layout) and _go_is_new_enough():
+        devcluster.build(layout)
+    return devcluster.binaries_present(layout)
+
+
+@pytest.fixture(scope="session")
+def kube_binaries() -> Path:
+    """The folder of the plane's binaries (kubectl among them), built if needed."""
+    layout = devcluster.ClusterLayout()
+    if not _binaries_built(layout):
+        pytest.skip(f"no Go >= {GO_MIN} to build the local Kubernetes control plane")
+    return layout.bin_dir
+
+
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     layout = devcluster.ClusterLayout(state_dir=tmp_path_factory.mktemp("kube-cluster"))
@@ -92,12 +108,10 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     if external is not None and kubectl_path is not None:
         yield KubeCluster(external, kubectl_path, layout.state_dir, local=False)
         return
-    if not devcluster.binaries_present(layout):
-        if not _go_is_new_enough():
-            pytest.skip(
-                f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one"
-            )
-        devcluster.build(layout)
+    if not _binaries_built(layout):
+        pytest.skip(
+            f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one"
+        )
     with devcluster.running(layout):
         yield KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
 

@@ -29,6 +29,7 @@ class RegisteredModel:
     alias: str
     source_dir: Path
     tracking_uri: str
+    run_id: str
 
 
 @dataclass
@@ -65,7 +66,12 @@ def registered_tiny(mlflow_server: MlflowServer, tiny_hf_model: Path) -> Registe
     )
     client.set_registered_model_alias(MODEL_NAME, "champion", version.version)
     return RegisteredModel(
-        MODEL_NAME, str(version.version), "champion", tiny_hf_model, mlflow_server.url
+        MODEL_NAME,
+        str(version.version),
+        "champion",
+        tiny_hf_model,
+        mlflow_server.url,
+        run.info.run_id,
     )
 
 
@@ -114,11 +120,12 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 90) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(
     registered_tiny: RegisteredModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """`icx serve models:/icx-tiny/1` on loopback; the SIGTERM test may stop it early."""
+    """`icx serve models:/icx-tiny/1` on loopback, one per test module (vLLM starts in
+    30-90 s); a module's SIGTERM test may stop it early."""
     root = tmp_path_factory.mktemp("icx-serve")
     port = free_port()
     log = root / "server.log"
