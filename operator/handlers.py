@@ -57,6 +57,7 @@ from infinitecontext.operator.workload import run_experiments, run_name
 from infinitecontext.slurm_bridge.client import SlurmClient, find_by_key
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
 
+log = logging.getLogger(__name__)
 TIMER_SECONDS = float(os.environ.get("ICX_OPERATOR_POLL_SECONDS", "10"))
 WORK_KINDS = (TRAINING_RUN, ALIGNMENT, EVALUATION)
 FINAL_PHASES = {Phase.SUCCEEDED, Phase.FAILED}
@@ -228,6 +229,13 @@ def execute(ctx: Context, kind: Kind, resource: Resource, plan: Plan) -> dict[st
                 ctx.kube.apply(obj)
         elif isinstance(action, SubmitSlurm):
             ref = ctx.slurm().submit(action.request)
+            log.info(
+                "SLURM job %s for %s (created: %s, PATH=%s)",
+                ref.job_id,
+                action.request.key,
+                ref.created,
+                action.request.environment.get("PATH", "<node default>"),
+            )
             status["job"] = {**status.get("job", {}), "slurmJobId": ref.job_id}
         elif isinstance(action, CancelSlurm):
             ctx.slurm().cancel(action.job_id)

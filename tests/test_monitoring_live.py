@@ -64,7 +64,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def operator_process(kube_cluster, tmp_path) -> Iterator[str]:
     """The operator watching NAMESPACE, with one TrainingRun to reconcile; yields host:port."""
-    kubectl = [str(kube_cluster.kubectl), f"--kubeconfig={kube_cluster.kubeconfig}"]
+    kubectl = [str(kube_cluster.kubectl_path), f"--kubeconfig={kube_cluster.kubeconfig}"]
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds")], check=True)
     subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=False)
     port, log = free_port(), tmp_path / "operator.log"
