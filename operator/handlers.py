@@ -149,8 +149,8 @@ def observe(ctx: Context, kind: Kind, resource: Resource) -> Observed:
         run, registered = _observe_run(ctx, kind, resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         failures = ctx.failures[resource.uid]
-        return Observed(unavailable=str(error), failures=failures, tracking_uri=uri)
-    return Observed(job=job, run=run, registered=registered, input=input_model, tracking_uri=uri)
+        return replace(base, unavailable=str(error), failures=failures)
+    return replace(base, job=job, run=run, registered=registered, input=input_model)
 
 
 def _observe_input(
@@ -356,7 +356,9 @@ def register_handlers() -> None:
         kopf.on.create(*args, id="reconcile-create")(handle)
         kopf.on.update(*args, id="reconcile-update", field="spec")(handle)
         kopf.on.resume(*args, id="reconcile-resume")(handle)
-        kopf.timer(*args, id="poll", interval=TIMER_SECONDS, idle=None, when=_in_flight)(handle)
+        kopf.timer(
+            *args, id="poll", interval=TIMER_SECONDS, initial_delay=TIMER_SECONDS, when=_in_flight
+        )(handle)
         kopf.on.delete(*args, id="cancel-slurm", field="spec.backend", value="slurm")(
             _cancel_slurm_job
         )

@@ -3,7 +3,8 @@
 `plan_inference(resource, observed, now)` takes the object, what the handler observed
 (the resolved model version, the two Deployments, crash-looping revisions, the gate's
 Evaluation) and the time, and returns the next status and the objects to apply or
-delete. Nothing here talks to the API server; `inference_handlers.py` does.
+delete (rendered by `inference_children.py`). Nothing here talks to the API server;
+`inference_handlers.py` does.
 
 Revisions. Each distinct served template (model version, resources, Kubernetes and
 server options) is a revision, numbered from 1. At most one revision is `Progressing`;
@@ -29,8 +30,6 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
-    API_VERSION,
-    Autoscaling,
     InferenceServiceSpec,
     InferenceServiceStatus,
     Phase,
@@ -39,15 +38,22 @@ from infinitecontext.crds.models import (
     ServedTemplate,
 )
 from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.inference_children import (
+    CANARY,
+    LABEL_REVISION,
+    LABEL_ROLE,
+    STABLE,
+    ChildRef,
+    Service,
+    autoscaler_children,
+    deployment,
+    pod_disruption_budget,
+    selector,
+    service,
+    service_url,
+)
 from infinitecontext.operator.reconcile import Event
 
-KIND = "InferenceService"
-LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
-LABEL_REVISION = "infinitecontext.dev/revision"
-LABEL_ROLE = "infinitecontext.dev/role"
-STABLE, CANARY = "stable", "canary"
-MODEL_CACHE = "/models"
-PRESTOP_SLEEP_SECONDS = 5
 HISTORY_LIMIT = 10
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 
@@ -63,18 +69,6 @@ Verdict = Literal["Passed", "Failed", "Waiting"]
 
 
 # ---------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Service:
-    """The InferenceService as read from the API server."""
-
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -127,13 +121,6 @@ class InferenceObserved:
 
 
 @dataclass(frozen=True)
-class ChildRef:
-    api_version: str
-    kind: str
-    name: str
-
-
-@dataclass(frozen=True)
 class InferencePlan:
     status: dict[str, Any]
     apply: list[dict[str, Any]] = field(default_factory=list)
@@ -159,14 +146,6 @@ def template_hash(template: ServedTemplate) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def selector(name: str) -> str:
-    return f"{LABEL_SERVICE}={name}"
-
-
-def service_url(name: str, namespace: str, port: int) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{port}"
-
-
 def canary_steps(percent: int, steps: list[int]) -> list[int]:
     """The traffic shares a canary goes through: canaryPercent, the larger steps, 100."""
     return sorted({percent, *(s for s in steps if s > percent), 100})
@@ -181,11 +160,6 @@ def stable_replicas_beside(total: int, canary: int) -> int:
     """Stable replicas next to a canary: the rest, but never zero while total > 0 (a
     one-replica service runs a second, canary replica rather than no stable one)."""
     return max(total - canary, 1 if total > 0 else 0)
-
-
-def quantity(value: float) -> str:
-    """A Kubernetes quantity for an HPA target (`5`, `800m`)."""
-    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:
@@ -286,7 +260,7 @@ def crashlooping_revisions(pods: list[dict[str, Any]]) -> dict[int, str]:
 # ---------------------------------------------------------------- the revision state machine
 
 
-class _Rollout:
+class RolloutState:
     """The next status of one pass, with the events it produces."""
 
     def __init__(self, svc: Service, spec: InferenceServiceSpec, now: datetime) -> None:
@@ -402,7 +376,7 @@ def _trim(revisions: list[Revision], keep: int | None) -> list[Revision]:
     return sorted(kept + newest, key=lambda r: r.revision)
 
 
-def advance(r: _Rollout, observed: InferenceObserved) -> str:
+def advance(r: RolloutState, observed: InferenceObserved) -> str:
     """Move the progressing revision on; returns the Progressing condition's reason."""
     revision = r.progressing
     if revision is None:
@@ -422,7 +396,7 @@ def advance(r: _Rollout, observed: InferenceObserved) -> str:
 
 
 def _advance_rolling(
-    r: _Rollout, revision: Revision, observed: InferenceObserved, may_take_all: bool
+    r: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
 ) -> str:
     if not may_take_all and r.status.step_started is None:
         return "WaitingForGate"  # once rolling, only a failed gate stops it
@@ -438,7 +412,7 @@ def _advance_rolling(
 
 
 def _advance_canary(
-    r: _Rollout, revision: Revision, observed: InferenceObserved, may_take_all: bool
+    r: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
 ) -> str:
     steps = canary_steps(r.spec.rollout.canary_percent, r.spec.rollout.steps)
     if r.status.canary_revision != revision.revision or r.status.canary_percent is None:
@@ -473,7 +447,7 @@ def _advance_canary(
     return "Promoting" if following >= 100 else "CanaryStep"
 
 
-def _deadline_message(r: _Rollout) -> str:
+def _deadline_message(r: RolloutState) -> str:
     seconds = r.spec.rollout.progress_deadline_seconds
     return f"not ready within progressDeadlineSeconds ({seconds} s)"
 
@@ -481,248 +455,8 @@ def _deadline_message(r: _Rollout) -> str:
 # ---------------------------------------------------------------- children
 
 
-def owner_reference(svc: Service) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": svc.name,
-        "uid": svc.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _metadata(svc: Service, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": svc.namespace,
-        "labels": {LABEL_SERVICE: svc.name, **(labels or {})},
-        "ownerReferences": [owner_reference(svc)],
-    }
-
-
-def server_command(name: str, template: ServedTemplate) -> list[str]:
-    """`icx serve` as the server image runs it (served under the InferenceService's name,
-    so clients keep their `model` field across model versions)."""
-    server = template.server
-    drain = max(server.termination_grace_period_seconds - PRESTOP_SLEEP_SECONDS - 10, 1)
-    argv = ["icx", "serve", template.model_uri, "--served-model-name", name]
-    argv += ["--port", str(server.port), "--shutdown-timeout", str(drain)]
-    argv += ["--cache-dir", MODEL_CACHE]
-    if template.resources.gpus_per_node > 1:
-        argv += ["--tensor-parallel-size", str(template.resources.gpus_per_node)]
-    if server.max_model_len is not None:
-        argv += ["--max-model-len", str(server.max_model_len)]
-    for extra in server.extra_args:
-        argv.append(f"--vllm-arg={extra}")
-    return argv
-
-
-def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
-    from infinitecontext.crds.models import KubernetesOptions
-
-    options = template.kubernetes or KubernetesOptions()
-    res = template.resources
-    limits: dict[str, Any] = {"memory": res.memory}
-    if res.gpus_per_node:
-        limits["nvidia.com/gpu"] = res.gpus_per_node
-    env = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
-    if tracking_uri:
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
-    http = {"path": "/health", "port": "http"}
-    return {
-        "name": "server",
-        "image": options.image,
-        "imagePullPolicy": options.image_pull_policy,
-        "command": server_command(name, template),
-        "ports": [{"name": "http", "containerPort": template.server.port, "protocol": "TCP"}],
-        "env": env,
-        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}, "limits": limits},
-        # Download + load can take long: the startup probe holds liveness off meanwhile.
-        "startupProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 180},
-        "livenessProbe": {"httpGet": http, "periodSeconds": 15, "failureThreshold": 4},
-        # /ready runs a one-token completion through the whole server (server_image).
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": "http"},
-            "periodSeconds": 10,
-            "timeoutSeconds": 15,
-            "failureThreshold": 3,
-        },
-        # Endpoints drop the pod before vLLM gets SIGTERM and drains.
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "volumeMounts": [
-            {"name": "model-cache", "mountPath": MODEL_CACHE},
-            {"name": "shm", "mountPath": "/dev/shm"},
-        ],
-    }
-
-
-def deployment(
-    svc: Service,
-    role: str,
-    revision: Revision,
-    replicas: int,
-    deadline_seconds: int,
-    tracking_uri: str,
-) -> dict[str, Any]:
-    from infinitecontext.crds.models import KubernetesOptions
-
-    assert revision.template is not None
-    template = revision.template
-    options = template.kubernetes or KubernetesOptions()
-    name = svc.name if role == STABLE else f"{svc.name}-{CANARY}"
-    match = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
-    pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
-    pod_spec: dict[str, Any] = {
-        "containers": [_container(svc.name, template, tracking_uri)],
-        "terminationGracePeriodSeconds": template.server.termination_grace_period_seconds,
-        "volumes": [
-            {"name": "model-cache", "emptyDir": {}},
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
-        ],
-    }
-    if options.node_selector:
-        pod_spec["nodeSelector"] = dict(options.node_selector)
-    if options.tolerations:
-        pod_spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
-        ]
-    if options.priority_class_name:
-        pod_spec["priorityClassName"] = options.priority_class_name
-    if options.service_account_name:
-        pod_spec["serviceAccountName"] = options.service_account_name
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(svc, name, {LABEL_ROLE: role}),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": match},
-            "progressDeadlineSeconds": deadline_seconds,
-            "revisionHistoryLimit": 3,
-            # Never below the running capacity: a new pod is ready before an old one goes.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
-        },
-    }
-
-
-def service(svc: Service, port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(svc, svc.name),
-        "spec": {
-            "selector": {LABEL_SERVICE: svc.name},
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
-
-
-def pod_disruption_budget(svc: Service) -> dict[str, Any]:
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _metadata(svc, svc.name),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_SERVICE: svc.name}}},
-    }
-
-
-def _scale_target(svc: Service) -> dict[str, str]:
-    """The InferenceService itself (its scale subresource), on either backend."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": svc.name}
-
-
-def horizontal_pod_autoscaler(svc: Service, scaling: Autoscaling) -> dict[str, Any]:
-    stabilization = scaling.scale_down_stabilization_seconds
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(svc, svc.name),
-        "spec": {
-            "scaleTargetRef": _scale_target(svc),
-            "minReplicas": max(scaling.min_replicas, 1),
-            "maxReplicas": scaling.max_replicas,
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": scaling.metric},
-                        "target": {
-                            "type": "AverageValue",
-                            "averageValue": quantity(scaling.target),
-                        },
-                    },
-                }
-            ],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": stabilization}},
-        },
-    }
-
-
-def prometheus_query(svc: Service, metric: str) -> str:
-    """The metric summed over this service's pods (stable and canary Deployments)."""
-    pods = f"{svc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
-    return f'sum({metric}{{namespace="{svc.namespace}",pod=~"{pods}"}})'
-
-
-def scaled_object(svc: Service, scaling: Autoscaling, prometheus_url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _metadata(svc, svc.name),
-        "spec": {
-            "scaleTargetRef": _scale_target(svc),
-            "minReplicaCount": scaling.min_replicas,
-            "maxReplicaCount": scaling.max_replicas,
-            "advanced": {
-                "horizontalPodAutoscalerConfig": {
-                    "behavior": {
-                        "scaleDown": {
-                            "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
-                        }
-                    }
-                }
-            },
-            # KEDA divides the sum by the replicas (AverageValue): target per replica.
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": prometheus_url,
-                        "query": prometheus_query(svc, scaling.metric),
-                        "threshold": str(scaling.target),
-                    },
-                }
-            ],
-        },
-    }
-
-
-HPA_REF = ("autoscaling/v2", "HorizontalPodAutoscaler")
-KEDA_REF = ("keda.sh/v1alpha1", "ScaledObject")
-
-
-def autoscaler_children(
-    svc: Service, spec: InferenceServiceSpec, observed: InferenceObserved
-) -> tuple[list[dict[str, Any]], list[ChildRef]]:
-    """The HPA or the ScaledObject to apply, and the one(s) to delete."""
-    scaling = spec.autoscaling
-    use_keda = scaling.engine == "keda" or (scaling.engine == "auto" and observed.keda)
-    hpa_ref, keda_ref = ChildRef(*HPA_REF, svc.name), ChildRef(*KEDA_REF, svc.name)
-    if not scaling.enabled:
-        return [], [hpa_ref, *([keda_ref] if observed.keda else [])]
-    if use_keda:
-        return [scaled_object(svc, scaling, observed.prometheus_url)], [hpa_ref]
-    return [horizontal_pod_autoscaler(svc, scaling)], [keda_ref] if observed.keda else []
-
-
 def kubernetes_children(
-    r: _Rollout, observed: InferenceObserved
+    r: RolloutState, observed: InferenceObserved
 ) -> tuple[list[dict[str, Any]], list[ChildRef]]:
     """Deployments, Service, PDB and autoscaler for the status this pass arrived at."""
     svc, spec, status = r.svc, r.spec, r.status
@@ -755,7 +489,9 @@ def kubernetes_children(
             delete.append(canary_ref)
     if apply:
         apply += [service(svc, spec.server.port), pod_disruption_budget(svc)]
-        scalers, unused = autoscaler_children(svc, spec, observed)
+        scalers, unused = autoscaler_children(
+            svc, spec.autoscaling, observed.keda, observed.prometheus_url
+        )
         apply += scalers
         delete += unused
     return apply, delete
@@ -764,7 +500,7 @@ def kubernetes_children(
 # ---------------------------------------------------------------- status
 
 
-def _conditions(r: _Rollout, observed: InferenceObserved, progress_reason: str) -> None:
+def _conditions(r: RolloutState, observed: InferenceObserved, progress_reason: str) -> None:
     status, spec = r.status, r.spec
     deployments = [d for d in (observed.stable, observed.canary) if d is not None]
     status.replicas = sum(d.status_replicas for d in deployments)
@@ -827,7 +563,7 @@ def _conditions(r: _Rollout, observed: InferenceObserved, progress_reason: str) 
 
 
 def _progress_message(
-    r: _Rollout, revision: Revision, reason: str, observed: InferenceObserved
+    r: RolloutState, revision: Revision, reason: str, observed: InferenceObserved
 ) -> str:
     head = f"revision {revision.revision} ({revision.model_version})"
     if reason == "WaitingForGate":
@@ -840,7 +576,7 @@ def _progress_message(
     return f"{head} is rolling out"
 
 
-def _desired_rolled_back(r: _Rollout, observed: InferenceObserved) -> Revision | None:
+def _desired_rolled_back(r: RolloutState, observed: InferenceObserved) -> Revision | None:
     """The revision the spec asks for, when it is the one that was rolled back."""
     if observed.model_uri is None:
         return None
@@ -863,7 +599,7 @@ def plan_inference(svc: Service, observed: InferenceObserved, now: datetime) -> 
         check_semantics(spec)
     except (ValidationError, ValueError) as error:
         return _invalid(svc, now, error)
-    r = _Rollout(svc, spec, now)
+    r = RolloutState(svc, spec, now)
     if observed.model_uri is not None:
         r.track(served_template(spec, observed.model_uri))
     reason = advance(r, observed)
@@ -873,7 +609,7 @@ def plan_inference(svc: Service, observed: InferenceObserved, now: datetime) -> 
     return InferencePlan(status, apply, delete, _with_phase_event(svc, r))
 
 
-def _with_phase_event(svc: Service, r: _Rollout) -> list[Event]:
+def _with_phase_event(svc: Service, r: RolloutState) -> list[Event]:
     before = (svc.status or {}).get("phase")
     if before == r.status.phase:
         return r.events

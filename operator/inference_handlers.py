@@ -30,16 +30,14 @@ from infinitecontext.crds.models import (
 from infinitecontext.operator import handlers, metrics, registry
 from infinitecontext.operator.inference import (
     DEFAULT_PROMETHEUS,
-    LABEL_SERVICE,
     InferenceObserved,
     InferencePlan,
-    Service,
     crashlooping_revisions,
     deployments_by_role,
     gate_verdict,
     plan_inference,
-    selector,
 )
+from infinitecontext.operator.inference_children import LABEL_SERVICE, Service, selector
 from infinitecontext.operator.inference_kube import InferenceKube
 from infinitecontext.operator.kube import status_patch
 from infinitecontext.operator.reconcile import input_from_object
@@ -200,14 +198,17 @@ def _forget(**kwargs: Any) -> None:
     metrics.record_phase(kwargs["body"]["metadata"]["uid"], "", None)
 
 
-def register(target: kopf.OperatorRegistry | None = None) -> None:
-    """Register the InferenceService handlers (into kopf's default registry by default)."""
+def register(
+    target: kopf.OperatorRegistry | None = None, poll_seconds: float | None = None
+) -> None:
+    """Register the InferenceService handlers (into kopf's default registry by default);
+    the timer polls every `poll_seconds` ($ICX_INFERENCE_POLL_SECONDS, default 5)."""
     args = (GROUP, VERSION, INFERENCE_SERVICE.plural)
     reg = target or kopf.get_default_registry()
     kopf.on.create(*args, id="isvc-create", registry=reg)(_handle)
     kopf.on.update(*args, id="isvc-update", field="spec", registry=reg)(_handle)
     kopf.on.resume(*args, id="isvc-resume", registry=reg)(_handle)
-    poll = float(os.environ.get("ICX_INFERENCE_POLL_SECONDS", "5"))
+    poll = poll_seconds or float(os.environ.get("ICX_INFERENCE_POLL_SECONDS", "5"))
     kopf.timer(*args, id="isvc-poll", interval=poll, idle=None, registry=reg)(_handle)
     kopf.on.delete(
         *args, id="isvc-cancel-slurm", field="spec.backend", value="slurm", registry=reg

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import socket
 from dataclasses import dataclass, field, replace
@@ -38,16 +39,20 @@ from infinitecontext.operator import conditions as cond
 from infinitecontext.operator import handlers
 from infinitecontext.operator.inference import (
     AVAILABLE,
+    DEFAULT_PROMETHEUS,
     DEGRADED,
-    LABEL_SERVICE,
     PROGRESSING,
     ROLLED_BACK,
-    ChildRef,
     InferencePlan,
-    Service,
-    _Rollout,
-    owner_reference,
+    RolloutState,
     served_template,
+)
+from infinitecontext.operator.inference_children import (
+    LABEL_SERVICE,
+    ChildRef,
+    Service,
+    autoscaler_children,
+    owner_reference,
     service_url,
 )
 from infinitecontext.operator.reconcile import Event
@@ -150,6 +155,8 @@ class SlurmObserved:
     server_command: list[str] = field(default_factory=lambda: ["icx"])
     tracking_uri: str = ""
     job_path: str = ""
+    keda: bool = False
+    prometheus_url: str = DEFAULT_PROMETHEUS
     """PATH of the replica jobs (the operator's --slurm-job-path), where `icx` is found."""
 
 
@@ -163,7 +170,7 @@ class SlurmPlan:
 def plan_slurm_service(
     svc: Service, spec: InferenceServiceSpec, observed: SlurmObserved, now: datetime
 ) -> SlurmPlan:
-    r = _Rollout(svc, spec, now)
+    r = RolloutState(svc, spec, now)
     if observed.model_uri is not None:
         r.track(served_template(spec, observed.model_uri))
     by_rev: dict[int, list[Replica]] = {}
@@ -182,6 +189,11 @@ def plan_slurm_service(
     cancel += [x.job_id for x in observed.replicas if x.revision not in wanted and x.alive]
     serving = by_rev.get(r.status.stable_revision or -1, [])
     apply, delete = _endpoints(svc, spec, serving, observed.replicas)
+    # The same autoscaler as on Kubernetes: it scales the scale subresource, i.e. jobs.
+    scalers, unused = autoscaler_children(
+        svc, spec.autoscaling, observed.keda, observed.prometheus_url
+    )
+    apply, delete = apply + scalers, delete + unused
     _slurm_status(r, spec, observed, serving, bool(apply))
     status = r.status.model_dump(by_alias=True, mode="json", exclude_none=True)
     events = list(r.events)
@@ -190,7 +202,7 @@ def plan_slurm_service(
     return SlurmPlan(InferencePlan(status, apply, delete, events), submit, cancel)
 
 
-def _advance(r: _Rollout, by_rev: dict[int, list[Replica]]) -> None:
+def _advance(r: RolloutState, by_rev: dict[int, list[Replica]]) -> None:
     """Promote the new revision when all its replicas are ready; roll it back on the
     deadline or when its jobs keep dying."""
     revision = r.progressing
@@ -292,7 +304,7 @@ def _meta(svc: Service, name: str) -> dict[str, Any]:
 
 
 def _slurm_status(
-    r: _Rollout,
+    r: RolloutState,
     spec: InferenceServiceSpec,
     observed: SlurmObserved,
     serving: list[Replica],
@@ -401,6 +413,8 @@ def reconcile_slurm_service(
         replicas,
         tracking_uri=spec.mlflow.tracking_uri or ctx.tracking_uri,
         job_path=ctx.slurm_job_path,
+        keda=spec.autoscaling.enabled and inference_kube(ctx).keda_installed(),
+        prometheus_url=os.environ.get("ICX_PROMETHEUS_URL", DEFAULT_PROMETHEUS),
     )
     result = plan_slurm_service(svc, spec, observed, now)
     slurm = ctx.slurm()

@@ -96,7 +96,12 @@ def run(options: OperatorOptions) -> None:
     )
 
     if options.kubeconfig:
-        os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it
+        from kubernetes.config import kube_config
+
+        # kopf logs in through the kubernetes client's default kubeconfig, which that
+        # library reads from $KUBECONFIG once, at import: point both at ours.
+        os.environ["KUBECONFIG"] = options.kubeconfig
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = options.kubeconfig
     if options.tracking_uri:
         os.environ.setdefault("MLFLOW_TRACKING_URI", options.tracking_uri)
     registry.configure_client_environment()

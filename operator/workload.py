@@ -2,7 +2,7 @@
 
 This is the one place that knows the trainer's interface (`trainer_image/recipe.py`
 and the `icx train sft|dpo` / `icx eval` commands); the Kubernetes and SLURM renderers
-both take `WorkloadCommand` from here. The recipe is rendered as JSON (valid YAML) and travels in
+both take `WorkloadCommand` from here. The recipe is rendered as one line of YAML and travels in
 the `ICX_RECIPE` environment variable (no ConfigMap, no shared file); a fixed shell
 prologue writes it to the work directory, downloads the input model from MLflow for
 Alignment and Evaluation, and execs `icx`. The MLflow run is named `icx-<uid>`, which
@@ -11,10 +11,11 @@ is how the operator finds it again, on either backend and after any restart.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from infinitecontext.crds.models import (
     AlignmentSpec,
@@ -200,6 +201,14 @@ def recipe(owner: Owner, spec: WorkloadSpec) -> dict[str, Any]:
     raise ValueError(f"{owner.kind} runs no job")
 
 
+def recipe_text(owner: Owner, spec: WorkloadSpec) -> str:
+    """The recipe as one line of flow-style YAML: SLURM's REST environment mangles
+    newlines, and JSON would write 1e-05, which PyYAML reads back as a string."""
+    return yaml.safe_dump(
+        recipe(owner, spec), default_flow_style=True, sort_keys=False, width=2**31
+    ).strip()
+
+
 def validate_recipe(owner: Owner, spec: WorkloadSpec) -> None:
     """Check the rendered recipe with the trainer's own loader (ValueError if it refuses)."""
     from infinitecontext.trainer import recipe as trainer_recipe
@@ -230,8 +239,7 @@ def command(
             run_name(owner.uid),
         ]
     environment = {
-        # One line of JSON (which YAML reads): SLURM's REST environment mangles newlines.
-        RECIPE_ENV: json.dumps(recipe(owner, spec)),
+        RECIPE_ENV: recipe_text(owner, spec),
         "ICX_WORK_DIR": directory,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_EXPERIMENT_NAME": spec.mlflow.experiment,

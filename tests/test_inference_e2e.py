@@ -219,6 +219,26 @@ def test_canary_splits_waits_for_the_gate_and_is_promoted(kube: Kube) -> None:
     assert argocd_health(kube.get(ISVC, "svc") or {}) == "Healthy"
 
 
+def test_canary_whose_gate_fails_is_rolled_back(kube: Kube) -> None:
+    text, passed_v1 = evaluation("eval", "models:/tiny/1")
+    kube.apply(text)
+    kube.patch("evaluation", "eval", passed_v1, "--subresource=status")
+    rollout = {"strategy": "Canary", "canaryPercent": 50, "gate": {"evaluation": "eval"}}
+    kube.apply(manifest("svc", "1", replicas=2, rollout=rollout))
+    kube.wait("Available", lambda: kube.available("svc"))
+    kube.apply(manifest("svc", "2", replicas=2, rollout=rollout))
+    kube.wait("a canary", lambda: kube.get("deployment", "svc-canary"))
+    failed = {"status": {"phase": "Failed", "inputModel": {"uri": "models:/tiny/2"}}}
+    kube.patch("evaluation", "eval", failed, "--subresource=status")
+    kube.wait(
+        "GateFailed", lambda: kube.condition("svc", "RolledBack").get("reason") == "GateFailed"
+    )
+    kube.wait("canary removed", lambda: kube.get("deployment", "svc-canary") is None)
+    assert kube.outcomes("svc") == {1: "Stable", 2: "RolledBack"}
+    assert (kube.get("deployment", "svc") or {})["spec"]["replicas"] == 2
+    assert argocd_health(kube.get(ISVC, "svc") or {}) == "Degraded"
+
+
 def test_revision_that_never_becomes_ready_is_rolled_back(kube: Kube) -> None:
     rollout = {"progressDeadlineSeconds": 8}
     kube.apply(manifest("svc", "1", rollout=rollout))

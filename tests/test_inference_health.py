@@ -13,13 +13,12 @@ import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.operator.inference import (
-    LABEL_REVISION,
     DeploymentState,
     GateState,
     InferenceObserved,
-    Service,
     plan_inference,
 )
+from infinitecontext.operator.inference_children import LABEL_REVISION, Service
 
 lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
 

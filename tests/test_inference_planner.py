@@ -10,21 +10,23 @@ import pytest
 
 from infinitecontext.crds.models import RolloutGate, Thresholds
 from infinitecontext.operator.inference import (
-    LABEL_REVISION,
     DeploymentState,
     GateState,
     InferenceObserved,
     InferencePlan,
-    Service,
     canary_replicas,
     canary_steps,
     gate_verdict,
     plan_inference,
-    quantity,
     rollback_patch,
     rollback_target,
-    server_command,
     stable_replicas_beside,
+)
+from infinitecontext.operator.inference_children import (
+    LABEL_REVISION,
+    Service,
+    quantity,
+    server_command,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -521,3 +523,50 @@ def test_rolling_back_to_a_once_stable_revision_skips_the_gate() -> None:
     )
     assert revision_of(children(plan)["Deployment/svc"]) == 3
     assert condition(svc.status, "Progressing")["reason"] == "RollingUpdate"
+
+
+# ---------------------------------------------------------------- observation helpers
+
+
+def test_deployment_state_and_roles_from_api_objects() -> None:
+    from infinitecontext.operator.inference import deployments_by_role
+
+    obj = {
+        "metadata": {"generation": 3, "labels": {"infinitecontext.dev/role": "canary"}},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {LABEL_REVISION: "4"}}}},
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 2,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+            "updatedReplicas": 2,
+        },
+    }
+    state = deployments_by_role([obj])["canary"]
+    assert state.revision == 4 and state.rolled_out
+    older = {**obj, "status": {**obj["status"], "observedGeneration": 2}}
+    assert not deployments_by_role([older])["canary"].rolled_out
+
+
+def test_crash_looping_revisions_from_pods() -> None:
+    from infinitecontext.operator.inference import crashlooping_revisions
+
+    def pod(revision: str, reason: str | None, restarts: int) -> dict[str, Any]:
+        state = {"waiting": {"reason": reason}} if reason else {"running": {}}
+        status = {
+            "containerStatuses": [{"name": "server", "state": state, "restartCount": restarts}]
+        }
+        return {
+            "metadata": {"name": f"p{revision}", "labels": {LABEL_REVISION: revision}},
+            "status": status,
+        }
+
+    pods = [
+        pod("1", None, 0),
+        pod("2", "CrashLoopBackOff", 1),
+        pod("3", None, 3),
+        pod("x", None, 9),
+    ]
+    found = crashlooping_revisions(pods)
+    assert set(found) == {2, 3}
+    assert "CrashLoopBackOff" in found[2] and "restarted 3 times" in found[3]

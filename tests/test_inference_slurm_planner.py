@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infinitecontext.crds.models import InferenceServiceSpec
-from infinitecontext.operator.inference import Service
+from infinitecontext.operator.inference_children import Service
 from infinitecontext.operator.inference_slurm import (
     Replica,
     SlurmObserved,
@@ -158,3 +158,12 @@ def test_replicas_are_found_by_their_key() -> None:
     ]
     found = replicas_of(UID, jobs, 9000)
     assert [(r.job_id, r.attempt, r.port) for r in found] == [(2, 1, 9000)]
+
+
+def test_autoscaling_targets_the_scale_subresource_on_slurm_too() -> None:
+    svc, live = serving_v1()
+    scaled = spec() | {"autoscaling": {"enabled": True, "maxReplicas": 3}}
+    _, result = plan(replace(svc, spec=scaled), SlurmObserved("models:/tiny/1", replicas=live))
+    hpa = next(o for o in result.plan.apply if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "InferenceService"
+    assert hpa["spec"]["maxReplicas"] == 3

@@ -375,6 +375,36 @@ def test_slurm_job_survives_operator_restart_and_is_cancelled_on_delete(
     assert cancelled[0].job_id == job_id
 
 
+@pytest.mark.slow
+def test_two_peered_replicas_only_one_acts_and_the_other_takes_over(
+    icx_crds: KubeCluster, kube_namespace: str, operator_factory: StartOperator, tmp_path: Path
+) -> None:
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "icx", "namespace": kube_namespace},
+    }
+    apply(icx_crds, peering)
+    start = {"kubeconfig": icx_crds.kubeconfig, "namespaces": [kube_namespace]}
+    low = operator_factory(**start, extra_args=["--peering", "icx", "--priority", "100"])
+    high = operator_factory(**start, extra_args=["--peering", "icx", "--priority", "200"])
+    spec = TINY_TRAINING | {
+        "kubernetes": {"image": "trainer:test", "nodeSelector": HOLD},
+        "checkpoint": {"path": str(tmp_path / "ckpt")},
+    }
+    for name in ("first", "second"):
+        obj = resource("TrainingRun", name, spec)
+        obj["metadata"]["namespace"] = kube_namespace
+        if name == "second":
+            high.stop()  # a graceful stop withdraws from peering: the other resumes
+        apply(icx_crds, obj)
+        wait_condition(icx_crds, "trainingrun", name, kube_namespace, "Submitted", "status", "True")
+    high_log, low_log = high.log.read_text(), low.log.read_text()
+    assert "Handler 'reconcile-create' succeeded" in high_log
+    assert "Pausing operations in favour of" in low_log
+    assert low_log.count("Handler 'reconcile-create' succeeded") == 1  # only "second"
+
+
 def test_examples_are_accepted_by_the_api_server(
     icx_crds: KubeCluster, kube_namespace: str
 ) -> None:

@@ -10,8 +10,15 @@ from typing import Any
 import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
+from infinitecontext.crds.models import RegisteredModel
 from infinitecontext.operator.jobs import JobObservation
-from infinitecontext.operator.reconcile import Observed, Resource, RunObservation, reconcile
+from infinitecontext.operator.reconcile import (
+    InputModel,
+    Observed,
+    Resource,
+    RunObservation,
+    reconcile,
+)
 
 lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
 
@@ -53,8 +60,6 @@ def test_training_run_lifecycle_health() -> None:
     assert health(WORKLOAD, obj)[0] == "Progressing"
     job = JobObservation("Succeeded", "Completed")
     run = RunObservation("r", "FINISHED", has_model=True)
-    from infinitecontext.crds.models import RegisteredModel
-
     model = RegisteredModel(run_id="r", name="m", version="1", uri="models:/m/1")
     res, obj = pass_(res, Observed(job=job, run=run, registered=model))
     assert health(WORKLOAD, obj) == ("Healthy", "registered models:/m/1")
@@ -79,8 +84,6 @@ def test_suspended() -> None:
 
 
 def test_waiting_alignment_is_progressing_with_the_reason() -> None:
-    from infinitecontext.operator.reconcile import InputModel
-
     res = Resource("Alignment", "a", "ns", "u", 1, {"baseModel": {"trainingRun": "t"}}, {})
     _, obj = pass_(res, Observed(input=InputModel(False, message="waiting for TrainingRun t")))
     assert health(WORKLOAD, obj) == ("Progressing", "waiting for TrainingRun t")

@@ -182,6 +182,20 @@ def test_recipes_are_accepted_by_the_trainers_own_loader() -> None:
     validate_recipe(Owner("Evaluation", "e", "ns", "u"), ev)
 
 
+def test_the_recipe_text_reads_back_as_the_trainer_expects() -> None:
+    """What the job writes to recipe.yaml: one line, floats still floats (1e-05)."""
+    from infinitecontext.trainer.recipe import DPORecipe, from_dict
+
+    align = AlignmentSpec.model_validate(
+        {"baseModel": {"trainingRun": "t"}, "dpo": {"learningRate": 1e-5}}
+    )
+    owner = Owner("Alignment", "a", "ns", "u")
+    text = command(owner, align, "http://m").environment["ICX_RECIPE"]
+    assert "\n" not in text
+    loaded = from_dict(DPORecipe, yaml.safe_load(text))
+    assert loaded.lr == 1e-5
+
+
 def test_full_config_becomes_preset_overrides() -> None:
     s = TrainingRunSpec.model_validate({"model": {"config": {"vocabSize": 512, "hiddenSize": 128}}})
     model = recipe(OWNER, s)["model"]

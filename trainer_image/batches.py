@@ -72,7 +72,7 @@ def step_sample(spec: DataSpec, tokenizer: Any, seq_len: int, step: int, positio
 def encode_batch(
     samples: list[Sample], answer_ids: list[list[int]], seq_len: int, spec: DataSpec, pad: int
 ) -> dict[str, torch.Tensor]:
-    """input_ids, targets and per-token loss weights (B, seq_len), right-padded.
+    """input_ids, targets, per-token loss weights and the answer mask (B, seq_len), right-padded.
 
     Each row is <bos> prompt answer <eos>; targets are the next tokens. The answer and
     <eos> weigh `answer_loss_weight`, the haystack `lm_loss_weight`, padding 0.
@@ -81,6 +81,7 @@ def encode_batch(
     inputs = torch.full((batch, seq_len), pad, dtype=torch.long)
     targets = torch.full((batch, seq_len), pad, dtype=torch.long)
     weights = torch.zeros((batch, seq_len), dtype=torch.float32)
+    answer_mask = torch.zeros((batch, seq_len), dtype=torch.bool)
     for row, (sample, answer) in enumerate(zip(samples, answer_ids, strict=True)):
         tokens = [BOS, *sample.prompt_ids, *answer, EOS][: seq_len + 1]
         n = len(tokens) - 1
@@ -89,7 +90,8 @@ def encode_batch(
         weights[row, :n] = spec.lm_loss_weight
         first_answer = len(sample.prompt_ids)  # target index of the answer's first token
         weights[row, first_answer:n] = spec.answer_loss_weight
-    return {"input_ids": inputs, "targets": targets, "weights": weights}
+        answer_mask[row, first_answer:n] = True
+    return {"input_ids": inputs, "targets": targets, "weights": weights, "answer": answer_mask}
 
 
 BOS, EOS, PAD = 0, 1, 2  # model/tokenizer.py's special tokens

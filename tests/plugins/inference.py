@@ -1,11 +1,11 @@
 """The InferenceService controller running against the real control plane.
 
-`inference_operator` (session) installs the CRDs and runs kopf in a thread with only
-the InferenceService handlers (the same `register()` the operator process uses, into a
-registry of its own) and the operator's own start-up settings, watching the namespaces
-`isvc-*`. The other kinds' controllers are left out so that a test can set an
-Evaluation's status by hand (the gate reads only that status). `isvc_namespace` gives
-each test a fresh namespace in that set.
+`inference_operator` (session) runs kopf in a thread, as the operator's ServiceAccount
+(deploy/rbac.yaml), with only the InferenceService handlers (the same `register()` the
+operator process uses, into a registry of its own) and the operator's own start-up
+settings, watching the namespaces `isvc-*`. The other kinds' controllers are left out
+so that a test can set an Evaluation's status by hand (the gate reads only that
+status). `isvc_namespace` gives each test a fresh namespace in that set.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ NAMESPACE_PATTERN = "isvc-*"
 
 
 @pytest.fixture(scope="session")
-def inference_operator(kube_cluster: Any) -> Iterator[Any]:
+def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[Any]:
+    """The controller acting as a ServiceAccount with exactly deploy/rbac.yaml's rules
+    (`operator_account`, tests/plugins/operator.py), so the e2e tests prove them enough."""
     import kopf
 
     from infinitecontext.operator import inference_handlers, main
 
-    kube_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "deploy" / "crds.yaml"))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    os.environ["KUBECONFIG"] = str(kube_cluster.kubeconfig)  # kopf's own login reads it
-    os.environ.setdefault("ICX_INFERENCE_POLL_SECONDS", "1")
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(operator_account)  # kopf's own login reads it
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)  # reads $KUBECONFIG now
-    inference_handlers.register(registry)
+    inference_handlers.register(registry, poll_seconds=1.0)
     options = main.OperatorOptions(
-        kubeconfig=str(kube_cluster.kubeconfig),
+        kubeconfig=str(operator_account),
         # SLURM replica jobs find this venv's `icx` first.
         slurm_job_path=f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
     )
@@ -62,6 +62,10 @@ def inference_operator(kube_cluster: Any) -> Iterator[Any]:
     yield kube_cluster
     stop.set()
     thread.join(30)
+    if previous is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = previous
 
 
 @pytest.fixture

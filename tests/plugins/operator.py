@@ -96,6 +96,7 @@ def start_operator(
     log: Path,
     tracking_uri: str = "",
     extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> OperatorProcess:
     metrics_port, health_port = free_port(), free_port()
     command = [
@@ -107,6 +108,7 @@ def start_operator(
     ]  # fmt: skip
     for namespace in namespaces:
         command += ["--namespace", namespace]
+    command += extra_args or []
     env = os.environ | {"ICX_OPERATOR_POLL_SECONDS": "1"} | (extra_env or {})
     handle = log.open("ab")
     process = subprocess.Popen(

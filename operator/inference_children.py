@@ -1,0 +1,297 @@
+"""InferenceService children on Kubernetes, rendered as plain API objects (pure).
+
+The Deployment runs the server image's entrypoint (`icx serve`, server_image/) with its
+probes, drain and model cache; the Service and PodDisruptionBudget select every pod of
+the InferenceService (stable and canary Deployments alike); the HPA or KEDA
+ScaledObject scales the InferenceService's own scale subresource. `inference.py`
+decides which of them a pass applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from infinitecontext.crds.models import (
+    API_VERSION,
+    Autoscaling,
+    KubernetesOptions,
+    Revision,
+    ServedTemplate,
+)
+
+KIND = "InferenceService"
+LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
+LABEL_REVISION = "infinitecontext.dev/revision"
+LABEL_ROLE = "infinitecontext.dev/role"
+STABLE, CANARY = "stable", "canary"
+MODEL_CACHE = "/models"
+PRESTOP_SLEEP_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Service:
+    """The InferenceService as read from the API server."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+def selector(name: str) -> str:
+    return f"{LABEL_SERVICE}={name}"
+
+
+def service_url(name: str, namespace: str, port: int) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local:{port}"
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for an HPA target (`5`, `800m`)."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+def owner_reference(svc: Service) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": svc.name,
+        "uid": svc.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(svc: Service, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": svc.namespace,
+        "labels": {LABEL_SERVICE: svc.name, **(labels or {})},
+        "ownerReferences": [owner_reference(svc)],
+    }
+
+
+def server_command(name: str, template: ServedTemplate) -> list[str]:
+    """`icx serve` as the server image runs it (served under the InferenceService's name,
+    so clients keep their `model` field across model versions)."""
+    server = template.server
+    drain = max(server.termination_grace_period_seconds - PRESTOP_SLEEP_SECONDS - 10, 1)
+    argv = ["icx", "serve", template.model_uri, "--served-model-name", name]
+    argv += ["--port", str(server.port), "--shutdown-timeout", str(drain)]
+    argv += ["--cache-dir", MODEL_CACHE]
+    if template.resources.gpus_per_node > 1:
+        argv += ["--tensor-parallel-size", str(template.resources.gpus_per_node)]
+    if server.max_model_len is not None:
+        argv += ["--max-model-len", str(server.max_model_len)]
+    for extra in server.extra_args:
+        argv.append(f"--vllm-arg={extra}")
+    return argv
+
+
+def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
+    options = template.kubernetes or KubernetesOptions()
+    res = template.resources
+    limits: dict[str, Any] = {"memory": res.memory}
+    if res.gpus_per_node:
+        limits["nvidia.com/gpu"] = res.gpus_per_node
+    env = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
+    if tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    http = {"path": "/health", "port": "http"}
+    return {
+        "name": "server",
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": server_command(name, template),
+        "ports": [{"name": "http", "containerPort": template.server.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}, "limits": limits},
+        # Download + load can take long: the startup probe holds liveness off meanwhile.
+        "startupProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 180},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 15, "failureThreshold": 4},
+        # /ready runs a one-token completion through the whole server (server_image).
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 15,
+            "failureThreshold": 3,
+        },
+        # Endpoints drop the pod before vLLM gets SIGTERM and drains.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODEL_CACHE},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        ],
+    }
+
+
+def deployment(
+    svc: Service,
+    role: str,
+    revision: Revision,
+    replicas: int,
+    deadline_seconds: int,
+    tracking_uri: str,
+) -> dict[str, Any]:
+    assert revision.template is not None
+    template = revision.template
+    options = template.kubernetes or KubernetesOptions()
+    name = svc.name if role == STABLE else f"{svc.name}-{CANARY}"
+    match = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
+    pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(svc.name, template, tracking_uri)],
+        "terminationGracePeriodSeconds": template.server.termination_grace_period_seconds,
+        "volumes": [
+            {"name": "model-cache", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+        ],
+    }
+    if options.node_selector:
+        pod_spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
+        ]
+    if options.priority_class_name:
+        pod_spec["priorityClassName"] = options.priority_class_name
+    if options.service_account_name:
+        pod_spec["serviceAccountName"] = options.service_account_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(svc, name, {LABEL_ROLE: role}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": match},
+            "progressDeadlineSeconds": deadline_seconds,
+            "revisionHistoryLimit": 3,
+            # Never below the running capacity: a new pod is ready before an old one goes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(svc: Service, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "selector": {LABEL_SERVICE: svc.name},
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(svc: Service) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_SERVICE: svc.name}}},
+    }
+
+
+def _scale_target(svc: Service) -> dict[str, str]:
+    """The InferenceService itself (its scale subresource), on either backend."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": svc.name}
+
+
+def horizontal_pod_autoscaler(svc: Service, scaling: Autoscaling) -> dict[str, Any]:
+    stabilization = scaling.scale_down_stabilization_seconds
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(svc),
+            "minReplicas": max(scaling.min_replicas, 1),
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": scaling.metric},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": quantity(scaling.target),
+                        },
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": stabilization}},
+        },
+    }
+
+
+def prometheus_query(svc: Service, metric: str) -> str:
+    """The metric summed over this service's pods (stable and canary Deployments)."""
+    pods = f"{svc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
+    return f'sum({metric}{{namespace="{svc.namespace}",pod=~"{pods}"}})'
+
+
+def scaled_object(svc: Service, scaling: Autoscaling, prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(svc, svc.name),
+        "spec": {
+            "scaleTargetRef": _scale_target(svc),
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                        }
+                    }
+                }
+            },
+            # KEDA divides the sum by the replicas (AverageValue): target per replica.
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": prometheus_query(svc, scaling.metric),
+                        "threshold": str(scaling.target),
+                    },
+                }
+            ],
+        },
+    }
+
+
+HPA_REF = ("autoscaling/v2", "HorizontalPodAutoscaler")
+KEDA_REF = ("keda.sh/v1alpha1", "ScaledObject")
+
+
+def autoscaler_children(
+    svc: Service, scaling: Autoscaling, keda: bool, prometheus_url: str
+) -> tuple[list[dict[str, Any]], list[ChildRef]]:
+    """The HPA or the ScaledObject to apply, and the one(s) to delete (`keda`: KEDA's
+    CRD is installed)."""
+    use_keda = scaling.engine == "keda" or (scaling.engine == "auto" and keda)
+    hpa_ref, keda_ref = ChildRef(*HPA_REF, svc.name), ChildRef(*KEDA_REF, svc.name)
+    if not scaling.enabled:
+        return [], [hpa_ref, *([keda_ref] if keda else [])]
+    if use_keda:
+        return [scaled_object(svc, scaling, prometheus_url)], [hpa_ref]
+    return [horizontal_pod_autoscaler(svc, scaling)], [keda_ref] if keda else []
