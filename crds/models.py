@@ -409,6 +409,9 @@ class Rollout(Spec):
     step_interval_seconds: Annotated[int, Field(ge=0)] = 60
     gate: RolloutGate | None = None
     progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
+    gateway: str | None = None
+    """Gateway (`name` or `namespace/name`) of an HTTPRoute that splits a canary's traffic
+    by weight when the Gateway API is installed; else the split is by replicas."""
 
 
 class ServerOptions(Spec):

@@ -40,6 +40,7 @@ from infinitecontext.crds.models import (
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.inference_children import (
     CANARY,
+    HTTPROUTE_REF,
     LABEL_REVISION,
     LABEL_ROLE,
     STABLE,
@@ -47,7 +48,9 @@ from infinitecontext.operator.inference_children import (
     Service,
     autoscaler_children,
     deployment,
+    http_route,
     pod_disruption_budget,
+    role_service,
     selector,
     service,
     service_url,
@@ -116,6 +119,8 @@ class InferenceObserved:
     """The gate's verdict for the progressing revision (None: no gate in the spec)."""
     keda: bool = False
     """KEDA's ScaledObject CRD is installed."""
+    gateway_api: bool = False
+    """The Gateway API's HTTPRoute CRD is installed."""
     tracking_uri: str = ""
     prometheus_url: str = DEFAULT_PROMETHEUS
 
@@ -473,9 +478,8 @@ def kubernetes_children(
         n = canary_replicas(total, percent)
         apply.append(deployment(svc, CANARY, canary, n, deadline, uri))
         if stable is not None:
-            apply.append(
-                deployment(svc, STABLE, stable, stable_replicas_beside(total, n), 300, uri)
-            )
+            beside = stable_replicas_beside(total, n)
+            apply.append(deployment(svc, STABLE, stable, beside, deadline, uri))
     else:
         rolling = progressing is not None and status.step_started is not None
         target = progressing if rolling else stable
@@ -494,7 +498,25 @@ def kubernetes_children(
         )
         apply += scalers
         delete += unused
+        splitting = canary is not None and progressing is canary and percent < 100
+        routes, unused = gateway_children(r, observed, percent if splitting else 0)
+        apply += routes
+        delete += unused
     return apply, delete
+
+
+def gateway_children(
+    r: RolloutState, observed: InferenceObserved, canary_percent: int
+) -> tuple[list[dict[str, Any]], list[ChildRef]]:
+    """With a Gateway named and the Gateway API installed, an HTTPRoute weighted by the
+    canary's share over per-role Services (the replica split stays as it is)."""
+    gateway, port = r.spec.rollout.gateway, r.spec.server.port
+    if not observed.gateway_api:
+        return [], []
+    if gateway is None:
+        return [], [ChildRef(*HTTPROUTE_REF, r.svc.name)]
+    services = [role_service(r.svc, role, port) for role in (STABLE, CANARY)]
+    return [*services, http_route(r.svc, gateway, port, canary_percent)], []
 
 
 # ---------------------------------------------------------------- status

@@ -295,3 +295,31 @@ def autoscaler_children(
     if use_keda:
         return [scaled_object(svc, scaling, prometheus_url)], [hpa_ref]
     return [horizontal_pod_autoscaler(svc, scaling)], [keda_ref] if keda else []
+
+
+HTTPROUTE_REF = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+
+
+def role_service(svc: Service, role: str, port: int) -> dict[str, Any]:
+    """A Service for one role's pods (the HTTPRoute's backends)."""
+    obj = service(svc, port)
+    obj["metadata"]["name"] = f"{svc.name}-{role}"
+    obj["spec"]["selector"] = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
+    return obj
+
+
+def http_route(svc: Service, gateway: str, port: int, canary_percent: int) -> dict[str, Any]:
+    """Traffic through `gateway`: all to the stable pods, or `canary_percent` to the canary."""
+    namespace, _, name = gateway.rpartition("/")
+    parent: dict[str, Any] = {"name": name}
+    if namespace:
+        parent["namespace"] = namespace
+    backends = [{"name": f"{svc.name}-{STABLE}", "port": port, "weight": 100 - canary_percent}]
+    if canary_percent:
+        backends.append({"name": f"{svc.name}-{CANARY}", "port": port, "weight": canary_percent})
+    return {
+        "apiVersion": HTTPROUTE_REF[0],
+        "kind": HTTPROUTE_REF[1],
+        "metadata": _metadata(svc, svc.name),
+        "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]},
+    }

@@ -38,7 +38,7 @@ from infinitecontext.operator.inference import (
     plan_inference,
 )
 from infinitecontext.operator.inference_children import LABEL_SERVICE, Service, selector
-from infinitecontext.operator.inference_kube import InferenceKube
+from infinitecontext.operator.inference_kube import HTTPROUTE_CRD, InferenceKube
 from infinitecontext.operator.kube import status_patch
 from infinitecontext.operator.reconcile import input_from_object
 
@@ -116,6 +116,7 @@ def observe(
         crashlooping=crashlooping_revisions(pods),
         gate=gate,
         keda=spec.autoscaling.enabled and kube.keda_installed(),
+        gateway_api=kube.crd_installed(HTTPROUTE_CRD),
         tracking_uri=spec.mlflow.tracking_uri or ctx.tracking_uri,
         prometheus_url=os.environ.get("ICX_PROMETHEUS_URL", DEFAULT_PROMETHEUS),
     )

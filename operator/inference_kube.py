@@ -15,6 +15,7 @@ from infinitecontext.operator.inference_children import ChildRef
 from infinitecontext.operator.kube import FIELD_MANAGER
 
 KEDA_CRD = "scaledobjects.keda.sh"
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 
 
 class InferenceKube:
@@ -64,9 +65,12 @@ class InferenceKube:
         except (NotFoundError, ResourceNotFoundError):
             return None
 
-    def keda_installed(self) -> bool:
-        crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", KEDA_CRD, None)
+    def crd_installed(self, name: str) -> bool:
+        crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None)
         return crd is not None
+
+    def keda_installed(self) -> bool:
+        return self.crd_installed(KEDA_CRD)
 
     def invalidate_discovery(self) -> None:
         """Forget cached API kinds (a CRD such as KEDA's was installed meanwhile)."""

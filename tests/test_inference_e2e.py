@@ -322,31 +322,32 @@ def test_hpa_targets_the_scale_subresource(kube: Kube) -> None:
     kube.wait("HPA removed", lambda: kube.get("hpa", "svc") is None)
 
 
-# KEDA's ScaledObject CRD, reduced to what the API server needs to store objects (the
-# real one carries a full schema); installed only for the next test.
-KEDA_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "scaledobjects.keda.sh"},
-    "spec": {
-        "group": "keda.sh",
-        "names": {"kind": "ScaledObject", "plural": "scaledobjects", "singular": "scaledobject"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+def schemaless_crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]:
+    """A third-party CRD reduced to what the API server needs to store its objects (the
+    real ones carry full schemas); installed only for one test."""
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+KEDA_CRD = schemaless_crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+HTTPROUTE_CRD = schemaless_crd("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 
 
 def test_keda_scaled_object_when_keda_is_installed(kube: Kube) -> None:
@@ -366,3 +367,39 @@ def test_keda_scaled_object_when_keda_is_installed(kube: Kube) -> None:
         assert kube.get("hpa", "svc") is None
     finally:
         cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false")
+
+
+def test_canary_weights_an_httproute_when_the_gateway_api_is_installed(kube: Kube) -> None:
+    cluster = kube.cluster
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(HTTPROUTE_CRD))
+    try:
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/httproutes.gateway.networking.k8s.io",
+        )
+        rollout = {
+            "strategy": "Canary",
+            "canaryPercent": 25,
+            "stepIntervalSeconds": 3600,  # stay at the first step
+            "gateway": "public",
+        }
+        kube.apply(manifest("svc", "1", replicas=4, rollout=rollout))
+        kube.wait("Available", lambda: kube.available("svc"))
+        kube.apply(manifest("svc", "2", replicas=4, rollout=rollout))
+
+        def weights() -> dict[str, int] | None:
+            route = kube.get("httproute.gateway.networking.k8s.io", "svc")
+            if route is None:
+                return None
+            backends = route["spec"]["rules"][0]["backendRefs"]
+            found = {b["name"]: b["weight"] for b in backends}
+            return found if len(found) == 2 else None
+
+        assert kube.wait("canary weights", weights) == {"svc-stable": 75, "svc-canary": 25}
+        canary_service = kube.get("service", "svc-canary") or {}
+        assert canary_service["spec"]["selector"]["infinitecontext.dev/role"] == "canary"
+        assert (kube.get("deployment", "svc-canary") or {})["spec"]["replicas"] == 1
+    finally:
+        cluster.kubectl("delete", "crd", "httproutes.gateway.networking.k8s.io", "--wait=false")

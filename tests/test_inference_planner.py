@@ -570,3 +570,35 @@ def test_crash_looping_revisions_from_pods() -> None:
     found = crashlooping_revisions(pods)
     assert set(found) == {2, 3}
     assert "CrashLoopBackOff" in found[2] and "restarted 3 times" in found[3]
+
+
+# ---------------------------------------------------------------- Gateway API
+
+
+def test_canary_traffic_is_weighted_by_an_httproute_when_the_gateway_api_is_installed() -> None:
+    rollout = {"strategy": "Canary", "canaryPercent": 20, "gateway": "infra/public"}
+    svc = serve_v1(spec(replicas=5, rollout=rollout))
+    svc = replace(svc, spec=spec("2", replicas=5, rollout=rollout))
+    _, plan = run(svc, InferenceObserved(model_uri=V2, gateway_api=True), T0)
+    kids = children(plan)
+    route = kids["HTTPRoute/svc"]["spec"]
+    assert route["parentRefs"] == [{"name": "public", "namespace": "infra"}]
+    weights = {b["name"]: b["weight"] for b in route["rules"][0]["backendRefs"]}
+    assert weights == {"svc-stable": 80, "svc-canary": 20}
+    canary_service = kids["Service/svc-canary"]["spec"]["selector"]
+    assert canary_service == {
+        "infinitecontext.dev/inferenceservice": "svc",
+        "infinitecontext.dev/role": "canary",
+    }
+    # Without the Gateway API, the split is by replicas only.
+    _, plan = run(svc, InferenceObserved(model_uri=V2), T0)
+    assert "HTTPRoute/svc" not in children(plan)
+
+
+def test_httproute_sends_everything_to_stable_outside_a_canary() -> None:
+    rollout = {"gateway": "public"}
+    _, plan = run(service(spec(rollout=rollout)), InferenceObserved(V1, gateway_api=True), T0)
+    route = children(plan)["HTTPRoute/svc"]["spec"]
+    assert route["rules"][0]["backendRefs"] == [{"name": "svc-stable", "port": 8000, "weight": 100}]
+    _, plan = run(service(spec()), InferenceObserved(V1, gateway_api=True), T0)
+    assert "HTTPRoute/svc" in deleted(plan)

@@ -1,6 +1,7 @@
 """InferenceService with `backend: slurm` on the local SLURM cluster: replica jobs run
 the real `icx serve` (vLLM's CPU build) with the tiny model from the MLflow fixture
-server; the status URL answers completions; scaling and deletion drive the jobs."""
+server; the status URL answers completions; scaling, a dying job and deletion drive the
+jobs."""
 
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def test_slurm_backed_service_serves_scales_and_cancels(
         two = wait("a second replica job", lambda: len(jobs()) == 2 and jobs(), 60)
         assert sorted(r.slot for r in two) == [0, 1]
         assert {r.port for r in two} == {port, port + 1}
+
+        # A replica job that dies (here: cancelled behind the operator's back) is replaced.
+        second = next(r for r in two if r.slot == 1)
+        slurm_rest.cancel(second.job_id)
+        replaced = wait(
+            "a replacement job for slot 1",
+            lambda: [r for r in jobs() if r.slot == 1 and r.attempt == second.attempt + 1],
+            60,
+        )
+        assert replaced[0].job_id != second.job_id
 
         cluster.kubectl("delete", "inferenceservice", "tiny", "-n", ns, "--timeout=120s")
         wait("both jobs cancelled", lambda: not jobs(), 60)

@@ -375,6 +375,62 @@ def test_slurm_job_survives_operator_restart_and_is_cancelled_on_delete(
     assert cancelled[0].job_id == job_id
 
 
+def test_suspend_suspends_the_job_and_clearing_it_resumes(
+    icx_crds: KubeCluster,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    from test_operator_health import WORKLOAD, health
+
+    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri=mlflow_server.url)
+    spec = TINY_TRAINING | {
+        "kubernetes": {"image": "trainer:test", "nodeSelector": HOLD},
+        "checkpoint": {"path": str(tmp_path / "ckpt")},
+    }
+    obj = resource("TrainingRun", "pause", spec)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    wait_for("the Job", lambda: get(icx_crds, "job", "pause-train", kube_namespace))
+    patch = json.dumps({"spec": {"suspend": True}})
+    icx_crds.kubectl(
+        "patch", "trainingrun", "pause", "-n", kube_namespace, "--type=merge", "-p", patch
+    )
+    suspended = wait_phase(icx_crds, "trainingrun", "pause", kube_namespace, "Suspended")
+    assert health(WORKLOAD, suspended)[0] == "Suspended"
+    wait_for(
+        "Job.spec.suspend=true",
+        lambda: get(icx_crds, "job", "pause-train", kube_namespace)["spec"]["suspend"],
+    )
+    patch = json.dumps({"spec": {"suspend": False}})
+    icx_crds.kubectl(
+        "patch", "trainingrun", "pause", "-n", kube_namespace, "--type=merge", "-p", patch
+    )
+    resumed = wait_condition(
+        icx_crds, "trainingrun", "pause", kube_namespace, "Suspended", "reason", "Resumed"
+    )
+    assert resumed["status"]["phase"] in ("Submitted", "Running")
+    assert get(icx_crds, "job", "pause-train", kube_namespace)["spec"]["suspend"] is False
+
+
+def test_unreachable_mlflow_is_shown_and_retried(
+    icx_crds: KubeCluster, kube_namespace: str, operator_factory: StartOperator, tmp_path: Path
+) -> None:
+    """kwok completes the pod; reading the run then fails: Ready=Unknown, not a crash."""
+    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri="http://127.0.0.1:9")
+    obj = resource(
+        "TrainingRun", "nomlflow", TINY_TRAINING | {"checkpoint": {"path": str(tmp_path)}}
+    )
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    shown = wait_condition(
+        icx_crds, "trainingrun", "nomlflow", kube_namespace, "Ready", "reason", "BackendUnavailable"
+    )
+    assert "MLflow" in condition(shown, "Ready")["message"]
+    assert condition(shown, "Ready")["status"] == "Unknown"
+
+
 @pytest.mark.slow
 def test_two_peered_replicas_only_one_acts_and_the_other_takes_over(
     icx_crds: KubeCluster, kube_namespace: str, operator_factory: StartOperator, tmp_path: Path
