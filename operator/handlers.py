@@ -275,7 +275,9 @@ def reconcile_object(kind: Kind, body: Any, logger: logging.Logger) -> None:
             if patch:
                 version = ctx.kube.patch_status(kind, resource.name, resource.namespace, patch)
                 ctx.written[resource.uid] = (version, resource.status)
-            metrics.record_phase(resource.uid, kind.kind, resource.status.get("phase"))
+            metrics.record_object(
+                resource.uid, kind.kind, resource.namespace, resource.name, resource.status
+            )
             metrics.RECONCILES.labels(kind.kind, result).inc()
             metrics.DURATION.labels(kind.kind).observe(time.monotonic() - started)
 
@@ -328,7 +330,7 @@ def _cancel_slurm_job(**kwargs: Any) -> None:
     body, logger = kwargs["body"], kwargs["logger"]
     job = (body.get("status") or {}).get("job") or {}
     uid = body["metadata"]["uid"]
-    metrics.record_phase(uid, "", None)
+    metrics.record_object(uid, "", "", "", None)
     try:
         slurm = context().slurm()
         ids = [int(job["slurmJobId"])] if job.get("slurmJobId") else []
@@ -343,7 +345,7 @@ def _cancel_slurm_job(**kwargs: Any) -> None:
 
 def _forget(**kwargs: Any) -> None:
     uid = kwargs["body"]["metadata"]["uid"]
-    metrics.record_phase(uid, "", None)
+    metrics.record_object(uid, "", "", "", None)
     if _context is not None:
         _context.written.pop(uid, None)
         _context.failures.pop(uid, None)

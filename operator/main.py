@@ -106,6 +106,10 @@ def run(options: OperatorOptions) -> None:
         os.environ.setdefault("MLFLOW_TRACKING_URI", options.tracking_uri)
     registry.configure_client_environment()
     kopf.on.startup()(_configure(options))
+    from infinitecontext.crds.models import KINDS
+    from infinitecontext.operator import metrics
+
+    metrics.initialise([k.kind for k in KINDS])
     start_http_server(options.metrics_port)
     standalone = options.peering is None
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
