@@ -163,7 +163,7 @@ def reconcile_inference(body: Any, logger: logging.Logger) -> None:
             ctx.kube.patch_status(INFERENCE_SERVICE, svc.name, svc.namespace, patch)
         for event in plan.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
-        metrics.record_phase(svc.uid, INFERENCE_SERVICE.kind, plan.status.get("phase"))
+        metrics.record_object(svc.uid, INFERENCE_SERVICE.kind, svc.namespace, svc.name, plan.status)
         metrics.RECONCILES.labels(INFERENCE_SERVICE.kind, "ok").inc()
 
 
@@ -196,7 +196,7 @@ def _cancel_slurm_replicas(**kwargs: Any) -> None:
 
 
 def _forget(**kwargs: Any) -> None:
-    metrics.record_phase(kwargs["body"]["metadata"]["uid"], "", None)
+    metrics.record_object(kwargs["body"]["metadata"]["uid"], "", "", "", None)
 
 
 def register(

@@ -19,6 +19,8 @@ from infinitecontext.operator.workload import Owner, WorkloadCommand
 
 API_VERSION = "infinitecontext.dev/v1alpha1"
 MANAGED_BY = "infinitecontext-operator"
+METRICS_PORT = 9400
+METRICS_ENV = {"name": "ICX_METRICS_PORT", "value": str(METRICS_PORT)}
 LABEL_KIND = "infinitecontext.dev/kind"
 LABEL_NAME = "infinitecontext.dev/name"
 LABEL_UID = "infinitecontext.dev/uid"
@@ -164,7 +166,9 @@ def _pod_spec(
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         "command": launcher(work.argv, nodes, spec.resources),
-        "env": _env(owner, work, nodes, spec.resources),
+        "env": [*_env(owner, work, nodes, spec.resources), METRICS_ENV],
+        # The trainer serves Prometheus metrics here (deploy/monitoring's PodMonitor).
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": container_resources(spec.resources),
     }
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}

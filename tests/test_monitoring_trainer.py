@@ -28,17 +28,19 @@ def test_trainer_metrics_are_served_while_it_runs():
         before = scrape(port)
         assert math.isnan(before["icx_trainer_mfu"])  # unknown until measured
         assert before["icx_trainer_checkpoints_total"] == 0
-        metrics.step(7, {"loss": 2.5, "tokens_per_s": 1234.0, "step_seconds": 0.2})
+        metrics.log_metrics({"loss": 2.5, "tokens_per_s": 1234.0}, step=6)
+        metrics.log_metrics({"loss": 2.5, "tokens_per_s": 1234.0}, step=7)
         metrics.checkpoint_saved()
         after = scrape(port)
         assert after["icx_trainer_step"] == 7
         assert after["icx_trainer_loss"] == 2.5
         assert after["icx_trainer_tokens_per_second"] == 1234.0
         assert after["icx_trainer_checkpoints_total"] == 1
+        assert 0 <= after["icx_trainer_step_seconds"] < 5
         progress = "icx_trainer_last_progress_timestamp_seconds"
         assert after[progress] >= before[progress]
     finally:
-        metrics.close()
+        metrics.finish()
 
 
 def test_wandb_runs_offline_without_an_api_key(tmp_path, monkeypatch):

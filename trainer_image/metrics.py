@@ -7,10 +7,13 @@ Each process serves its own registry on `port` (rank 0 only in distributed runs)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+log = logging.getLogger(__name__)
 
 
 class TrainerMetrics:
@@ -37,28 +40,30 @@ class TrainerMetrics:
         for g in self._gauges.values():  # NaN until measured (no peak FLOP/s on CPU: no MFU)
             g.labels(run).set(float("nan"))
         self._gauges["last_progress_timestamp_seconds"].labels(run).set(time.time())
+        self._last_step_at: float | None = None
         self.server = None
         if port is not None:
-            self.server, _ = start_http_server(port, address, registry=self.registry)
+            try:
+                self.server, _ = start_http_server(port, address, registry=self.registry)
+            except OSError as error:  # metrics are auxiliary: never fail a run for them
+                log.warning("not serving Prometheus metrics on port %s: %s", port, error)
 
-    def step(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record one step; `metrics` may hold loss, tokens_per_s, mfu and step_seconds."""
-        names = {
-            "loss": "loss",
-            "tokens_per_s": "tokens_per_second",
-            "mfu": "mfu",
-            "step_seconds": "step_seconds",
-        }
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record one step; `metrics` may hold loss, tokens_per_s and mfu."""
+        now = time.time()
         self._gauges["step"].labels(self.run).set(step)
-        for key, gauge in names.items():
+        for key, gauge in (("loss", "loss"), ("tokens_per_s", "tokens_per_second"), ("mfu", "mfu")):
             if key in metrics:
                 self._gauges[gauge].labels(self.run).set(float(metrics[key]))
-        self._gauges["last_progress_timestamp_seconds"].labels(self.run).set(time.time())
+        if self._last_step_at is not None:
+            self._gauges["step_seconds"].labels(self.run).set(now - self._last_step_at)
+        self._last_step_at = now
+        self._gauges["last_progress_timestamp_seconds"].labels(self.run).set(now)
 
     def checkpoint_saved(self) -> None:
         self._checkpoints.labels(self.run).inc()
 
-    def close(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None

@@ -122,6 +122,10 @@ class SFTRecipe:
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     mlflow: MlflowSpec = field(default_factory=MlflowSpec)
+    tracking: tuple[Literal["mlflow", "wandb"], ...] = ("mlflow",)
+    """Trackers besides metrics.jsonl; W&B runs offline without WANDB_API_KEY."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics here while training (rank 0); also $ICX_METRICS_PORT."""
 
     def __post_init__(self) -> None:
         check_sft(self)

@@ -38,8 +38,10 @@ from infinitecontext.model.transformer import MLATransformer, build
 from infinitecontext.trainer import checkpoint, parallel
 from infinitecontext.trainer.batches import StepBatches, plan_step
 from infinitecontext.trainer.data import train_tokenizer
+from infinitecontext.trainer.metrics import TrainerMetrics
 from infinitecontext.trainer.recipe import SFTRecipe, flatten, to_dict
-from infinitecontext.trainer.tracking import Tracker, system_info, write_result
+from infinitecontext.trainer.tracking import Observer, Tracker, system_info, write_result
+from infinitecontext.trainer.wandb_tracking import WandbTracker
 
 log = logging.getLogger(__name__)
 H100_BF16_DENSE_FLOPS = 989e12
@@ -192,6 +194,7 @@ def train_loop(
                 recipe.checkpoint.keep,
                 world.is_main,
             )
+            tracker.checkpoint_saved()
         if state.step == stop_at_step:
             break
     return metrics
@@ -304,6 +307,9 @@ def start_tracking(
     run_id_file = out / "mlflow_run_id"
     previous = run_id_file.read_text().strip() if resumed and run_id_file.exists() else None
     tracker = Tracker.start(recipe.mlflow, recipe.name, previous)
+    if "mlflow" not in recipe.tracking:
+        tracker = Tracker()
+    tracker.observers = observers(recipe, out)
     if tracker.run_id and not previous:
         run_id_file.write_text(tracker.run_id + "\n")
         tracker.log_params(flatten(to_dict(recipe)) | {"model.parameters": count_parameters(cfg)})
@@ -313,6 +319,18 @@ def start_tracking(
     if tracker.run_id:
         print(f"mlflow run id: {tracker.run_id}", flush=True)
     return tracker
+
+
+def observers(recipe: SFTRecipe, out: Path) -> list[Observer]:
+    """The Prometheus endpoint (when a port is set) and W&B (when `tracking` names it)."""
+    found: list[Observer] = []
+    port = recipe.metrics_port or os.environ.get("ICX_METRICS_PORT")
+    if port:
+        found.append(TrainerMetrics(recipe.name, int(port)))
+    if "wandb" in recipe.tracking:
+        project = os.environ.get("WANDB_PROJECT", "infinitecontext")
+        found.append(WandbTracker(project, recipe.name, out, flatten(to_dict(recipe))))
+    return found
 
 
 def export_model(

@@ -12,13 +12,20 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from infinitecontext.trainer.recipe import MlflowSpec
 
 log = logging.getLogger(__name__)
+
+
+class Observer(Protocol):
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def checkpoint_saved(self) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 @dataclass
@@ -29,6 +36,8 @@ class Tracker:
     tracking_uri: str | None = None
     _client: Any = field(default=None, repr=False)
     _pending: list[Any] = field(default_factory=list, repr=False)
+    observers: list[Observer] = field(default_factory=list)
+    """Other sinks of the same metrics: W&B, the Prometheus endpoint (rank 0 only)."""
 
     @classmethod
     def start(cls, spec: MlflowSpec, run_name: str, resume_run_id: str | None = None) -> Tracker:
@@ -62,6 +71,8 @@ class Tracker:
             self._client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int, flush: bool = True) -> None:
+        for observer in self.observers:
+            observer.log_metrics(metrics, step)
         if not self.enabled:
             return
         from mlflow.entities import Metric
@@ -99,7 +110,14 @@ class Tracker:
         root = self._client.get_run(self.run_id).info.artifact_uri
         return f"{root}/{artifact_path}" if artifact_path else str(root)
 
+    def checkpoint_saved(self) -> None:
+        for observer in self.observers:
+            observer.checkpoint_saved()
+
     def end(self, status: str = "FINISHED") -> None:
+        for observer in self.observers:
+            observer.finish(0 if status == "FINISHED" else 1)
+        self.observers = []
         if self.enabled:
             self.flush()
             self._client.set_terminated(self.run_id, status=status)
