@@ -62,8 +62,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def operator_process(kube_cluster, tmp_path) -> Iterator[str]:
-    """The operator watching NAMESPACE, with one TrainingRun to reconcile; yields host:port."""
+def operator_process(kube_cluster, mlflow_server, slurm_cluster, tmp_path) -> Iterator[str]:
+    """The operator watching NAMESPACE, with TrainingRuns (Kubernetes and SLURM) and an
+    InferenceService to reconcile; yields host:port of its metrics."""
     kubectl = [str(kube_cluster.kubectl_path), f"--kubeconfig={kube_cluster.kubeconfig}"]
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds")], check=True)
     subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=False)
@@ -81,15 +82,21 @@ def operator_process(kube_cluster, tmp_path) -> Iterator[str]:
             str(free_port()),
             "--kubeconfig",
             str(kube_cluster.kubeconfig),
+            "--slurm-job-path",
+            f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
         ],
         log,
-        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+        MLFLOW_TRACKING_URI=mlflow_server.url,
     )
-    manifest = yaml.safe_load((REPO / "examples" / "trainingrun.yaml").read_text())
-    manifest["metadata"] = {"name": "monitored", "namespace": NAMESPACE}
-    subprocess.run(
-        [*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(manifest).encode(), check=True
-    )
+    for example in ("trainingrun.yaml", "trainingrun-slurm.yaml", "inferenceservice-rolling.yaml"):
+        manifest = yaml.safe_load((REPO / "examples" / example).read_text())
+        manifest["metadata"] = {"name": example.removesuffix(".yaml"), "namespace": NAMESPACE}
+        if manifest["spec"]["backend"] == "slurm":
+            manifest["spec"]["slurm"]["workingDirectory"] = str(tmp_path)
+            manifest["spec"]["checkpoint"]["path"] = str(tmp_path / "checkpoints")
+        subprocess.run(
+            [*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(manifest).encode(), check=True
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/metrics", 60, process, log)
         yield f"127.0.0.1:{port}"
@@ -164,7 +171,7 @@ def complete(url: str) -> None:
         {
             "model": "tiny",
             "prompt": "The pass key is",
-            "max_tokens": 64,
+            "max_tokens": 400,
             "temperature": 0,
             "ignore_eos": True,
         }
@@ -186,9 +193,9 @@ def test_dashboards_and_alerts_against_live_targets(
         lambda: all(prometheus.targets_up().values()) and len(prometheus.targets_up()) == 3, 60
     ), prometheus.targets_up()
 
-    # Load: 12 requests against one slot keep ~11 waiting for a while.
-    with ThreadPoolExecutor(12) as pool:
-        futures = [pool.submit(complete, queued_vllm) for _ in range(12)]
+    # Load: 16 long requests against one slot keep more than 5 waiting for a while.
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(complete, queued_vllm) for _ in range(16)]
         fired = wait_for(
             lambda: any(
                 a["labels"]["alertname"] == "VLLMQueueDepthHigh" and a["state"] == "firing"
