@@ -25,9 +25,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
-from infinitecontext.model.tokenizer import SPECIAL_TOKENS
+from infinitecontext.model import tokenizer as model_tokenizer
 from infinitecontext.trainer.recipe import TASKS, TaskName
 
 INTRO = (
@@ -234,28 +234,8 @@ def score(prediction: str, sample: Sample) -> float:
 
 
 def train_tokenizer(vocab_size: int, seed: int = 0, sentences: int = 30_000) -> Tokenizer:
-    """Byte-level BPE trained on this module's text, digits split one per token.
-
-    Single digits make every number the same few tokens, so copying a pass key is the
-    same skill for any key (merged digit groups would give each key its own spelling).
-    """
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus(seed, sentences), trainer=trainer)
-    return tokenizer
+    """The model's byte-level BPE (digits one per token) trained on this module's text."""
+    return model_tokenizer.train_tokenizer(corpus(seed, sentences), vocab_size)
 
 
 def token_counter(tokenizer: Tokenizer) -> TokenCounter:
