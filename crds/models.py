@@ -24,6 +24,7 @@ CATEGORY = "infinitecontext"
 
 # The presets of model/config.py (a test checks that the two lists agree).
 PresetName = Literal["1b", "small", "tiny"]
+Tracker = Literal["mlflow", "wandb"]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -281,6 +282,11 @@ class TrainingRunSpec(WorkloadSpec):
     curriculum: Annotated[list[CurriculumStage], Field(max_length=16)] = Field(default_factory=list)
     """Stages run in order; untilStep must grow from stage to stage."""
     checkpoint: TrainingCheckpoint = Field(default_factory=TrainingCheckpoint)
+    tracking: Annotated[list[Tracker], Field(min_length=1, max_length=2)] = Field(
+        default_factory=lambda: list[Tracker](["mlflow"])
+    )
+    """Where the trainer logs: MLflow, and Weights & Biases too (offline without a
+    WANDB_API_KEY in the job's environment; `wandb sync` uploads the run later)."""
 
 
 # ---------------------------------------------------------------- Alignment

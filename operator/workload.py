@@ -143,6 +143,7 @@ def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> dict[str, Any]:
         "parallel": {"mixed_precision": h.precision},
         "checkpoint": {"every_steps": spec.checkpoint.every_steps, "keep": spec.checkpoint.keep},
         "mlflow": _mlflow(spec, owner),
+        "tracking": list(dict.fromkeys(spec.tracking)),
     }
 
 

@@ -55,3 +55,47 @@ def test_wandb_runs_offline_without_an_api_key(tmp_path, monkeypatch):
     assert run_dir.parent == tmp_path / "wandb"
     assert run_dir.name.startswith("offline-run-")
     assert list(run_dir.glob("run-*.wandb")), "no run file for `wandb sync`"
+
+
+def test_training_run_tracking_reaches_the_recipe():
+    from infinitecontext.crds.models import TrainingRunSpec
+    from infinitecontext.operator.workload import sft_recipe
+    from infinitecontext.trainer.recipe import SFTRecipe, from_dict
+
+    spec = TrainingRunSpec.model_validate(
+        {"model": {"preset": "tiny"}, "tracking": ["mlflow", "wandb"]}
+    )
+    owner = type(
+        "Owner", (), {"name": "run", "uid": "u-1", "namespace": "ns", "kind": "TrainingRun"}
+    )
+    recipe = from_dict(SFTRecipe, sft_recipe(spec, owner()))  # type: ignore[arg-type]
+    assert recipe.tracking == ("mlflow", "wandb")
+
+
+def test_sft_logs_to_wandb_offline_and_serves_metrics(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    recipe = yaml.safe_load((repo / "recipes" / "tiny-cpu.yaml").read_text())
+    recipe["train"] |= {"steps": 4, "curriculum": []}
+    recipe["tracking"] = ["wandb"]
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLFLOW_"))}
+    icx = str(Path(sys.executable).with_name("icx"))
+    result = subprocess.run(
+        [icx, "train", "sft", "--config", str(config), "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, result.stdout[-2000:]
+    assert list(runs[0].glob("run-*.wandb"))

@@ -34,6 +34,7 @@ class WandbTracker:
             mode=self.mode,  # type: ignore[arg-type]
             reinit="finish_previous",
         )
+        self._checkpoints = 0
 
     @property
     def run_dir(self) -> Path:
@@ -42,6 +43,10 @@ class WandbTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._run.log(dict(metrics), step=step)
+
+    def checkpoint_saved(self) -> None:
+        self._checkpoints += 1
+        self._run.summary["checkpoints"] = self._checkpoints
 
     def finish(self, exit_code: int = 0) -> None:
         self._run.finish(exit_code=exit_code)
