@@ -16,7 +16,8 @@ TEST_PREREQS :=
 
 .PHONY: help setup lint typecheck test demo
 help:
-	@echo "./dev.sh demo   run the main job"
+	@echo "./dev.sh demo        run the whole model lifecycle through the operator (quickstart)"
+	@echo "./dev.sh demo-down   stop everything the demo started"
 	@echo "./dev.sh test   set up everything the tests need, then lint, type-check and test"
 
 setup: $(ENV_STAMP)
@@ -38,6 +39,5 @@ typecheck: setup
 test: setup lint typecheck $(TEST_PREREQS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: setup
-	$(BIN)/icx model memory --preset 1b --context 131072
-	$(BIN)/icx model generate --preset tiny --prompt "The pass key is 12345. Remember it." --max-new-tokens 16
+# The quickstart: the whole lifecycle through the operator (mk/demo.mk, docs/quickstart.md).
+demo: demo-up

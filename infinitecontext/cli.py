@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from infinitecontext.crds.cli import app as crds_app
+from infinitecontext.demo_cli import app as demo_app
 from infinitecontext.devcluster_cli import app as dev_app
 from infinitecontext.model.cli import app as model_app
 from infinitecontext.operator.cli import app as operator_app
@@ -31,6 +32,7 @@ app = typer.Typer(
 # Subcommand groups, one line each (keep this block sorted by name).
 app.add_typer(bench_app, name="bench")
 app.add_typer(crds_app, name="crds")
+app.add_typer(demo_app, name="demo")
 app.add_typer(dev_app, name="dev")
 app.add_typer(eval_app, name="eval")
 app.add_typer(model_app, name="model")

@@ -3,7 +3,8 @@
 ``ICX_KERNELS=auto`` (default) runs Triton on CUDA tensors and the reference elsewhere;
 ``ICX_KERNELS=triton`` forces Triton (on CPU that needs ``TRITON_INTERPRET=1``);
 ``ICX_KERNELS=reference`` forces the reference everywhere. The variable is read at every
-call, so a test or benchmark can switch it with ``monkeypatch.setenv``.
+call, so a test or benchmark can switch it with ``monkeypatch.setenv``. Under
+``torch.compile``, ``auto`` picks the reference, which inductor compiles and fuses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 Backend = Literal["triton", "reference"]
@@ -26,6 +28,11 @@ def backend_for(tensor: Tensor) -> Backend:
         return "reference"
     if choice != "auto":
         raise ValueError(f"{ENV_VAR} must be auto, triton or reference, got {choice!r}")
+    if torch.compiler.is_compiling():
+        # Inside torch.compile, inductor fuses the reference into Triton code of its own;
+        # our launchers' Python grids over symbolic shapes break dynamo (seen with the
+        # 1b preset at 8k: "'SymNodeVariable' object has no attribute 'value'").
+        return "reference"
     return "triton" if tensor.is_cuda else "reference"
 
 

@@ -7,6 +7,8 @@ export needs no name map (see hf.py). Dense only: every layer has the same MLP.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,16 @@ class MLATransformer(nn.Module):
         inv_freq, self.rope_attention_factor = inv_frequencies(cfg)
         self.inv_freq: torch.Tensor
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MLATransformer:
+        # Keep the RoPE frequencies in fp32 whatever dtype the weights move to: in bf16,
+        # positions in the tens of thousands land whole rotations off.
+        before = self.inv_freq
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            kept = self.inv_freq if before.is_meta else before
+            self.inv_freq = kept.to(device=self.inv_freq.device, dtype=torch.float32)
+        return self
 
     def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, initializer_range) for linears and embeddings, ones for norms (as HF)."""

@@ -34,3 +34,14 @@ def test_one_b_preset_memory_figures():
         "GQA (8 KV heads)",
         "GQA (4 KV heads)",
     ]
+
+
+def test_rope_frequencies_stay_fp32_when_the_weights_move_to_bf16():
+    from infinitecontext.model.rope import inv_frequencies
+    from infinitecontext.model.transformer import build
+
+    cfg = preset("tiny")
+    model = build(cfg, seed=0).to(torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert model.inv_freq.dtype == torch.float32
+    torch.testing.assert_close(model.inv_freq, inv_frequencies(cfg)[0])

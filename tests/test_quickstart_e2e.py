@@ -1,0 +1,118 @@
+"""The quickstart's lifecycle (`icx demo up --preset tiny`) end to end: the real control
+plane, the operator process, MLflow, the local SLURM cluster and vLLM's CPU build.
+TrainingRun → Alignment → Evaluation → InferenceService must all end Ready, the versions
+carry their lineage, and the served model answers; `down` leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from plugins.kube import KubeCluster
+from plugins.mlflow_server import free_port
+
+from infinitecontext import demo
+from infinitecontext.crds import models
+
+SPECS = {
+    "TrainingRun": models.TrainingRunSpec,
+    "Alignment": models.AlignmentSpec,
+    "Evaluation": models.EvaluationSpec,
+    "InferenceService": models.InferenceServiceSpec,
+}
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return pid > 0 and stat.is_file() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def _lifecycle_documents(folder: str) -> list[dict]:
+    files = sorted((demo.REPO / "examples" / folder).glob("*.yaml"))
+    return [yaml.safe_load(f.read_text()) for f in files]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_rendered_lifecycle_is_valid_and_lives_under_the_state_dir(
+    preset: demo.DemoPreset, tmp_path: Path
+) -> None:
+    config = demo.DemoConfig(preset=preset, namespace="ns", state_dir=tmp_path)
+    rendered = demo.render(_lifecycle_documents("lifecycle"), config, serve_port=9123)
+    assert [d["kind"] for d in rendered] == list(SPECS)
+    for doc in rendered:
+        spec = SPECS[doc["kind"]].model_validate(doc["spec"])
+        assert doc["metadata"]["namespace"] == "ns"
+        assert spec.backend == "slurm"
+        assert spec.slurm is not None and spec.slurm.working_directory == str(config.jobs_dir)
+    steps = rendered[0]["spec"]["hyperparameters"]["steps"]
+    assert steps == (4 if preset == "tiny" else 600)
+    assert rendered[3]["spec"]["server"]["port"] == 9123
+
+
+def test_gpu_examples_are_valid() -> None:
+    for doc in _lifecycle_documents("gpu"):
+        spec = SPECS[doc["kind"]].model_validate(doc["spec"])
+        assert spec.backend == "kubernetes"
+
+
+def test_rows_and_failures_come_from_status() -> None:
+    running = {
+        "kind": "TrainingRun",
+        "metadata": {"name": "t"},
+        "spec": {"hyperparameters": {"steps": 600}},
+        "status": {"phase": "Running", "progress": {"step": 40, "loss": 1.5}},
+    }
+    assert demo.row_of(running).progress == "step 40/600 loss 1.500"
+    assert not demo.is_done(running) and demo.failure_of(running) is None
+    ready = {"type": "Ready", "status": "False", "reason": "JobFailed", "message": "oom"}
+    failed = running | {"status": {"phase": "Failed", "conditions": [ready]}}
+    assert demo.failure_of(failed) == "TrainingRun t is Failed: oom"
+    done = running | {"status": {"phase": "Succeeded", "conditions": [ready | {"status": "True"}]}}
+    assert demo.is_done(done)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_lifecycle_runs_through_the_operator(
+    icx_crds: KubeCluster, slurm_cluster: None, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o755)
+    config = demo.DemoConfig(
+        preset="tiny",
+        namespace=f"demo-{uuid.uuid4().hex[:8]}",
+        state_dir=tmp_path / "demo",
+        mlflow_port=free_port(),
+        serve_port=free_port(),
+        kubeconfig=icx_crds.kubeconfig,
+        timeout_s=600,
+        live=False,
+    )
+    try:
+        summary = demo.up(config)
+        rows = demo.status(config)
+        assert [(r.kind, r.phase, r.reason) for r in rows] == [
+            ("TrainingRun", "Succeeded", rows[0].reason),
+            ("Alignment", "Succeeded", rows[1].reason),
+            ("Evaluation", "Succeeded", rows[2].reason),
+            ("InferenceService", "Available", rows[3].reason),
+        ]
+        trained, aligned = summary.models
+        assert trained["resource"] == "TrainingRun/passkey-train"
+        assert aligned["tags"]["infinitecontext.parent_model"] == trained["uri"]
+        assert summary.evaluation["passed"] is True
+        assert len(summary.evaluation["perLength"]) == 2
+        assert Path(summary.heatmap).is_file()
+        assert summary.completion_tokens > 0 and summary.expected.strip().isdigit()
+        # A second `up` reuses everything: nothing is trained again.
+        again = demo.up(config)
+        assert [m["uri"] for m in again.models] == [m["uri"] for m in summary.models]
+    finally:
+        started = demo.Processes.load(config.processes_file)
+        demo.down(config)
+    assert not config.processes_file.exists()
+    for pid in (started.operator_pid, started.mlflow_pid):
+        assert not _alive(pid), f"process {pid} survived `down`"
+    assert os.path.isdir(config.state_dir)
