@@ -213,7 +213,13 @@ def test_kubernetes_backend_trains_registers_and_becomes_ready(
     obj["metadata"]["namespace"] = kube_namespace
     apply(icx_crds, obj)
     job = wait_for("the Job", lambda: get(icx_crds, "job", "tiny-train", kube_namespace))
-    run = get(icx_crds, "trainingrun", "tiny", kube_namespace)
+
+    def with_phase() -> dict[str, Any] | None:
+        # The Job is created before the status that records it is written.
+        found = get(icx_crds, "trainingrun", "tiny", kube_namespace)
+        return found if (found.get("status") or {}).get("phase") else None
+
+    run = wait_for("the TrainingRun's status", with_phase)
     assert job["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
     assert job["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailJob"
     assert run["status"]["phase"] in ("Submitted", "Running")
