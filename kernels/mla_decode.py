@@ -251,39 +251,32 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
     D_LAT: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
-    CHUNK_S: tl.constexpr,
 ):
     """Merge the chunks of one (sequence, head), BLOCK_D columns: out = Σ_s 2^(lse_s − lse)·out_s.
 
-    All chunk LSEs are read at once for the max and the sum; the partial outputs are then
-    read CHUNK_S chunks at a time, so the loop has few, wide, independent loads.
+    One load brings every chunk's BLOCK_D columns at once (BLOCK_S × BLOCK_D ≤ 8k values), so
+    each program makes a single round trip to memory. A loop over chunks made this kernel
+    latency-bound: Nsight Compute timed it at 17 µs beside a 61 µs split kernel (H=16, B=1,
+    128k, 126 chunks).
     """
     row = tl.program_id(0)  # seq * heads + head
     column_block = tl.program_id(1)
     seq = row // heads
     head = row % heads
     offs_s = tl.arange(0, BLOCK_S)
-    lse_all = tl.load(
-        part_lse_ptr + row * num_splits + offs_s, mask=offs_s < num_splits, other=float("-inf")
-    )
+    mask_s = offs_s < num_splits
+    lse_all = tl.load(part_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
     m_i = tl.max(lse_all, axis=0)
     m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # every chunk empty
-    l_i = tl.sum(tl.exp2(lse_all - m_safe), axis=0)
+    weight = tl.exp2(lse_all - m_safe)
+    l_i = tl.sum(weight, axis=0)
     offs_d = column_block * BLOCK_D + tl.arange(0, BLOCK_D)
-    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for first in range(0, num_splits, CHUNK_S):
-        offs_c = first + tl.arange(0, CHUNK_S)
-        mask_c = offs_c < num_splits
-        lse_c = tl.load(part_lse_ptr + row * num_splits + offs_c, mask=mask_c, other=float("-inf"))
-        weight = tl.exp2(lse_c - m_safe)
-        parts = tl.load(
-            part_out_ptr
-            + (row.to(tl.int64) * num_splits + offs_c[:, None]) * D_LAT
-            + offs_d[None, :],
-            mask=mask_c[:, None],
-            other=0.0,
-        )
-        acc += tl.sum(weight[:, None] * parts, axis=0)
+    parts = tl.load(
+        part_out_ptr + (row.to(tl.int64) * num_splits + offs_s[:, None]) * D_LAT + offs_d[None, :],
+        mask=mask_s[:, None],
+        other=0.0,
+    )
+    acc = tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
     o_ptrs = out_ptr + seq * stride_o_b + head * stride_o_h + offs_d
@@ -292,6 +285,15 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
         has_rows, (m_i + tl.log2(tl.where(has_rows, l_i, 1.0))) * 0.6931471805599453, float("-inf")
     )
     tl.store(lse_ptr + row, lse, mask=column_block == 0)
+
+
+COMBINE_TILE = 8192
+"""Partial values one combine program loads at once: 32 KB of fp32, 64 per thread."""
+
+
+def combine_block_d(num_splits: int) -> int:
+    """Columns per combine program: as many as fit beside every chunk in one COMBINE_TILE."""
+    return max(16, min(KV_LORA_RANK, COMBINE_TILE // triton.next_power_of_2(num_splits)))
 
 
 def _check_inputs(
@@ -401,7 +403,8 @@ def mla_decode_triton(
         num_stages=config.num_stages,
     )
     if not single:
-        block_d = 128
+        block_s = triton.next_power_of_2(num_splits)
+        block_d = combine_block_d(num_splits)
         _combine_kernel[(batch * heads, KV_LORA_RANK // block_d)](
             part_out,
             part_lse,
@@ -413,8 +416,7 @@ def mla_decode_triton(
             out.stride(1),
             D_LAT=KV_LORA_RANK,
             BLOCK_D=block_d,
-            BLOCK_S=triton.next_power_of_2(num_splits),
-            CHUNK_S=16,
+            BLOCK_S=block_s,
             num_warps=4,
         )
     return out, lse

@@ -48,8 +48,11 @@ def _rms_norm_fwd_kernel(  # type: ignore[no-untyped-def]
     BLOCK_M: tl.constexpr,
     BLOCK: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
 ):
-    """BLOCK_M rows per program, so narrow rows (512) still give each program enough bytes."""
+    """BLOCK_M rows per program, so narrow rows (512) still give each program enough bytes.
+
+    rstd is stored only for a backward pass; inference skips the store."""
     row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK)
     row_mask = row < rows
@@ -62,7 +65,8 @@ def _rms_norm_fwd_kernel(  # type: ignore[no-untyped-def]
         tl.store(summed_ptr + r2 * stride_s + c2, x, mask=mask)
     xf = x.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=1) / width + eps)
-    tl.store(rstd_ptr + row, rstd, mask=row_mask)
+    if STORE_RSTD:
+        tl.store(rstd_ptr + row, rstd, mask=row_mask)
     normed = (xf * rstd[:, None]).to(x.dtype).to(tl.float32)
     w = tl.load(weight_ptr + cols, mask=cols < width, other=0.0).to(tl.float32)
     y = (normed * w[None, :]).to(y_ptr.dtype.element_ty)
@@ -131,23 +135,33 @@ def _rows_per_program(rows: int, block: int, sm_count: int) -> int:
 
 
 def rms_norm_forward(
-    x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = None
+    x: Tensor,
+    weight: Tensor,
+    eps: float,
+    residual: Tensor | None = None,
+    block_m: int | None = None,
+    num_warps: int | None = None,
+    store_rstd: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Triton forward: (y, summed, rstd); summed is x itself when there is no residual."""
+    """Triton forward: (y, summed, rstd); summed is x itself when there is no residual.
+
+    With store_rstd=False (no backward to follow) rstd is left unwritten. `block_m` (rows
+    per program) and `num_warps` override the heuristics (the benchmark sweeps them)."""
     x2 = _as_rows(x)
     rows, width = x2.shape
     out_dtype = torch.promote_types(x.dtype, weight.dtype)
     y = runtime.empty((rows, width), x, out_dtype)
-    rstd = runtime.empty((rows,), x, torch.float32)
+    rstd = runtime.empty((rows,) if store_rstd else (1,), x, torch.float32)
     r2 = _as_rows(residual) if residual is not None else x2
     summed = runtime.empty(x2.shape, x2) if residual is not None else x2
     block = _block_size(width)
-    block_m = _rows_per_program(rows, block, device_sm_count(x.device))
+    block_m = block_m or _rows_per_program(rows, block, device_sm_count(x.device))
+    num_warps = num_warps or min(max(block * block_m // 512, 1), 8)
     _rms_norm_fwd_kernel[(triton.cdiv(rows, block_m),)](
         x2, r2, weight, y, summed, rstd, rows, width, eps,
         x2.stride(0), r2.stride(0), y.stride(0), summed.stride(0),
         BLOCK_M=block_m, BLOCK=block, HAS_RESIDUAL=residual is not None,
-        num_warps=min(max(block * block_m // 512, 1), 8),
+        STORE_RSTD=store_rstd, num_warps=num_warps,
     )  # fmt: skip
     return y.view(x.shape), summed.view(x.shape), rstd
 
@@ -209,11 +223,20 @@ class AddRMSNormFunction(torch.autograd.Function):
         return dx, dx.clone(), dw, None
 
 
+def _needs_backward(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def rms_norm_triton(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    if not _needs_backward(x, weight):  # inference: no autograd node, no rstd to keep
+        return rms_norm_forward(x, weight, eps, store_rstd=False)[0]
     return RMSNormFunction.apply(x, weight, eps)
 
 
 def add_rms_norm_triton(
     x: Tensor, residual: Tensor, weight: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
+    if not _needs_backward(x, residual, weight):
+        y, summed, _ = rms_norm_forward(x, weight, eps, residual=residual, store_rstd=False)
+        return y, summed
     return AddRMSNormFunction.apply(x, residual, weight, eps)

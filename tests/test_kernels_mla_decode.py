@@ -60,6 +60,7 @@ CASES = [
     (16, [130, 1], 1),
     (5, [64, 129, 3], 7),
     (20, [300, 45], 16),  # two head groups of a 32-head tile, more splits than tiles
+    (3, [700, 20], 150),  # the combine's widest chunk tile (256 chunks × 32 columns), most empty
 ]
 
 

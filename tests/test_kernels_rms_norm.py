@@ -76,3 +76,20 @@ def test_non_contiguous_rows(kernel_device, poison_outputs):
         rel_error(rms_norm_triton(x, weight, 1e-6), rms_norm_ref(x.double(), weight.double(), 1e-6))
         < 1e-5
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_inference_path_matches_the_reference(dtype, kernel_device, poison_outputs):
+    """Without autograd the kernels run with no rstd store and no graph node."""
+    x = torch.randn(9, 1536, dtype=dtype, device=kernel_device)
+    residual = torch.randn(9, 1536, dtype=dtype, device=kernel_device)
+    weight = torch.randn(1536, dtype=dtype, device=kernel_device)
+    with torch.no_grad():
+        y = rms_norm_triton(x, weight, 1e-6)
+        normed, summed = add_rms_norm_triton(x, residual, weight, 1e-6)
+    x64, r64, w64 = x.double(), residual.double(), weight.double()
+    assert y.grad_fn is None and normed.grad_fn is None
+    assert rel_error(y, rms_norm_ref(x64, w64, 1e-6)) < TOLERANCE[dtype]
+    normed64, summed64 = add_rms_norm_ref(x64, r64, w64, 1e-6)
+    assert rel_error(normed, normed64) < TOLERANCE[dtype]
+    assert rel_error(summed, summed64) < TOLERANCE[dtype]
