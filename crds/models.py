@@ -216,15 +216,33 @@ class SyntheticData(Spec):
     """Filler sentences the byte-level BPE tokenizer is trained on."""
 
 
+DATA_URI_PREFIXES = ("/", "file:///", "runs:/", "mlflow-artifacts:/")
+
+
 class DataSpec(Spec):
     """Training data: the synthetic task generator, or a dataset URI."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [exactly_one("synthetic", "uri")]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                exactly_one("synthetic", "uri"),
+                cel(
+                    "!has(self.uri) || "
+                    + " || ".join(f"self.uri.startsWith('{p}')" for p in DATA_URI_PREFIXES),
+                    "data.uri must be an absolute path, or a file:///…, runs:/… or "
+                    "mlflow-artifacts:/… URI of a JSONL file",
+                    ".uri",
+                ),
+            ]
+        }
     )
     synthetic: SyntheticData | None = None
-    uri: str | None = None
-    """A dataset URI (`hf://org/name`, `s3://…`, a path) the trainer can read."""
+    uri: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """A JSONL dataset, one record a line: `{"text": …}` or `{"prompt": …, "completion":
+    …}`. An absolute path in the job (e.g. on the checkpoint volume), `file:///path`, or an
+    MLflow artifact (`runs:/<run id>/<path>`, `mlflow-artifacts:/…`) the job downloads.
+    Records are shuffled per epoch with `hyperparameters.seed`; each fills one row of
+    `seqLen` tokens (longer ones are cut, shorter ones padded)."""
 
 
 class Hyperparameters(Spec):
@@ -343,25 +361,62 @@ class PasskeyGrid(Spec):
 
 
 class Judge(Spec):
-    """An LLM judge that scores answers against a rubric."""
+    """An LLM judge that grades the evaluated model's passkey answers after the grid
+    (Prometheus-style absolute grading, 1–5 per answer, against the true needle as the
+    reference answer); the mean, normalised to 0–1, is `results.judgeScore`."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [exactly_one("inferenceService", "url")]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                exactly_one("inferenceService", "url"),
+                cel(
+                    "!has(self.url) || self.url.startsWith('http://') || "
+                    "self.url.startsWith('https://')",
+                    "judge.url must be an http:// or https:// URL",
+                    ".url",
+                ),
+            ]
+        }
     )
     inference_service: str | None = None
-    """InferenceService in the same namespace serving the judge model."""
-    url: str | None = None
-    """An OpenAI-compatible base URL."""
-    rubric: str = "Score 1 if the answer states the needle exactly, else 0."
+    """InferenceService in the same namespace serving the judge model: its `status.url`
+    (once Ready) is the endpoint and its name the served model."""
+    url: Annotated[str, Field(max_length=2048)] | None = None
+    """An OpenAI-compatible base URL (`http://host:8000/v1`)."""
+    served_model: str | None = None
+    """The model name at `url`; default: the first model the endpoint lists."""
+    rubric: Annotated[str, Field(max_length=8192)] | None = None
+    """The score rubric (scores 1–5); default: a retrieval rubric (5: exactly the
+    right number … 1: no number or an invented one)."""
+    api: Literal["completions", "chat"] = "completions"
+    """`completions` (system and user text in one prompt) or `chat`."""
+    guided: bool = False
+    """Constrain the judge's output to `feedback [RESULT] n` (vLLM structured outputs);
+    makes a small judge's verdicts parsable."""
+    max_items: Annotated[int, Field(ge=1, le=1000)] = 16
+    """Answers graded, spread evenly over the grid."""
 
 
 class Thresholds(Spec):
     passkey_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.9
     """Minimum mean accuracy over the grid."""
     judge_score: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Minimum judge score: the mean verdict (1–5) as (mean − 1) / 4."""
 
 
 class EvaluationSpec(WorkloadSpec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *_BACKEND_RULES,
+                cel(
+                    "!has(self.thresholds.judgeScore) || has(self.judge)",
+                    "thresholds.judgeScore needs a judge",
+                    ".thresholds.judgeScore",
+                ),
+            ]
+        }
+    )
     model: ModelRef
     passkey: PasskeyGrid = Field(default_factory=PasskeyGrid)
     judge: Judge | None = None
@@ -555,8 +610,16 @@ class AlignmentStatus(WorkloadStatus):
     pass
 
 
+class JudgeEndpoint(Spec):
+    """The judge endpoint the evaluation job was given (resolved before submission)."""
+
+    url: str
+    served_model: str | None = None
+
+
 class EvaluationStatus(WorkloadStatus):
     results: EvaluationResults | None = None
+    judge: JudgeEndpoint | None = None
 
 
 class InferenceServiceStatus(Spec):

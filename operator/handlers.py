@@ -25,6 +25,7 @@ from infinitecontext.crds.models import (
     ALIGNMENT,
     EVALUATION,
     GROUP,
+    INFERENCE_SERVICE,
     KINDS_BY_NAME,
     TRAINING_RUN,
     VERSION,
@@ -42,6 +43,7 @@ from infinitecontext.operator.reconcile import (
     ApplyChildren,
     CancelSlurm,
     InputModel,
+    JudgeInput,
     Observed,
     Plan,
     RegisterModel,
@@ -49,6 +51,7 @@ from infinitecontext.operator.reconcile import (
     SubmitSlurm,
     TagModelVersion,
     input_from_object,
+    judge_from_object,
     reconcile,
     registered_model_name,
 )
@@ -145,12 +148,25 @@ def observe(ctx: Context, kind: Kind, resource: Resource) -> Observed:
         return base
     try:
         input_model = _observe_input(ctx, resource, spec, uri)
+        judge = _observe_judge(ctx, resource, spec)
         job = _observe_job(ctx, resource, spec)
         run, registered = _observe_run(ctx, kind, resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         failures = ctx.failures[resource.uid]
         return replace(base, unavailable=str(error), failures=failures)
-    return replace(base, job=job, run=run, registered=registered, input=input_model)
+    return replace(base, job=job, run=run, registered=registered, input=input_model, judge=judge)
+
+
+def _observe_judge(ctx: Context, resource: Resource, spec: WorkloadSpec) -> JudgeInput | None:
+    """The judge InferenceService, read only until the job is submitted (it carries the URL)."""
+    if not isinstance(spec, EvaluationSpec) or spec.judge is None:
+        return None
+    name = spec.judge.inference_service
+    if not name or (resource.status.get("job") and resource.status.get("judge")):
+        return None
+    return judge_from_object(
+        name, ctx.kube.read_custom(INFERENCE_SERVICE, name, resource.namespace)
+    )
 
 
 def _observe_input(

@@ -28,6 +28,8 @@ from infinitecontext.crds.models import (
     ChildJob,
     EvaluationResults,
     EvaluationSpec,
+    EvaluationStatus,
+    JudgeEndpoint,
     LengthResult,
     Phase,
     Progress,
@@ -41,11 +43,15 @@ from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.jobs import JobObservation, render_children
 from infinitecontext.operator.slurm import slurm_request
 from infinitecontext.operator.workload import (
+    JUDGE_ERRORS_METRIC,
+    JUDGE_ITEMS_METRIC,
     JUDGE_METRIC,
+    JUDGE_UNPARSABLE_METRIC,
     MODEL_ARTIFACT_PATH,
     Owner,
     accuracy_by_length,
     command,
+    judge_endpoint,
     mean_accuracy_metric,
     run_name,
     validate_recipe,
@@ -90,6 +96,16 @@ class InputModel:
 
 
 @dataclass(frozen=True)
+class JudgeInput:
+    """The resolved judge of an Evaluation whose `spec.judge` names an InferenceService."""
+
+    ready: bool
+    endpoint: JudgeEndpoint | None = None
+    reason: str = "WaitingForInput"
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class RunObservation:
     """The MLflow run the job logs into."""
 
@@ -107,6 +123,8 @@ class Observed:
     registered: RegisteredModel | None = None
     """The model version already registered for this resource (idempotency)."""
     input: InputModel | None = None
+    judge: JudgeInput | None = None
+    """The judge InferenceService of an Evaluation (`spec.judge.inferenceService`)."""
     unavailable: str | None = None
     """SLURM or MLflow could not be reached: why."""
     failures: int = 0
@@ -230,6 +248,10 @@ def reconcile(resource: Resource, observed: Observed, now: datetime) -> Plan:
         if observed.input is None or not observed.input.ready:
             return _waiting(b, observed.input)
         b.status.input_model = observed.input.model
+    if isinstance(spec, EvaluationSpec):
+        waiting = _resolve_judge(b, spec, observed)
+        if waiting is not None:
+            return _waiting(b, waiting)
     if spec.suspend:
         return _suspend(b, resource, spec, observed)
     if cond.is_true(b.status.conditions, cond.SUSPENDED):
@@ -282,6 +304,37 @@ def _unavailable(b: _Builder, observed: Observed) -> Plan:
     return b.plan(requeue_after=delay)
 
 
+def _resolve_judge(b: _Builder, spec: EvaluationSpec, observed: Observed) -> InputModel | None:
+    """Record the judge endpoint the job will use (None) or say what is awaited.
+
+    Resolved once, before the job is submitted: the job carries that URL, so a judge
+    InferenceService that stops serving later does not send a running job back to
+    Waiting (the job then reports the judge as unreachable).
+    """
+    status = b.status
+    if spec.judge is None or not isinstance(status, EvaluationStatus):
+        return None
+    if status.judge is not None and status.job is not None:
+        return None
+    if spec.judge.url:
+        status.judge = JudgeEndpoint(url=spec.judge.url, served_model=spec.judge.served_model)
+        return None
+    found = observed.judge
+    if found is None or not found.ready or found.endpoint is None:
+        name = spec.judge.inference_service
+        return InputModel(
+            False,
+            reason=found.reason if found else "WaitingForInput",
+            message=found.message if found else f"judge InferenceService {name} not observed yet",
+        )
+    status.judge = found.endpoint
+    return None
+
+
+def _judge_of(b: _Builder) -> JudgeEndpoint | None:
+    return b.status.judge if isinstance(b.status, EvaluationStatus) else None
+
+
 def _waiting(b: _Builder, found: InputModel | None) -> Plan:
     reason = found.reason if found else "WaitingForInput"
     message = found.message if found else "the input model is not resolved yet"
@@ -327,7 +380,7 @@ def lineage_tags(resource: Resource, parent: RegisteredModel | None) -> dict[str
 def _children(
     resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed, suspend: bool
 ) -> list[dict[str, Any]]:
-    work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model)
+    work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model, _judge_of(b))
     return render_children(resource.owner, spec, work, suspend)
 
 
@@ -341,7 +394,9 @@ def _submit(
             backend=Backend.KUBERNETES, name=children[-1]["metadata"]["name"], attempt=attempt
         )
     else:
-        work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model)
+        work = command(
+            resource.owner, spec, observed.tracking_uri, b.status.input_model, _judge_of(b)
+        )
         if observed.slurm_job_path:
             work.environment["PATH"] = observed.slurm_job_path
         b.actions.append(SubmitSlurm(slurm_request(resource.owner, spec, work, attempt), attempt))
@@ -496,6 +551,8 @@ def _evaluated(b: _Builder, resource: Resource, spec: EvaluationSpec, run: RunOb
         metric = mean_accuracy_metric(spec.passkey.task)
         return _finish_failed(b, "NoResults", f"run {run.run_id} logged no {metric}")
     status = b.status
+    if spec.judge is not None and results.judge_score is None:
+        return _judge_failed(b, spec, run, results)
     status.results = results  # type: ignore[attr-defined]
     status.model = status.input_model
     model = status.input_model
@@ -508,12 +565,66 @@ def _evaluated(b: _Builder, resource: Resource, spec: EvaluationSpec, run: RunOb
             tags[f"{prefix}judge_score"] = f"{results.judge_score:.4f}"
         b.actions.append(TagModelVersion(model.name, model.version, tags))
     verdict = "passed" if results.passed else "did not pass"
-    message = f"passkey accuracy {results.passkey_accuracy or 0:.3f}: {verdict} the thresholds"
+    message = f"passkey accuracy {results.passkey_accuracy or 0:.3f}"
+    if results.judge_score is not None:
+        message += f", judge score {results.judge_score:.3f}"
+    message += f": {verdict} the thresholds"
     b.condition(cond.PASSED, "True" if results.passed else "False", "Evaluated", message)
     b.condition(cond.SUCCEEDED, "True", "Evaluated", message)
     status.completion_time = status.completion_time or b.now
     b.phase(Phase.SUCCEEDED, "True", "Evaluated", message)
     return b.plan()
+
+
+def _judge_failed(
+    b: _Builder, spec: EvaluationSpec, run: RunObservation, results: EvaluationResults
+) -> Plan:
+    """The grid ran but the judge gave no score: Failed with the judge's reason, the
+    passkey results kept in status (not passed), no tags on the model version."""
+    metrics = run.metrics
+    items = int(metrics.get(JUDGE_ITEMS_METRIC, 0))
+    errors = int(metrics.get(JUDGE_ERRORS_METRIC, 0))
+    unparsable = int(metrics.get(JUDGE_UNPARSABLE_METRIC, 0))
+    judge = _judge_of(b)
+    where = judge.url if judge else "the judge"
+    accuracy = f"passkey accuracy {results.passkey_accuracy or 0:.3f}"
+    if items == 0:
+        reason = "NoJudgeScore"
+        message = f"run {run.run_id} logged no {JUDGE_METRIC} ({accuracy})"
+    elif errors >= items:
+        reason = "JudgeUnavailable"
+        message = (
+            f"the judge at {where} answered none of {items} requests (unreachable or "
+            f"failing); {accuracy}; see eval/judge.json in run {run.run_id}"
+        )
+    else:
+        reason = "JudgeUnparsable"
+        message = (
+            f"no verdict of the judge at {where} could be parsed ({unparsable} of {items} "
+            f"unparsable, {errors} request errors; judge.guided: true constrains the "
+            f"format); {accuracy}"
+        )
+    b.status.results = results.model_copy(update={"passed": False})  # type: ignore[attr-defined]
+    b.status.model = b.status.input_model
+    b.condition(cond.PASSED, "False", reason, message)
+    return _finish_failed(b, reason, message)
+
+
+def judge_from_object(name: str, obj: dict[str, Any] | None) -> JudgeInput:
+    """Whether a judge InferenceService serves yet, and where (its `status.url` + /v1;
+    the served model is the InferenceService's name)."""
+    if obj is None:
+        return JudgeInput(False, message=f"judge InferenceService {name} does not exist (yet)")
+    status = obj.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == cond.READY), {})
+    url = status.get("url")
+    if ready.get("status") == "True" and url:
+        return JudgeInput(True, judge_endpoint(url, served_model=name))
+    detail = ready.get("reason") or status.get("phase") or "Pending"
+    return JudgeInput(
+        False, message=f"waiting for judge InferenceService {name} to serve ({detail})"
+    )
 
 
 def input_from_object(kind: str, name: str, obj: dict[str, Any] | None) -> InputModel:
@@ -536,6 +647,7 @@ __all__ = [
     "CancelSlurm",
     "Event",
     "InputModel",
+    "JudgeInput",
     "Observed",
     "Plan",
     "RegisterModel",
@@ -545,5 +657,6 @@ __all__ = [
     "TagModelVersion",
     "evaluation_results",
     "input_from_object",
+    "judge_from_object",
     "reconcile",
 ]

@@ -7,6 +7,9 @@ the `ICX_RECIPE` environment variable (no ConfigMap, no shared file); a fixed sh
 prologue writes it to the work directory, downloads the input model from MLflow for
 Alignment and Evaluation, and execs `icx`. The MLflow run is named `icx-<uid>`, which
 is how the operator finds it again, on either backend and after any restart.
+
+User values (a dataset URI, a judge URL and rubric) only ever travel inside the
+recipe, i.e. as one environment value: never in the shell text or the argv.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import yaml
 from infinitecontext.crds.models import (
     AlignmentSpec,
     EvaluationSpec,
+    JudgeEndpoint,
     ModelSpec,
     RegisteredModel,
     TrainingRunSpec,
@@ -29,8 +33,14 @@ from infinitecontext.crds.models import (
 RECIPE_ENV = "ICX_RECIPE"
 # Where the job logs its model (TrainingRun, Alignment), relative to the run's artifacts.
 MODEL_ARTIFACT_PATH = "model"
-# Metrics an evaluation job logs (trainer_image/evaluate.py: `{task}_acc_{length}`).
+# Metrics an evaluation job logs (trainer_image/evaluate.py: `{task}_acc_{length}`,
+# and with a judge trainer_image/judge.py's `judge_*`; `judge_score` is 0–1).
 JUDGE_METRIC = "judge_score"
+JUDGE_ITEMS_METRIC = "judge_items"
+JUDGE_ERRORS_METRIC = "judge_request_errors"
+JUDGE_UNPARSABLE_METRIC = "judge_unparsable"
+# Stands in for an InferenceService judge's URL while the spec alone is validated.
+UNRESOLVED_JUDGE = JudgeEndpoint(url="http://judge.unresolved.invalid/v1")
 _LENGTH_KEY = re.compile(r"^(?P<task>[a-z]+)_acc_(?P<n>\d+)(?P<k>k?)$")
 
 # Runs in the job before the trainer: fixed text, user values only through the env.
@@ -106,22 +116,24 @@ def _model(model: ModelSpec) -> dict[str, Any]:
 
 def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> dict[str, Any]:
     """A `trainer.recipe.SFTRecipe` as plain data."""
-    if spec.data.synthetic is None:
-        raise ValueError("spec.data.uri: this trainer reads only synthetic data so far")
-    synthetic = spec.data.synthetic
     h = spec.hyperparameters
-    return {
-        "name": owner.name,
-        "output_dir": spec.checkpoint.path,
-        "model": _model(spec.model),
-        "data": {
+    synthetic = spec.data.synthetic
+    if synthetic is not None:
+        data: dict[str, Any] = {
             "tasks": list(synthetic.tasks),
             "seed": synthetic.seed,
             "digits": synthetic.digits,
             "num_needles": synthetic.num_needles,
             "min_length_fraction": synthetic.min_length_fraction,
             "tokenizer_sentences": synthetic.tokenizer_sentences,
-        },
+        }
+    else:  # a JSONL dataset: the trainer fetches, indexes and shuffles it (seeded)
+        data = {"uri": spec.data.uri, "seed": h.seed}
+    return {
+        "name": owner.name,
+        "output_dir": spec.checkpoint.path,
+        "model": _model(spec.model),
+        "data": data,
         "train": {
             "steps": h.steps,
             "tokens_per_step": h.tokens_per_step,
@@ -179,10 +191,16 @@ def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> dict[str, Any]:
     }
 
 
-def eval_recipe(spec: EvaluationSpec, owner: Owner) -> dict[str, Any]:
-    """A `trainer.recipe.EvalSpec` as plain data (the model directory is an argument)."""
+def eval_recipe(
+    spec: EvaluationSpec, owner: Owner, judge: JudgeEndpoint | None = None
+) -> dict[str, Any]:
+    """A `trainer.recipe.EvalSpec` as plain data (the model directory is an argument).
+
+    With `spec.judge`, `judge` is the endpoint it resolved to (an InferenceService's
+    URL is only known to the operator); the job grades the grid's answers there.
+    """
     g = spec.passkey
-    return {
+    result: dict[str, Any] = {
         "lengths": list(g.lengths),
         "depths": list(g.depths),
         "trials": g.samples,
@@ -190,24 +208,62 @@ def eval_recipe(spec: EvaluationSpec, owner: Owner) -> dict[str, Any]:
         "seed": g.seed,
         "yarn_factor": g.yarn_factor,
     }
+    if spec.judge is not None:
+        if judge is None:
+            raise ValueError("spec.judge: the judge endpoint is not resolved")
+        result["judge"] = {
+            "url": judge.url,
+            "model": judge.served_model,
+            "rubric": spec.judge.rubric or "",
+            "api": spec.judge.api,
+            "guided": spec.judge.guided,
+            "max_items": spec.judge.max_items,
+        }
+    return result
 
 
-def recipe(owner: Owner, spec: WorkloadSpec) -> dict[str, Any]:
+def judge_endpoint(url: str, served_model: str | None = None) -> JudgeEndpoint:
+    """An OpenAI-compatible base URL: an InferenceService's `status.url` gets `/v1`."""
+    base = url.rstrip("/")
+    return JudgeEndpoint(
+        url=base if base.endswith("/v1") else f"{base}/v1", served_model=served_model
+    )
+
+
+def recipe(owner: Owner, spec: WorkloadSpec, judge: JudgeEndpoint | None = None) -> dict[str, Any]:
     if isinstance(spec, TrainingRunSpec):
         return sft_recipe(spec, owner)
     if isinstance(spec, AlignmentSpec):
         return dpo_recipe(spec, owner)
     if isinstance(spec, EvaluationSpec):
-        return eval_recipe(spec, owner)
+        return eval_recipe(spec, owner, judge)
     raise ValueError(f"{owner.kind} runs no job")
 
 
-def recipe_text(owner: Owner, spec: WorkloadSpec) -> str:
+def recipe_text(owner: Owner, spec: WorkloadSpec, judge: JudgeEndpoint | None = None) -> str:
     """The recipe as one line of flow-style YAML: SLURM's REST environment mangles
-    newlines, and JSON would write 1e-05, which PyYAML reads back as a string."""
-    return yaml.safe_dump(
-        recipe(owner, spec), default_flow_style=True, sort_keys=False, width=2**31
+    newlines (a rubric's are escaped as \\n inside a quoted scalar), and JSON would
+    write 1e-05, which PyYAML reads back as a string."""
+    data = recipe(owner, spec, judge)
+    text = yaml.dump(
+        data, Dumper=_OneLineDumper, default_flow_style=True, sort_keys=False, width=2**31
     ).strip()
+    if "\n" in text:  # cannot happen with the dumper below; never send a broken recipe
+        raise ValueError("the recipe does not fit on one line")
+    return text
+
+
+class _OneLineDumper(yaml.SafeDumper):
+    """Strings with line breaks (a rubric) as double-quoted scalars, whose `\\n` escapes
+    keep the document on one line (plain or single-quoted style would break the line)."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if not value.isprintable() else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_OneLineDumper.add_representer(str, _string)
 
 
 def validate_recipe(owner: Owner, spec: WorkloadSpec) -> None:
@@ -219,7 +275,10 @@ def validate_recipe(owner: Owner, spec: WorkloadSpec) -> None:
         "Alignment": trainer_recipe.DPORecipe,
         "Evaluation": trainer_recipe.EvalSpec,
     }
-    trainer_recipe.from_dict(classes[owner.kind], recipe(owner, spec))
+    judge = None
+    if isinstance(spec, EvaluationSpec) and spec.judge is not None:
+        judge = JudgeEndpoint(url=spec.judge.url) if spec.judge.url else UNRESOLVED_JUDGE
+    trainer_recipe.from_dict(classes[owner.kind], recipe(owner, spec, judge))
 
 
 def command(
@@ -227,6 +286,7 @@ def command(
     spec: WorkloadSpec,
     tracking_uri: str,
     input_model: RegisteredModel | None = None,
+    judge: JudgeEndpoint | None = None,
 ) -> WorkloadCommand:
     argv = ["/bin/sh", "-c", PROLOGUE, "icx-job", *_SUBCOMMAND[owner.kind]]
     directory = work_dir(spec)
@@ -240,7 +300,7 @@ def command(
             run_name(owner.uid),
         ]
     environment = {
-        RECIPE_ENV: recipe_text(owner, spec),
+        RECIPE_ENV: recipe_text(owner, spec, judge),
         "ICX_WORK_DIR": directory,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_EXPERIMENT_NAME": spec.mlflow.experiment,

@@ -24,6 +24,7 @@ import yaml
 from plugins.kube import KubeCluster
 from plugins.mlflow_server import MlflowServer
 from plugins.operator import StartOperator
+from plugins.trainer import VllmServer
 
 from infinitecontext import devcluster
 
@@ -159,6 +160,39 @@ def test_crds_install_and_an_invalid_training_run_is_rejected(
     assert "Target context length" in explained
 
 
+def test_the_api_server_refuses_bad_dataset_uris_and_judges(
+    icx_crds: KubeCluster, kube_namespace: str
+) -> None:
+    bad_data = resource(
+        "TrainingRun", "bad-data", {"model": {"preset": "tiny"}, "data": {"uri": "s3://b/x"}}
+    )
+    bad_judge = resource(
+        "Evaluation",
+        "bad-judge",
+        {"model": {"trainingRun": "t"}, "judge": {"url": "ftp://judge/v1"}},
+    )
+    no_judge = resource(
+        "Evaluation", "no-judge", {"model": {"trainingRun": "t"}, "thresholds": {"judgeScore": 0.5}}
+    )
+    messages = {
+        "data.uri must be an absolute path, or a file:///…, runs:/… or mlflow-artifacts:/…": (
+            bad_data
+        ),
+        "judge.url must be an http:// or https:// URL": bad_judge,
+        "thresholds.judgeScore needs a judge": no_judge,
+    }
+    for message, obj in messages.items():
+        obj["metadata"]["namespace"] = kube_namespace
+        with pytest.raises(devcluster.ClusterError) as rejected:
+            apply(icx_crds, obj)
+        assert message in str(rejected.value)
+    good = resource(
+        "TrainingRun", "good-data", {"model": {"preset": "tiny"}, "data": {"uri": "/d/t.jsonl"}}
+    )
+    icx_crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-",
+                     stdin=yaml.safe_dump(good))  # fmt: skip
+
+
 def test_a_job_that_logs_no_run_fails_with_a_reason_and_is_garbage_collected(
     icx_crds: KubeCluster,
     operator_account: Path,
@@ -259,8 +293,11 @@ def test_slurm_backend_chain_train_align_evaluate(
     kube_namespace: str,
     mlflow_server: MlflowServer,
     operator_factory: StartOperator,
+    tiny_vllm: VllmServer,
     tmp_path: Path,
 ) -> None:
+    """The Evaluation also asks an LLM judge: the tiny model the trainer fixtures already
+    serve with vLLM (guided, so that its verdicts parse), by URL."""
     from mlflow.tracking import MlflowClient
 
     tmp_path.chmod(0o755)
@@ -288,7 +325,8 @@ def test_slurm_backend_chain_train_align_evaluate(
         "backend": "slurm",
         "slurm": slurm,
         "passkey": {"lengths": [64, 128], "depths": [0.0, 1.0], "samples": 1},
-        "thresholds": {"passkeyAccuracy": 0.0},
+        "judge": {"url": tiny_vllm.base_url, "guided": True, "maxItems": 4},
+        "thresholds": {"passkeyAccuracy": 0.0, "judgeScore": 0.0},
         "checkpoint": {"path": str(tmp_path / "eval")},
         "resources": {"cpu": "1", "memory": "2Gi"},
     }
@@ -322,6 +360,9 @@ def test_slurm_backend_chain_train_align_evaluate(
     evaluated = finished("evaluation", "tiny-eval")
     results = evaluated["status"]["results"]
     assert results["passed"] is True and len(results["perLength"]) == 2
+    assert 0.0 <= results["judgeScore"] <= 1.0
+    assert evaluated["status"]["judge"] == {"url": tiny_vllm.base_url}
+    assert "judge score" in condition(evaluated, "Ready")["message"]
     client = MlflowClient(mlflow_server.url)
     dpo_model = aligned["status"]["model"]
     version = client.get_model_version(dpo_model["name"], dpo_model["version"])
@@ -331,6 +372,65 @@ def test_slurm_backend_chain_train_align_evaluate(
     assert float(version.tags[prefix + "passkey_accuracy"]) == pytest.approx(
         results["passkeyAccuracy"], abs=1e-4
     )
+    assert float(version.tags[prefix + "judge_score"]) == pytest.approx(
+        results["judgeScore"], abs=1e-4
+    )
+    run = client.get_run(evaluated["status"]["runId"])
+    assert run.data.metrics["judge_items"] == 4 and run.data.metrics["judge_parsed"] == 4
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {"eval/judge.json"}
+
+
+def test_an_evaluation_waits_for_its_judge_inference_service_then_gets_its_url(
+    icx_crds: KubeCluster,
+    operator_account: Path,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """No judge InferenceService yet: WaitingForInput. Once it serves (kwok runs its
+    pod), the Evaluation's job carries its Service URL and served model name."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    name = f"judged-{kube_namespace}"
+    experiment = client.get_experiment_by_name("e2e") or None
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("e2e")
+    run = client.create_run(experiment_id).info
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run.run_id}/model", run.run_id)
+    operator_factory(operator_account, [kube_namespace], tracking_uri=mlflow_server.url)
+    evaluation = {
+        "model": {"mlflow": {"name": name, "version": "1"}},
+        "judge": {"inferenceService": "judge"},
+        "kubernetes": {"image": "trainer:test", "nodeSelector": HOLD},
+        "checkpoint": {"path": str(tmp_path)},
+    }
+    obj = resource("Evaluation", "judged", evaluation)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    waiting = wait_condition(
+        icx_crds, "evaluation", "judged", kube_namespace, "Ready", "reason", "WaitingForInput"
+    )
+    assert "judge InferenceService judge does not exist" in condition(waiting, "Ready")["message"]
+    server = {
+        "model": {"mlflow": {"name": name, "version": "1"}},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+    }
+    obj = resource("InferenceService", "judge", server)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    submitted = wait_phase(
+        icx_crds, "evaluation", "judged", kube_namespace, "Submitted", timeout=180
+    )
+    url = f"http://judge.{kube_namespace}.svc.cluster.local:8000/v1"
+    assert submitted["status"]["judge"] == {"url": url, "servedModel": "judge"}
+    job = get(icx_crds, "job", "judged-evalu", kube_namespace)
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    judge = yaml.safe_load(env["ICX_RECIPE"])["judge"]
+    assert (judge["url"], judge["model"]) == (url, "judge")
 
 
 def _job_logs(directory: Path) -> str:

@@ -211,3 +211,52 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
     old = {"phase": "Running", "job": {"name": "j"}, "kopf": {}}
     assert status_patch(old, {"phase": "Running", "job": {"name": "j"}}) == {}
     assert status_patch(old, {"phase": "Succeeded"}) == {"phase": "Succeeded", "job": None}
+
+
+def test_a_data_uri_becomes_the_trainers_dataset() -> None:
+    from infinitecontext.trainer.recipe import SFTRecipe, from_dict
+
+    for uri in ("/data/train.jsonl", "file:///data/train.jsonl", "runs:/abc123/data/t.jsonl"):
+        s = spec(data={"uri": uri}, hyperparameters={"seed": 7, "steps": 8, "warmupSteps": 1})
+        validate_recipe(OWNER, s)
+        text = command(OWNER, s, "http://m").environment["ICX_RECIPE"]
+        loaded = from_dict(SFTRecipe, yaml.safe_load(text))
+        assert loaded.data.uri == uri and loaded.data.seed == 7
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        validate_recipe(OWNER, spec(data={"uri": "s3://bucket/train.jsonl"}))
+
+
+def test_the_judge_reaches_the_job_only_inside_the_recipe_environment() -> None:
+    """A rubric with newlines, quotes and shell syntax: the sbatch script and argv are
+    fixed text, and the one-line recipe reads back to exactly the rubric."""
+    from infinitecontext.crds.models import JudgeEndpoint
+    from infinitecontext.slurm_bridge.render import render_script, sbatch_argv
+    from infinitecontext.trainer.recipe import EvalSpec, from_dict
+
+    rubric = 'Score 5: it\'s "exact".\nScore 1: $(touch /tmp/pwned); `id` | rm -rf ~'
+    ev = EvaluationSpec.model_validate(
+        {
+            "model": {"trainingRun": "t"},
+            "backend": "slurm",
+            "judge": {"inferenceService": "judge", "rubric": rubric, "maxItems": 3},
+        }
+    )
+    owner = Owner("Evaluation", "e", "ns", "u")
+    validate_recipe(owner, ev)  # before resolution: a placeholder URL
+    with pytest.raises(ValueError, match="not resolved"):
+        command(owner, ev, "http://m")
+    endpoint = JudgeEndpoint(url="http://node1:8000/v1", served_model="judge")
+    work = command(owner, ev, "http://m", judge=endpoint)
+    request = slurm_request(owner, ev, work, attempt=0)
+    script = render_script(request) + " ".join(sbatch_argv(request))
+    assert "pwned" not in script and "node1" not in script
+    text = request.environment["ICX_RECIPE"]
+    assert "\n" not in text
+    loaded = from_dict(EvalSpec, yaml.safe_load(text))
+    assert loaded.judge is not None and loaded.judge.rubric == rubric
+    assert (loaded.judge.url, loaded.judge.model, loaded.judge.max_items) == (
+        "http://node1:8000/v1",
+        "judge",
+        3,
+    )
+    assert work.argv[-6:-4] == ["--model-dir", "/checkpoints/input-model"]

@@ -21,6 +21,7 @@ from infinitecontext.operator.reconcile import (
     TagModelVersion,
     evaluation_results,
     input_from_object,
+    judge_from_object,
     reconcile,
 )
 
@@ -305,3 +306,128 @@ def test_conditions_helpers() -> None:
     moved = cond.set_condition(same, "Ready", "True", "C", "", NOW + timedelta(2), 2)
     assert moved[0].last_transition_time == NOW + timedelta(2)
     assert cond.is_true(moved, "Ready") and not cond.is_true(moved, "Running")
+
+
+# ---------------------------------------------------------------- the Evaluation's judge
+
+JUDGED = {**EVAL, "judge": {"inferenceService": "judge"}, "thresholds": {"judgeScore": 0.5}}
+SERVING = {
+    "status": {
+        "url": "http://judge.ns.svc.cluster.local:8000",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Serving"}],
+    }
+}
+
+
+def _recipe_of(plan: Plan) -> dict[str, Any]:
+    import yaml
+
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren)
+    container = apply.objects[-1]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return dict(yaml.safe_load(env["ICX_RECIPE"]))
+
+
+def test_judge_from_object() -> None:
+    missing = judge_from_object("judge", None)
+    assert not missing.ready and missing.reason == "WaitingForInput"
+    assert "InferenceService judge does not exist" in missing.message
+    pending = {"status": {"phase": "Progressing", "url": "http://x:8000", "conditions": [
+        {"type": "Ready", "status": "False", "reason": "NotServing"}]}}  # fmt: skip
+    waiting = judge_from_object("judge", pending)
+    assert not waiting.ready and "NotServing" in waiting.message
+    found = judge_from_object("judge", SERVING)
+    assert found.ready and found.endpoint is not None
+    assert found.endpoint.url == "http://judge.ns.svc.cluster.local:8000/v1"
+    assert found.endpoint.served_model == "judge"  # the InferenceService serves its name
+    slurm = {
+        "status": {"url": "http://node1:8123/v1/", "conditions": SERVING["status"]["conditions"]}
+    }
+    assert judge_from_object("j", slurm).endpoint.url == "http://node1:8123/v1"  # type: ignore[union-attr]
+
+
+def test_evaluation_waits_for_its_judge_inference_service() -> None:
+    ready_input = InputModel(True, MODEL)
+    for judge in (None, judge_from_object("judge", None)):
+        _, plan = step(resource("Evaluation", JUDGED), observed(input=ready_input, judge=judge))
+        assert plan.actions == [] and plan.status["phase"] == "Waiting"
+        assert condition(plan, "Ready")["reason"] == "WaitingForInput"
+    res, plan = step(
+        resource("Evaluation", JUDGED),
+        observed(input=ready_input, judge=judge_from_object("judge", SERVING)),
+    )
+    assert plan.status["phase"] == "Submitted"
+    assert plan.status["judge"] == {
+        "url": "http://judge.ns.svc.cluster.local:8000/v1",
+        "servedModel": "judge",
+    }
+    judge = _recipe_of(plan)["judge"]
+    assert judge["url"] == "http://judge.ns.svc.cluster.local:8000/v1"
+    assert judge["model"] == "judge" and judge["max_items"] == 16
+    # Submitted: a judge that stops serving no longer matters (the job has its URL).
+    job = JobObservation("Running", "PodsRunning")
+    gone = judge_from_object("judge", None)
+    _, plan = step(res, observed(input=ready_input, judge=gone, job=job))
+    assert plan.status["phase"] == "Running"
+    assert plan.status["judge"]["url"].endswith(":8000/v1")
+
+
+def test_evaluation_with_a_judge_url_and_rubric_runs_the_judge_after_the_grid() -> None:
+    rubric = 'Score 5: "exact".\nScore 1: anything else; $(rm -rf /) `x`'
+    spec = {**EVAL, "judge": {"url": "http://judge:9000/v1", "rubric": rubric, "guided": True}}
+    res, plan = step(resource("Evaluation", spec), observed(input=InputModel(True, MODEL)))
+    recipe = _recipe_of(plan)
+    assert recipe["judge"] == {
+        "url": "http://judge:9000/v1",
+        "model": None,
+        "rubric": rubric,
+        "api": "completions",
+        "guided": True,
+        "max_items": 16,
+    }
+    [apply] = plan.actions
+    assert isinstance(apply, ApplyChildren)
+    command = apply.objects[-1]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert not any("judge" in arg for arg in command)  # user text only in the recipe env
+    assert command[-6:] == [
+        "--model-dir", "/checkpoints/input-model", "--out", "/checkpoints/eval",
+        "--run-name", "icx-uid-1",
+    ]  # fmt: skip
+    job = JobObservation("Succeeded", "Completed")
+    metrics = {"passkey_acc_mean": 0.75, "judge_score": 0.625, "judge_items": 4.0}
+    run = RunObservation("r4", "FINISHED", metrics)
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["results"]["judgeScore"] == 0.625
+    [tag] = plan.actions
+    assert isinstance(tag, TagModelVersion)
+    assert tag.tags["infinitecontext.eval.ns.run.judge_score"] == "0.6250"
+    assert "judge score 0.625" in condition(plan, "Ready")["message"]
+
+
+def test_an_unreachable_or_unparsable_judge_fails_the_evaluation_with_a_reason() -> None:
+    spec = {**EVAL, "judge": {"url": "http://judge:9/v1"}}
+    res, _ = step(resource("Evaluation", spec), observed(input=InputModel(True, MODEL)))
+    job = JobObservation("Succeeded", "Completed")
+    cases = {
+        "JudgeUnavailable": {"judge_items": 4.0, "judge_request_errors": 4.0},
+        "JudgeUnparsable": {"judge_items": 4.0, "judge_unparsable": 4.0},
+        "NoJudgeScore": {},
+    }
+    for reason, judge_metrics in cases.items():
+        run = RunObservation("r5", "FINISHED", {"passkey_acc_mean": 1.0, **judge_metrics})
+        _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+        assert plan.status["phase"] == "Failed"
+        ready = condition(plan, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason)
+        assert condition(plan, "Passed")["status"] == "False"
+        assert plan.status["results"]["passkeyAccuracy"] == 1.0
+        assert plan.status["results"]["passed"] is False
+        assert not [a for a in plan.actions if isinstance(a, TagModelVersion)]
+    run = RunObservation("r5", "FINISHED", {"passkey_acc_mean": 1.0, **cases["JudgeUnavailable"]})
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    assert (
+        "the judge at http://judge:9/v1 answered none of 4 requests"
+        in (condition(plan, "Ready")["message"])
+    )

@@ -4,6 +4,12 @@ The plan for a step depends only on the step, the curriculum and the world size;
 sample `position` of step `s` is `make_sample(seed, s, position)`. A resumed run
 therefore replays exactly the data an uninterrupted run would have seen, and the
 global batch is the same set of samples for any world size.
+
+With `data.uri` (a JSONL dataset, dataset.py) step `s` reads the next
+`tokens_per_step // seq_len` records of a stream of shuffled epochs: position `p` gets
+stream place `records_before(s) + p % records_per_step(s)`, again a pure function of
+the step (positions past the nominal batch, from rounding up to ranks × micro-batches,
+repeat records of the same step).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
+from infinitecontext.trainer import dataset
 from infinitecontext.trainer.data import Sample, TaskSpec, make_sample, sample_rng, token_counter
 from infinitecontext.trainer.recipe import DataSpec, TrainSpec
 
@@ -54,6 +61,30 @@ def plan_step(train: TrainSpec, step: int, world: int) -> StepPlan:
     return StepPlan(seq_len, micro, math.ceil(wanted / (micro * world)))
 
 
+def records_per_step(train: TrainSpec, step: int) -> int:
+    """Records a step reads from a JSONL dataset: the nominal global batch."""
+    return max(1, train.tokens_per_step // seq_len_at(train, step))
+
+
+def records_before(train: TrainSpec, step: int) -> int:
+    """Records the steps before `step` read (sum of records_per_step, stage by stage)."""
+    total, start = 0, 0
+    for stage in train.curriculum:
+        end = min(stage.until_step, step)
+        if end > start:
+            total += (end - start) * max(1, train.tokens_per_step // stage.seq_len)
+        start = max(start, stage.until_step)
+    if step > start:
+        total += (step - start) * max(1, train.tokens_per_step // train.seq_len)
+    return total
+
+
+def record_index(spec: DataSpec, train: TrainSpec, size: int, step: int, position: int) -> int:
+    """Which of `size` records position `position` of step `step` trains on."""
+    place = records_before(train, step) + position % records_per_step(train, step)
+    return dataset.record_at(spec.seed, size, place)
+
+
 def answer_budget(spec: DataSpec) -> int:
     """Tokens to leave after the prompt: the answer (digits, separators) and <eos>."""
     values = spec.num_needles if "multivalue" in spec.tasks else 1
@@ -77,18 +108,27 @@ def encode_batch(
     Each row is <bos> prompt answer <eos>; targets are the next tokens. The answer and
     <eos> weigh `answer_loss_weight`, the haystack `lm_loss_weight`, padding 0.
     """
-    batch = len(samples)
+    rows = [(list(s.prompt_ids), [*a, EOS]) for s, a in zip(samples, answer_ids, strict=True)]
+    return encode_rows(rows, seq_len, spec, pad)
+
+
+def encode_rows(
+    rows: list[tuple[list[int], list[int]]], seq_len: int, spec: DataSpec, pad: int
+) -> dict[str, torch.Tensor]:
+    """encode_batch for (prompt ids, answer ids) rows: <bos> prompt answer, cut to
+    seq_len + 1 tokens (the answer carries its own <eos>, if any)."""
+    batch = len(rows)
     inputs = torch.full((batch, seq_len), pad, dtype=torch.long)
     targets = torch.full((batch, seq_len), pad, dtype=torch.long)
     weights = torch.zeros((batch, seq_len), dtype=torch.float32)
     answer_mask = torch.zeros((batch, seq_len), dtype=torch.bool)
-    for row, (sample, answer) in enumerate(zip(samples, answer_ids, strict=True)):
-        tokens = [BOS, *sample.prompt_ids, *answer, EOS][: seq_len + 1]
+    for row, (prompt, answer) in enumerate(rows):
+        tokens = [BOS, *prompt, *answer][: seq_len + 1]
         n = len(tokens) - 1
         inputs[row, :n] = torch.tensor(tokens[:-1])
         targets[row, :n] = torch.tensor(tokens[1:])
         weights[row, :n] = spec.lm_loss_weight
-        first_answer = len(sample.prompt_ids)  # target index of the answer's first token
+        first_answer = len(prompt)  # target index of the answer's first token
         weights[row, first_answer:n] = spec.answer_loss_weight
         answer_mask[row, first_answer:n] = True
     return {"input_ids": inputs, "targets": targets, "weights": weights, "answer": answer_mask}
@@ -113,22 +153,42 @@ class StepBatches(Dataset[list[dict[str, torch.Tensor]]]):
         self.train, self.spec, self.rank, self.world = train, spec, rank, world
         self.tokenizer_json, self.first_step = tokenizer_json, first_step
         self._count: Any = None
+        self._tokenizer: Tokenizer | None = None
+        # A JSONL dataset is fetched and indexed here, once per rank, before any worker.
+        self.records = dataset.JsonlDataset(dataset.resolve(spec.uri)) if spec.uri else None
 
     def __len__(self) -> int:
         return max(0, self.train.steps - self.first_step)
 
     def __getitem__(self, index: int) -> list[dict[str, torch.Tensor]]:
         if self._count is None:  # built lazily: once per worker process
-            tokenizer = Tokenizer.from_str(self.tokenizer_json)
-            self._count = token_counter(tokenizer)
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._count = token_counter(self._tokenizer)
         step = self.first_step + index
         plan = plan_step(self.train, step, self.world)
         micro_batches = []
         for micro_step in range(plan.accumulation):
             positions = plan.positions(micro_step, self.rank, self.world)
+            if self.records is not None:
+                micro_batches.append(self._record_batch(plan.seq_len, step, positions))
+                continue
             samples = [
                 step_sample(self.spec, self._count, plan.seq_len, step, p) for p in positions
             ]
             answers = [self._count(s.answer) for s in samples]
             micro_batches.append(encode_batch(samples, answers, plan.seq_len, self.spec, PAD))
         return micro_batches
+
+    def _record_batch(self, seq_len: int, step: int, positions: range) -> dict[str, torch.Tensor]:
+        assert self.records is not None and self._tokenizer is not None
+        tokenizer = self._tokenizer
+
+        def encode(text: str) -> list[int]:
+            return list(tokenizer.encode(text).ids)
+
+        size = len(self.records)
+        rows = []
+        for p in positions:
+            record = self.records[record_index(self.spec, self.train, size, step, p)]
+            rows.append(dataset.record_row(record, encode, EOS, seq_len))
+        return encode_rows(rows, seq_len, self.spec, PAD)

@@ -5,7 +5,9 @@ latent cache, YaRN factor selectable at load time) or an OpenAI-compatible endpo
 (`/v1/completions`, greedy). Each cell holds `trials` samples from an evaluation
 stream apart from the training one; a sample scores 1 for an exact match of the
 pass key (RULER's string_match_all for multivalue). Results: a JSON file, a
-heatmap PNG (length × depth) and MLflow metrics `<task>_acc_<length>`.
+heatmap PNG (length × depth) and MLflow metrics `<task>_acc_<length>`. With
+`spec.judge`, an LLM judge then grades a spread of the answers (judge.py:
+`judge.json`, metrics `judge_*`, `judge_score` in 0–1).
 """
 
 from __future__ import annotations
@@ -250,23 +252,52 @@ def run_eval(
             log.warning("yarn_factor applies to model directories; set it where it is served")
         name = served_model or str(tokenizer_dir)
         generate, target = endpoint_generator(endpoint, name), f"{endpoint} ({name})"
+    answers: list[tuple[Sample, str]] = []
+    if spec.judge is not None:
+        generate = recording(generate, answers)
     result = evaluate_grid(spec, tokenizer, generate, target)
     stem = f"{spec.task}_yarn{spec.yarn_factor:g}"
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     plot_heatmap(result, png_path)
-    log_to_mlflow(result, mlflow or MlflowSpec(), mlflow_run_id, [json_path, png_path])
+    files, extra = [json_path, png_path], {}
+    if spec.judge is not None:
+        from infinitecontext.trainer.judge import grade_answers, judge_metrics
+
+        graded = grade_answers(spec.judge, [a[0] for a in answers], [a[1] for a in answers])
+        judge_path = out_dir / "judge.json"
+        judge_path.write_text(json.dumps(graded, indent=2) + "\n")
+        files.append(judge_path)
+        extra = judge_metrics(graded["summary"])
+        log.info("judge: %s", {k: v for k, v in graded["summary"].items() if k != "histogram"})
+    log_to_mlflow(result, mlflow or MlflowSpec(), mlflow_run_id, files, extra)
     return result
 
 
+def recording(generate: Generate, answers: list[tuple[Sample, str]]) -> Generate:
+    """`generate` that also keeps every (sample, completion) it returned."""
+
+    def run(samples: Sequence[Sample], max_new_tokens: int) -> list[str]:
+        outputs = generate(samples, max_new_tokens)
+        answers.extend(zip(samples, outputs, strict=True))
+        return outputs
+
+    return run
+
+
 def log_to_mlflow(
-    result: GridResult, spec: MlflowSpec, run_id: str | None, files: list[Path]
+    result: GridResult,
+    spec: MlflowSpec,
+    run_id: str | None,
+    files: list[Path],
+    extra: dict[str, float] | None = None,
 ) -> None:
     tracker = Tracker.start(spec, f"eval-{result.task}", resume_run_id=run_id)
     suffix = f"_yarn{result.yarn_factor:g}" if result.yarn_factor != 1.0 else ""
     metrics = {f"{result.task}_acc_{n}{suffix}": a for n, a in result.by_length.items()}
     metrics[f"{result.task}_acc_mean{suffix}"] = result.mean
+    metrics |= extra or {}
     tracker.log_metrics(metrics, step=0)
     for file in files:
         tracker.log_artifact(file, "eval")

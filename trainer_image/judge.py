@@ -8,6 +8,12 @@ a task description, the instruction, the response, an optional reference answer
 Any OpenAI-compatible endpoint can judge (the served model, a stronger judge);
 `guided=True` asks a vLLM server to constrain the output to the format by regex,
 which makes even a tiny model's verdicts parsable.
+
+`grade_answers` is what an evaluation with a judge runs after the passkey grid
+(evaluate.py, the operator's Evaluation `spec.judge`): a spread of the grid's own
+questions, the evaluated model's answers and the true needles as reference answers.
+The mean verdict (1–5) is also reported normalised to 0–1 as `score` ((mean − 1) / 4),
+the scale of an Evaluation's `thresholds.judgeScore`.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import logging
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from infinitecontext.trainer.recipe import JudgeSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,12 @@ class JudgeReport:
     def mean_score(self) -> float | None:
         return sum(self.parsed) / len(self.parsed) if self.parsed else None
 
+    @property
+    def score(self) -> float | None:
+        """The mean verdict on a 0–1 scale: (mean − 1) / 4."""
+        mean = self.mean_score
+        return None if mean is None else (mean - 1) / 4
+
     def summary(self) -> dict[str, Any]:
         return {
             "items": len(self.verdicts),
@@ -111,6 +125,7 @@ class JudgeReport:
             "unparsable": self.unparsable,
             "request_errors": self.errors,
             "mean_score": self.mean_score,
+            "score": self.score,
             "histogram": {s: self.parsed.count(s) for s in range(1, 6)},
         }
 
@@ -196,11 +211,76 @@ def _ask(endpoint: JudgeEndpoint, item: Item) -> str | None:
         return None
 
 
-def passkey_items(samples: Sequence[Any], responses: Sequence[str]) -> list[Item]:
+def passkey_items(
+    samples: Sequence[Any], responses: Sequence[str], rubric: str = RETRIEVAL_RUBRIC
+) -> list[Item]:
     """Judge items for passkey answers: the haystack's question, the model's answer."""
     items = []
     for sample, response in zip(samples, responses, strict=True):
         question = sample.prompt.rsplit(". ", 1)[-1]
         instruction = f"Answer from the context (not shown here). {question}"
-        items.append(Item(instruction, response, sample.answer.strip()))
+        items.append(Item(instruction, response, sample.answer.strip(), rubric))
     return items
+
+
+def spread(n: int, k: int) -> list[int]:
+    """`k` indices spread evenly over range(n) (all of them when n <= k)."""
+    return list(range(n)) if n <= k else [i * n // k for i in range(k)]
+
+
+def served_model(base_url: str, timeout: float) -> str:
+    """The first model an OpenAI-compatible server lists (`GET …/models`)."""
+    import httpx
+
+    response = httpx.get(base_url.rstrip("/") + "/models", timeout=timeout)
+    response.raise_for_status()
+    return str(response.json()["data"][0]["id"])
+
+
+def grade_answers(
+    spec: JudgeSpec, samples: Sequence[Any], responses: Sequence[str]
+) -> dict[str, Any]:
+    """Grade up to `spec.max_items` of the grid's answers; never raises for the judge.
+
+    An endpoint that cannot be reached (or lists no model) counts every item as a
+    request error, and `summary.error` says why; the caller sees no `score` then.
+    """
+    import httpx
+
+    chosen = spread(len(samples), spec.max_items)
+    items = passkey_items(
+        [samples[i] for i in chosen],
+        [responses[i] for i in chosen],
+        spec.rubric.strip() or RETRIEVAL_RUBRIC,
+    )
+    model, error = spec.model, None
+    if model is None:
+        try:
+            model = served_model(spec.url, min(spec.timeout, 30.0))
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
+            error = f"GET {spec.url.rstrip('/')}/models failed: {type(err).__name__}: {err}"
+            log.warning("judge: %s", error)
+    if model is None:
+        report = JudgeReport([Verdict(None, "", "") for _ in items], errors=len(items))
+    else:
+        endpoint = JudgeEndpoint(
+            spec.url, model, spec.api, spec.max_tokens, spec.guided, timeout=spec.timeout
+        )
+        report = judge(endpoint, items)
+        if report.errors == len(items) and items:
+            error = f"all {len(items)} requests to {spec.url} failed"
+    summary = report.summary() | {"endpoint": spec.url, "model": model, "error": error}
+    graded = [
+        asdict(i) | {"verdict": asdict(v)} for i, v in zip(items, report.verdicts, strict=True)
+    ]
+    return {"summary": summary, "items": graded}
+
+
+def judge_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics of a judge summary: `judge_items`, `judge_parsed`, …, `judge_score`
+    (0–1, only when some verdict parsed) and `judge_mean_score` (1–5)."""
+    return {
+        f"judge_{k}": float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }

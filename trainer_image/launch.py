@@ -96,7 +96,7 @@ def run_judge_file(
     mlflow_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Grade each JSONL item, write the report (verdicts + summary), log the summary."""
-    from infinitecontext.trainer.judge import Item, JudgeEndpoint, judge
+    from infinitecontext.trainer.judge import Item, JudgeEndpoint, judge, judge_metrics
     from infinitecontext.trainer.tracking import Tracker
 
     items = [Item(**json.loads(line)) for line in items_file.read_text().splitlines() if line]
@@ -106,8 +106,7 @@ def run_judge_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "verdicts": verdicts}, indent=2) + "\n")
     tracker = Tracker.start(MlflowSpec(), "judge", resume_run_id=mlflow_run_id)
-    numbers = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
-    tracker.log_metrics({f"judge_{k}": v for k, v in numbers.items()}, step=0)
+    tracker.log_metrics(judge_metrics(summary), step=0)
     tracker.log_artifact(out, "judge")
     tracker.end()
     return summary

@@ -9,6 +9,7 @@ every field's type and rejects unknown keys, naming the path of the first bad on
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,10 +41,16 @@ class ModelSpec:
     """YaRN's original_max_position_embeddings; default: the model's current maximum."""
 
 
+# Where `data.uri` may point: a local path, file://, or an MLflow artifact (dataset.py).
+DATA_URI_SCHEMES = ("file://", "runs:/", "mlflow-artifacts:/")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 @dataclass(frozen=True)
 class DataSpec:
     tasks: tuple[TaskName, ...] = ("passkey",)
     seed: int = 0
+    """The synthetic stream's seed; with `uri`, the seed of the record shuffle."""
     digits: int = 5
     num_needles: int = 4
     min_length_fraction: float = 0.5
@@ -52,6 +59,10 @@ class DataSpec:
     lm_loss_weight: float = 0.1
     """Weight of the next-token loss on the haystack, relative to the answer's."""
     tokenizer_sentences: int = 30_000
+    uri: str | None = None
+    """Train on a JSONL dataset instead of the synthetic tasks: one record a line,
+    `{"text": …}` or `{"prompt": …, "completion": …}`, at a local path, a `file://`
+    URI or an MLflow artifact URI (`runs:/…`, `mlflow-artifacts:/…`); see dataset.py."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,30 @@ class SFTRecipe:
 
 
 @dataclass(frozen=True)
+class JudgeSpec:
+    """An LLM judge that grades the evaluated model's passkey answers (judge.py)."""
+
+    url: str
+    """The judge's OpenAI-compatible base URL (…/v1)."""
+    model: str | None = None
+    """The judge's served model name; default: the first one `GET {url}/models` lists."""
+    rubric: str = ""
+    """The score rubric (1–5); empty: judge.RETRIEVAL_RUBRIC."""
+    api: Literal["completions", "chat"] = "completions"
+    guided: bool = False
+    """Constrain the judge's output to the verdict format (vLLM structured outputs)."""
+    max_items: int = 16
+    """Answers graded, spread evenly over the grid's cells."""
+    max_tokens: int = 512
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise RecipeError(f"judge.url must be an http(s) URL, got {self.url!r}")
+        _positive(self, "max_items", "max_tokens", "timeout")
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     lengths: tuple[int, ...] = (512, 1024, 2048)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -146,6 +181,8 @@ class EvalSpec:
     """Applied to a model directory at load time (1: as trained)."""
     batch_tokens: int = 32_768
     """Prompt tokens per generation batch (model directories) or requests in flight."""
+    judge: JudgeSpec | None = None
+    """Also grade the model's answers with an LLM judge (metric `judge_score`, 0–1)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +212,8 @@ class DPORecipe:
 
     def __post_init__(self) -> None:
         _positive(self, "pairs", "length", "steps", "batch_size", "grad_accum")
+        if self.data.uri is not None:
+            raise RecipeError("data.uri: DPO pairs come from the synthetic tasks only")
         if self.beta <= 0:
             raise RecipeError(f"beta must be positive, got {self.beta}")
 
@@ -185,6 +224,7 @@ def check_sft(recipe: SFTRecipe) -> None:
     _positive(recipe.checkpoint, "every_steps", "keep")
     if not recipe.data.tasks:
         raise RecipeError("data.tasks must name at least one task")
+    check_data_uri(recipe.data.uri)
     if not 0 < recipe.data.min_length_fraction <= 1:
         raise RecipeError("data.min_length_fraction must be in (0, 1]")
     previous = 0
@@ -197,6 +237,17 @@ def check_sft(recipe: SFTRecipe) -> None:
         previous = stage.until_step
     if recipe.optim.warmup_steps >= t.steps:
         raise RecipeError("optim.warmup_steps must be smaller than train.steps")
+
+
+def check_data_uri(uri: str | None) -> None:
+    """A dataset URI the trainer can read: a path, file://, runs:/ or mlflow-artifacts:/."""
+    if uri is None:
+        return
+    if not uri.strip():
+        raise RecipeError("data.uri must not be empty")
+    if _SCHEME.match(uri) and not uri.startswith(DATA_URI_SCHEMES):
+        known = ", ".join(f"{s}…" for s in DATA_URI_SCHEMES)
+        raise RecipeError(f"data.uri {uri!r}: unsupported scheme; use a path, {known}")
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -293,4 +344,13 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-__all__ = ["TASKS", "DPORecipe", "EvalSpec", "RecipeError", "SFTRecipe", "from_dict", "load"]
+__all__ = [
+    "TASKS",
+    "DPORecipe",
+    "EvalSpec",
+    "JudgeSpec",
+    "RecipeError",
+    "SFTRecipe",
+    "from_dict",
+    "load",
+]
