@@ -36,6 +36,12 @@ def run(
     kubeconfig: str | None = typer.Option(
         None, help="Kubeconfig (default: in-cluster or ~/.kube)."
     ),
+    cluster_scans: bool = typer.Option(
+        True,
+        help="Let kopf list/watch Namespaces and CRDs (cluster-scoped). --no-cluster-scans "
+        "for a namespaced Role (deploy/namespaced/): exact namespaces only, and CRDs "
+        "installed later are noticed at the next start.",
+    ),
 ) -> None:
     """Reconcile TrainingRuns, Alignments and Evaluations until stopped."""
     from infinitecontext.operator.main import OperatorOptions
@@ -43,6 +49,8 @@ def run(
 
     if not namespace and not all_namespaces:
         raise typer.BadParameter("give --namespace NAME (repeatable) or --all-namespaces")
+    if not cluster_scans and any(set(n) & set("*?[!") for n in namespace):
+        raise typer.BadParameter("--no-cluster-scans needs exact namespace names, not patterns")
     run_operator(
         OperatorOptions(
             namespaces=list(namespace),
@@ -55,5 +63,6 @@ def run(
             slurm_url=slurm_url,
             slurm_job_path=slurm_job_path,
             kubeconfig=kubeconfig,
+            cluster_scans=cluster_scans,
         )
     )

@@ -7,6 +7,7 @@ field manager, so the operator owns exactly the fields it renders.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from infinitecontext.crds.models import GROUP, INFERENCE_SERVICE, VERSION, Revision
@@ -16,6 +17,8 @@ from infinitecontext.operator.kube import FIELD_MANAGER
 
 KEDA_CRD = "scaledobjects.keda.sh"
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+log = logging.getLogger(__name__)
+_FORBIDDEN_CRDS: set[str] = set()  # warned about once per process
 
 
 class InferenceKube:
@@ -66,7 +69,17 @@ class InferenceKube:
             return None
 
     def crd_installed(self, name: str) -> bool:
-        crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None)
+        """Whether CRD `name` exists. Without the right to read CRDs (a namespaced
+        operator under deploy/namespaced/'s Role) it counts as not installed."""
+        from kubernetes.dynamic.exceptions import ForbiddenError
+
+        try:
+            crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None)
+        except ForbiddenError:
+            if name not in _FORBIDDEN_CRDS:
+                _FORBIDDEN_CRDS.add(name)
+                log.warning("no right to read CRD %s: treating it as not installed", name)
+            return False
         return crd is not None
 
     def keda_installed(self) -> bool:

@@ -3,7 +3,9 @@
 Two replicas run side by side; kopf peering lets only the highest-priority one act
 (each pod picks a random priority at start, as kopf's peering docs advise: equal
 priorities would pause both). `--namespace` (repeatable) scopes the operator to those
-namespaces, `--all-namespaces` makes it cluster-wide.
+namespaces, `--all-namespaces` makes it cluster-wide. `--no-cluster-scans` keeps kopf
+from listing Namespaces and watching CRDs, the only cluster-scoped reads it makes, so
+that a Role in the watched namespace is all the operator needs (deploy/namespaced/).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class OperatorOptions:
     slurm_job_path: str = ""
     """PATH for jobs on SLURM nodes (where `icx` is installed there)."""
     kubeconfig: str | None = None
+    cluster_scans: bool = True
+    """kopf lists/watches Namespaces and watches CRDs; off under a namespaced Role."""
 
 
 def _configure(options: OperatorOptions) -> Any:
@@ -55,6 +59,8 @@ def _configure(options: OperatorOptions) -> Any:
         settings.execution.max_workers = 16
         settings.execution.default_backoff = 15
         settings.peering.stealth = True
+        # Off: no cluster-scoped reads (exact namespaces; CRDs as found at start).
+        settings.scanning.disabled = not options.cluster_scans
         api_client = (
             config.new_client_from_config(config_file=options.kubeconfig)
             if (options.kubeconfig)

@@ -586,3 +586,71 @@ def test_deploy_kustomization_is_valid(icx_crds: KubeCluster) -> None:
     assert container["livenessProbe"] and container["readinessProbe"]
     assert container["resources"]["limits"]["memory"]
     assert deployment["spec"]["replicas"] == 2
+
+
+def test_the_namespaced_variant_runs_under_its_role_only(
+    icx_crds: KubeCluster,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """deploy/namespaced/ as rendered by kustomize: only namespaced objects; the operator
+    runs with the Deployment's own arguments (--namespace, --no-cluster-scans, peering)
+    as a ServiceAccount bound to exactly its Role (no cluster rights at all) and
+    reconciles a TrainingRun and an InferenceService."""
+    rendered = [
+        d
+        for d in yaml.safe_load_all(
+            icx_crds.kubectl("kustomize", str(REPO / "deploy" / "namespaced"))
+        )
+        if d
+    ]
+    kinds = sorted(d["kind"] for d in rendered)
+    assert kinds == [
+        "Deployment", "KopfPeering", "Role", "RoleBinding", "ServiceAccount",
+    ]  # fmt: skip
+    deployment = next(d for d in rendered if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][3:] == [
+        "--namespace", "$(POD_NAMESPACE)", "--no-cluster-scans", "--peering", "infinitecontext",
+    ]  # fmt: skip
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    account = "icx-operator"
+    documents = []
+    for doc in rendered:
+        if doc["kind"] in ("Role", "RoleBinding", "KopfPeering"):
+            doc["metadata"]["namespace"] = kube_namespace
+            if doc["kind"] == "RoleBinding":
+                doc["subjects"] = [
+                    {"kind": "ServiceAccount", "name": account, "namespace": kube_namespace}
+                ]
+            documents.append(doc)
+    icx_crds.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    kubeconfig = icx_crds.service_account_kubeconfig(kube_namespace, account)
+    operator = operator_factory(
+        kubeconfig,
+        [kube_namespace],
+        tracking_uri=mlflow_server.url,
+        extra_args=container["command"][5:],
+    )
+    obj = resource("TrainingRun", "scoped", TINY_TRAINING | {"checkpoint": {"path": str(tmp_path)}})
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    done = wait_phase(icx_crds, "trainingrun", "scoped", kube_namespace, "Failed")
+    assert condition(done, "Ready")["reason"] == "NoMlflowRun"  # kwok ran the pod: no run
+    server = {
+        "model": {"mlflow": {"name": "tiny", "version": "1"}},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+    }
+    obj = resource("InferenceService", "scoped", server)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    serving = wait_condition(
+        icx_crds, "inferenceservice", "scoped", kube_namespace, "Ready", "status", "True"
+    )
+    assert serving["status"]["url"] == f"http://scoped.{kube_namespace}.svc.cluster.local:8000"
+    log = operator.log.read_text()
+    assert "Forbidden" not in log and "Not enough permissions" not in log, log[-3000:]
+    assert "no right to read CRD httproutes.gateway.networking.k8s.io" in log
