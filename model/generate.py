@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from infinitecontext.model.graphs import CudaGraphDecoder
 from infinitecontext.model.transformer import MLATransformer
 
 
@@ -22,9 +23,17 @@ class Sampling:
 
 @torch.no_grad()
 def generate(
-    model: MLATransformer, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling()
+    model: MLATransformer,
+    prompts: Sequence[Sequence[int]],
+    sampling: Sampling = Sampling(),
+    cuda_graph: bool = False,
 ) -> list[list[int]]:
-    """New tokens for each prompt (prompts may differ in length); stops are not included."""
+    """New tokens for each prompt (prompts may differ in length); stops are not included.
+
+    cuda_graph=True replays each decode step from a CUDA graph when the model is on a CUDA
+    device with the Triton MLA kernel (`CudaGraphDecoder`); otherwise, and on CPU, the
+    steps run eagerly. The tokens are the same either way.
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = model.lm_head.weight.device
@@ -38,6 +47,9 @@ def generate(
     last = logits[torch.arange(len(prompts)), lengths.long() - 1]  # (B, V)
     outputs: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    # The cache has room for every step, so positions need no per-step check on the host.
+    decoder = CudaGraphDecoder(model, cache, capture="auto" if cuda_graph else False)
+    positions = lengths.long()  # (B,) where each sequence's next token goes
     stops = torch.tensor(sampling.stop_tokens, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
         token = sample(last, sampling.temperature, sampling.top_p, generator)  # (B,)
@@ -46,7 +58,8 @@ def generate(
             outputs[b].append(int(token[b]))
         if bool(done.all()) or step == sampling.max_new_tokens - 1:
             break
-        last = model.decode(token[:, None], cache)[:, 0]
+        last = decoder(token, positions)[:, 0]
+        positions = positions + 1
     return outputs
 
 

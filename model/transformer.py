@@ -7,6 +7,7 @@ export needs no name map (see hf.py). Dense only: every layer has the same MLP.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -115,13 +116,27 @@ class MLATransformer(nn.Module):
         cache.lengths.copy_(lengths)
         return logits
 
-    def decode(self, input_ids: torch.Tensor, cache: LatentKVCache) -> torch.Tensor:
-        """Append tokens (B, T) after each sequence's cached tokens; absorbed path."""
-        steps = torch.arange(input_ids.shape[1], device=input_ids.device)
-        positions = cache.lengths[:, None].long() + steps  # (B, T)
-        cache.check_room(int(positions.max()))  # one host sync per step, not per layer
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        cache: LatentKVCache,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Append tokens (B, T) to the cache and return their logits (B, T, V); absorbed path.
+
+        By default the tokens go right after each sequence's cached tokens
+        (`cache.lengths` + 0..T-1), checked against the cache's room with one host sync.
+        Explicit `positions` (B, T) skip that check and never sync with the host, so a
+        one-token step (T = 1) can be captured in a CUDA graph (`graphs.CudaGraphDecoder`);
+        the caller guarantees positions < `cache.max_len`. Either way the cache then holds
+        each sequence up to its last new position: `cache.lengths = positions[:, -1] + 1`.
+        """
+        if positions is None:
+            steps = torch.arange(input_ids.shape[1], device=input_ids.device)
+            positions = cache.lengths[:, None].long() + steps  # (B, T)
+            cache.check_room(int(positions.max()))  # one host sync per step, not per layer
         logits = self._run(input_ids, positions, cache, absorb=True)
-        cache.lengths += input_ids.shape[1]
+        cache.lengths.copy_(positions[:, -1] + 1)
         return logits
 
     def _run(
@@ -133,8 +148,9 @@ class MLATransformer(nn.Module):
     ) -> torch.Tensor:
         cos, sin = cos_sin(positions, self.inv_freq, self.rope_attention_factor)  # (B, T, R/2)
         x = self.model.embed_tokens(input_ids)  # (B, T, D)
-        for block in self.model.layers:
-            x = block(x, cos, sin, positions, cache, absorb)
+        with cache.step(positions) if cache is not None else contextlib.nullcontext():
+            for block in self.model.layers:
+                x = block(x, cos, sin, positions, cache, absorb)
         return self.lm_head(self.model.norm(x))  # (B, T, V)
 
     def new_cache(
