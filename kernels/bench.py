@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -907,12 +907,6 @@ def main() -> None:
         action="store_true",
         help="time the grid with the sweep's best tiles instead of the shipped defaults",
     )
-    parser.add_argument(
-        "--lazy-rescale",
-        choices=("default", "on", "off"),
-        default="default",
-        help="force FA4-style conditional rescaling on or off in every MLA tile config",
-    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -933,9 +927,6 @@ def main() -> None:
         json_path.write_text(json.dumps(report, indent=1))
 
     configs: dict[int, DecodeConfig | None] = {h: None for h in MLA_HEADS}
-    if args.lazy_rescale != "default":
-        lazy = args.lazy_rescale == "on"
-        configs = {h: replace(default_config(h), lazy_rescale=lazy) for h in MLA_HEADS}
     sections = set(args.sections.split(","))
     if "sweep" in sections and not args.quick:
         report["sweep"] = sweep_configs(flush, bw["read_GBps"])

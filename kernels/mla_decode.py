@@ -55,8 +55,6 @@ class DecodeConfig:
     num_stages: int
     ctas_per_sm: int
     """Programs one SM keeps resident at once; the split heuristic fills this many slots."""
-    lazy_rescale: bool = False
-    """Rescale the accumulator only when a row's max grows by more than 2^8 (FA4)."""
 
 
 def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
@@ -146,8 +144,6 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     SINGLE_SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr,
     IEEE_FP32: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr,
-    RESCALE_LOG2: tl.constexpr,
 ):
     # Head group fastest: the programs sharing a latent tile run together and share it in L2.
     head_group = tl.program_id(0)
@@ -212,35 +208,16 @@ def _split_kernel(  # type: ignore[no-untyped-def]
         scores = tl.where(mask_t[None, :], scores * sm_scale_log2, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        if LAZY_RESCALE:
-            # FlashAttention-4's conditional rescaling: keep the running max (and skip the
-            # BLOCK_H × 512 rescale of acc) until some row's max grows by more than
-            # 2^RESCALE_LOG2; until then probabilities stay ≤ 2^RESCALE_LOG2, safe in fp32
-            # and bf16. Past the first tiles the max rarely grows, so most tiles skip it.
-            if tl.max(m_new - m_i, axis=0) > RESCALE_LOG2:
-                alpha = tl.exp2(m_i - m_new)
-                acc = acc * alpha[:, None]
-                l_i = l_i * alpha
-                m_i = m_new
-            probs = tl.exp2(scores - m_i[:, None])
-            l_i = l_i + tl.sum(probs, axis=1)
-            if FP8:
-                probs = probs * token_scale[None, :]
-            if IEEE_FP32:
-                acc += tl.dot(probs, c_kv, input_precision="ieee")
-            else:
-                acc += tl.dot(probs.to(c_kv.dtype), c_kv)
+        alpha = tl.exp2(m_i - m_new)
+        probs = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(probs, axis=1)
+        if FP8:
+            probs = probs * token_scale[None, :]
+        if IEEE_FP32:
+            acc = acc * alpha[:, None] + tl.dot(probs, c_kv, input_precision="ieee")
         else:
-            alpha = tl.exp2(m_i - m_new)
-            probs = tl.exp2(scores - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(probs, axis=1)
-            if FP8:
-                probs = probs * token_scale[None, :]
-            if IEEE_FP32:
-                acc = acc * alpha[:, None] + tl.dot(probs, c_kv, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
-            m_i = m_new
+            acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
+        m_i = m_new
 
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)[:, None]
@@ -422,8 +399,6 @@ def mla_decode_triton(
         SINGLE_SPLIT=single,
         DOT_FP32=triton_interpreting(),
         IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
-        LAZY_RESCALE=config.lazy_rescale,
-        RESCALE_LOG2=8.0,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

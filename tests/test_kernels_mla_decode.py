@@ -7,8 +7,6 @@ that are not a multiple of the tile, heuristic / single / many splits, contiguou
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -119,24 +117,6 @@ def test_fp8_cache_matches_its_reference_and_stays_near_bf16(paged, kernel_devic
     )
     assert rel_error(out, ref_fp8) < TOLERANCE[torch.bfloat16]
     assert rel_error(out, ref_bf16) < 0.1  # e4m3 keeps 3 mantissa bits
-
-
-@pytest.mark.parametrize("growth", [0.0, 3.0], ids=["random", "rising-scores"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_lazy_rescale_matches_float64_reference(growth, dtype, kernel_device, poison_outputs):
-    """FA4-style conditional rescaling; rising scores force the rescale branch many times."""
-    q_lat, q_pe, cache, lengths_t, _ = make_inputs(
-        2, 16, [200, 61], dtype, kernel_device, paged=False
-    )
-    ramp = torch.linspace(0.2, 0.2 + growth, cache.shape[1], device=kernel_device)
-    cache = (cache.float() * ramp[None, :, None]).to(dtype)
-    config = dataclasses.replace(default_config(16, cache.element_size()), lazy_rescale=True)
-    out, lse = mla_decode_triton(q_lat, q_pe, cache, lengths_t, 0.3, num_splits=3, config=config)
-    ref_out, ref_lse = mla_decode_ref(
-        q_lat, q_pe, cache, lengths_t, 0.3, compute_dtype=torch.float64
-    )
-    assert rel_error(out, ref_out) < TOLERANCE[dtype]
-    assert (lse.double() - ref_lse.double()).abs().max() < 50 * TOLERANCE[dtype]
 
 
 def test_output_is_consistent_across_split_counts(kernel_device):
