@@ -5,6 +5,12 @@ torch.compile per block, then `fully_shard` per block and once more on the root
 (the last block keeps its parameters gathered after forward, since backward needs
 them at once). One code path for one CPU process (gloo), many CPU processes (gloo,
 the tests) and one or many GPUs (NCCL).
+
+World size 1: FSDP2 still keeps a sharded fp32 parameter and an unsharded bf16 copy
+made by an "all-gather" (cast + copies). Resharding after forward then only frees that
+copy to re-make it in backward, and resharding after each accumulation micro-batch's
+backward re-makes it in the next forward: with one rank neither saves memory on other
+ranks' behalf, so both are off (`parallelize`, `set_micro_batch`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from infinitecontext.trainer.recipe import ParallelSpec
 
@@ -64,7 +70,12 @@ def close_world() -> None:
 
 
 def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Module:
-    """Apply AC, compile and FSDP2 to an MLATransformer (or any model with .model.layers)."""
+    """Apply AC, compile and FSDP2 to an MLATransformer (or any model with .model.layers).
+
+    `spec.reshard_after_forward` applies only when the mesh has more than one rank: with
+    one rank the "sharded" parameter is the whole fp32 parameter, so freeing the bf16
+    copy after forward saves nothing that matters and costs a second copy (cast +
+    all-gather copy-in/out, ~2 passes over the weights) in backward."""
     layers = model.get_submodule("model.layers")
     assert isinstance(layers, nn.ModuleList)
     if spec.activation_checkpointing:
@@ -72,8 +83,26 @@ def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Mo
     if spec.compile:
         for block in layers:
             block.compile()
-    apply_fsdp(model, layers, mesh, mixed_precision_policy(spec), spec.reshard_after_forward)
+    reshard = spec.reshard_after_forward and mesh.size() > 1
+    apply_fsdp(model, layers, mesh, mixed_precision_policy(spec), reshard)
     return model
+
+
+def set_micro_batch(model: nn.Module, last: bool, world_size: int) -> None:
+    """Call before each gradient-accumulation micro-batch's forward.
+
+    Gradients are reduce-scattered (and cast to fp32 into the sharded gradient) only on
+    the last micro-batch; before it FSDP2 accumulates the unsharded gradients
+    (`set_requires_gradient_sync`, FSDP1's `no_sync`). With one rank the unsharded
+    bf16 parameters are also kept from one micro-batch to the next instead of being
+    freed after backward and re-gathered in the next forward (with more ranks that
+    would keep the whole model gathered on every rank, so they are freed as usual).
+    A model that is not FSDP-wrapped is left as it is."""
+    if not isinstance(model, FSDPModule):
+        return
+    model.set_requires_gradient_sync(last)
+    if world_size == 1:
+        model.set_reshard_after_backward(last)
 
 
 def mixed_precision_policy(spec: ParallelSpec) -> MixedPrecisionPolicy:

@@ -7,7 +7,8 @@ GPUs with NCCL (launch with torchrun for more than one process):
 2. build the model (a seeded random init, or `model.init_from` a HF directory with
    an optional YaRN factor), parallelize it (parallel.py), AdamW, warmup + cosine;
 3. resume from the newest loadable checkpoint in `output_dir/checkpoints`;
-4. train: gradient accumulation over micro-batches, sequence-length curriculum,
+4. train: gradient accumulation over micro-batches (gradients reduced on the last
+   one only, parallel.set_micro_batch), sequence-length curriculum,
    a log line with tokens/s, MFU and ETA every `log_every` steps, MLflow metrics
    every step, a DCP checkpoint every `checkpoint.every_steps` and at the end;
 5. export the Hugging Face directory, log it to MLflow as artifact `model`, print
@@ -208,8 +209,10 @@ def train_step(
 ) -> dict[str, float]:
     model, optimizer = state.model, state.optimizer
     total_loss, answer_hits, answer_count, tokens = 0.0, 0.0, 0.0, 0
-    for batch in micro_batches:
+    for index, batch in enumerate(micro_batches):
         batch = {k: v.to(world.device, non_blocking=True) for k, v in batch.items()}
+        # gradients are reduced (reduce-scatter) on the last micro-batch only
+        parallel.set_micro_batch(model, index == len(micro_batches) - 1, world.size)
         logits = model(batch["input_ids"])
         loss, _ = weighted_loss(logits, batch["targets"], batch["weights"])
         (loss / len(micro_batches)).backward()
