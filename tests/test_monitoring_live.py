@@ -193,9 +193,10 @@ def test_dashboards_and_alerts_against_live_targets(
         lambda: all(prometheus.targets_up().values()) and len(prometheus.targets_up()) == 3, 60
     ), prometheus.targets_up()
 
-    # Load: 16 long requests against one slot keep more than 5 waiting for a while.
-    with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(complete, queued_vllm) for _ in range(16)]
+    # Load: 32 long requests against one slot keep more than 5 waiting for a while (16 once
+    # drained before the rule fired, on a loaded 2-core CI machine).
+    with ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(complete, queued_vllm) for _ in range(32)]
         fired = wait_for(
             lambda: any(
                 a["labels"]["alertname"] == "VLLMQueueDepthHigh" and a["state"] == "firing"
