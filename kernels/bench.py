@@ -542,12 +542,12 @@ def bench_end_to_end(
 
     Each shape's decode step (batch × 1 new token at position context − 1, so it attends to
     exactly `context` cache entries) is captured in a CUDA graph (`CudaGraphDecoder`) and
-    replayed: tokens/s = batch / median replay time. Both backends are captured; the
-    reference MLA decode reads lengths.max() on the host, so it is captured with that bound
-    replaced by the cache's capacity, which equals the context here (same work; see
-    `_reference_bounded_by_capacity`). The same step is also timed eagerly (unmodified
-    reference) for comparison. Shapes whose cache and temporaries would not fit are skipped
-    with the reason. Peak memory: batch 1, Triton, weights + cache + captured step.
+    replayed: tokens/s = batch / median replay time. Both backends are captured; captured,
+    the reference MLA decode gathers up to the cache's capacity instead of reading
+    lengths.max() on the host (`gather_latent`), and the capacity equals the context here
+    (same work). The same step is also timed eagerly for comparison. Shapes whose cache and
+    temporaries would not fit are skipped with the reason. Peak memory: batch 1, Triton,
+    weights + cache + captured step.
     """
     from infinitecontext.model.config import preset
     from infinitecontext.model.transformer import build
@@ -624,8 +624,6 @@ def _decode_tokens_per_s(
     eager_steps: int = E2E_EAGER_STEPS,
 ) -> dict[str, Any]:
     """Graph-replay (and eager) times of one decode step at a full context of `ctx` tokens."""
-    import contextlib
-
     from infinitecontext.model.graphs import CudaGraphDecoder
 
     cache = model.new_cache(batch, ctx)  # capacity = context: both MLA paths read it all
@@ -636,13 +634,12 @@ def _decode_tokens_per_s(
     positions = torch.full((batch, 1), ctx - 1, dtype=torch.long, device="cuda")
     row: dict[str, Any] = {}
     with _kernels(backend):
-        bounded = backend == "reference"
         decoder = CudaGraphDecoder(model, cache, capture=True, warmup=3)
         try:
-            with _reference_bounded_by_capacity() if bounded else contextlib.nullcontext():
-                decoder(ids, positions)  # warm-up, capture, one replay
-                times = _time_steps(decoder.step, replays)
-                back_to_back = _time_back_to_back(decoder.step, replays)
+            decoder(ids, positions)  # warm-up, capture, one replay
+            times = _time_steps(decoder.step, replays)
+            back_to_back = _time_back_to_back(decoder.step, replays)
+            bounded = backend == "reference"
             how = "graph (reference MLA bounded by capacity)" if bounded else "graph"
             row.update(_step_stats(batch, times), status=how, back_to_back_ms=back_to_back)
         except torch.OutOfMemoryError:
@@ -677,46 +674,6 @@ def _kernels(backend: str) -> Any:
                 os.environ["ICX_KERNELS"] = before
 
     return scoped()
-
-
-def _reference_bounded_by_capacity() -> Any:
-    """Inside the block, the reference MLA decode gathers the whole contiguous cache.
-
-    `mla_decode_ref` gathers rows up to `int(lengths.max())`, a device→host read that a
-    CUDA graph capture forbids. Bounding by the cache's capacity instead needs no read and
-    gives the same result (rows past each length are masked); when the lengths fill the
-    cache, as in `_decode_tokens_per_s`, it is also the same work. Paged caches keep the
-    original gather.
-    """
-    import contextlib
-
-    from infinitecontext.kernels import mla_decode_ref as ref
-
-    original = ref.gather_latent
-
-    def gather_to_capacity(
-        cache: torch.Tensor,
-        lengths: torch.Tensor,
-        block_table: torch.Tensor | None = None,
-        cache_scale: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if block_table is not None:
-            return original(cache, lengths, block_table, cache_scale)
-        batch = lengths.shape[0]
-        rows = cache[:batch].float()
-        if cache_scale is not None:
-            rows = rows * cache_scale[:batch].float().unsqueeze(-1)
-        return rows
-
-    @contextlib.contextmanager
-    def patched() -> Any:
-        ref.gather_latent = gather_to_capacity
-        try:
-            yield
-        finally:
-            ref.gather_latent = original
-
-    return patched()
 
 
 def _time_steps(step: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:

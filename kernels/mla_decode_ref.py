@@ -21,6 +21,10 @@ PAGE_SIZE = 64
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
+def _capturing_graph(lengths: Tensor) -> bool:
+    return lengths.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def gather_latent(
     cache: Tensor,
     lengths: Tensor,
@@ -30,9 +34,16 @@ def gather_latent(
     """The cache as a dense (B, L_max, 576) tensor in float32 (dequantised if fp8).
 
     Rows past a sequence's length are whatever the cache holds; callers mask them.
+    L_max is `lengths.max()`, read on the host, except while a CUDA graph is being captured,
+    where that read is not allowed: then it is the cache's capacity (same result, since the
+    extra rows are masked; the same work when the lengths fill the cache).
     """
     batch = lengths.shape[0]
-    max_len = int(lengths.max().item()) if batch else 0
+    if _capturing_graph(lengths):
+        page_size = cache.shape[1]
+        max_len = page_size * block_table.shape[1] if block_table is not None else page_size
+    else:
+        max_len = int(lengths.max().item()) if batch else 0
     if block_table is None:
         rows = cache[:batch, :max_len]  # (B, L, 576)
         scales = None if cache_scale is None else cache_scale[:batch, :max_len]

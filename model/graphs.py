@@ -30,9 +30,10 @@ Capture = bool | Literal["auto"]
 def capture_plan(device: torch.device, backend: dispatch.Backend, capture: Capture) -> str | None:
     """None if the step will be captured, else why it runs eagerly.
 
-    "auto" captures on CUDA with the Triton MLA kernel; the reference MLA decode reads
-    `lengths.max()` on the host, which a capture forbids. True insists (a CPU device is an
-    error; a host read during capture fails there), False never captures.
+    "auto" captures on CUDA with the Triton MLA kernel. The reference MLA decode syncs with
+    the host for `lengths.max()` when eager; captured, it gathers the cache's whole capacity
+    instead, more work than eager while the cache is not full, so "auto" leaves it eager.
+    True insists (a CPU device is an error), False never captures.
     """
     if capture is False:
         return "capture off"
@@ -41,7 +42,10 @@ def capture_plan(device: torch.device, backend: dispatch.Backend, capture: Captu
             raise ValueError(f"CUDA graphs need a CUDA device, the cache is on {device}")
         return f"not a CUDA device ({device.type})"
     if capture == "auto" and backend != "triton":
-        return "the reference MLA decode syncs with the host (lengths.max())"
+        return (
+            "the reference MLA decode syncs with the host (lengths.max());"
+            " captured it would read the whole cache"
+        )
     return None
 
 

@@ -55,22 +55,23 @@ def test_kernels_backend_is_scoped(monkeypatch):
     assert "ICX_KERNELS" not in os.environ
 
 
-def test_reference_bounded_by_capacity_matches_and_reads_nothing_on_the_host():
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+def test_reference_bounded_by_capacity_matches_and_reads_nothing_on_the_host(paged, monkeypatch):
+    """While a graph is captured the reference gathers the whole capacity, with no host read."""
     from infinitecontext.kernels import mla_decode_ref as ref
 
-    original = ref.gather_latent
     q_lat, q_pe = torch.randn(3, 4, 512), torch.randn(3, 4, 64)
-    cache = torch.randn(3, 40, 576)
+    cache = torch.randn(3, 64 if paged else 40, 576)
     lengths = torch.tensor([40, 7, 1], dtype=torch.int32)
-    expected = mla_decode_ref(q_lat, q_pe, cache, lengths, 0.1)
-    with bench._reference_bounded_by_capacity():
-        assert ref.gather_latent is not original
-        got = mla_decode_ref(q_lat, q_pe, cache, lengths, 0.1)
-        # On the meta device a host read (lengths.max().item()) would raise.
-        meta = [t.to("meta") for t in (q_lat, q_pe, cache, lengths)]
-        out, lse = mla_decode_ref(*meta, 0.1)
-        assert out.shape == (3, 4, 512) and lse.shape == (3, 4)
-    assert ref.gather_latent is original
+    block_table = torch.tensor([[2], [0], [1]], dtype=torch.int32) if paged else None
+    expected = mla_decode_ref(q_lat, q_pe, cache, lengths, 0.1, block_table)
+    monkeypatch.setattr(ref, "_capturing_graph", lambda lengths: True)
+    got = mla_decode_ref(q_lat, q_pe, cache, lengths, 0.1, block_table)
+    # On the meta device a host read (lengths.max().item()) would raise.
+    meta = [t.to("meta") for t in (q_lat, q_pe, cache, lengths)]
+    meta_table = block_table.to("meta") if paged else None
+    out, lse = mla_decode_ref(*meta, 0.1, meta_table)
+    assert out.shape == (3, 4, 512) and lse.shape == (3, 4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -131,17 +132,16 @@ def test_graph_replays_equal_eager_decode_steps(cuda_model, monkeypatch):
 
 
 @cuda_only
-def test_reference_backend_decodes_eagerly_unless_its_bound_is_patched(cuda_model, monkeypatch):
+def test_reference_backend_decodes_eagerly_unless_capture_is_asked(cuda_model, monkeypatch):
     monkeypatch.setenv("ICX_KERNELS", "reference")
     cache, eager_cache = _twin_caches(cuda_model, 2, 64)
     decoder = CudaGraphDecoder(cuda_model, cache)
     assert not decoder.graphed and "syncs" in str(decoder.eager_reason)
     _check_replays_match_eager(cuda_model, decoder, cache, eager_cache, [5, 60])
     cache, eager_cache = _twin_caches(cuda_model, 2, 64)
-    with bench._reference_bounded_by_capacity():
-        decoder = CudaGraphDecoder(cuda_model, cache, capture=True)
-        ids = torch.tensor([1, 2], device="cuda")
-        got = decoder(ids, torch.tensor([5, 60], device="cuda")).clone()
+    decoder = CudaGraphDecoder(cuda_model, cache, capture=True)
+    ids = torch.tensor([1, 2], device="cuda")
+    got = decoder(ids, torch.tensor([5, 60], device="cuda")).clone()
     assert decoder.graph is not None
     with torch.no_grad():
         expected = cuda_model.decode(ids[:, None], eager_cache, torch.tensor([[5], [60]]).cuda())
