@@ -82,15 +82,7 @@ def time_graph(fn: Callable[[], Any], flush: _L2Flusher, reps: int = 30) -> Timi
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        flush()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    times = event_times(graph.replay, reps, before_each=flush)
     del graph
     return _percentiles(times)
 
@@ -99,16 +91,24 @@ def time_eager(fn: Callable[[], Any], flush: _L2Flusher, reps: int = 10) -> Timi
     """Events around plain calls, for what cannot be captured."""
     fn()
     torch.cuda.synchronize()
+    return _percentiles(event_times(fn, reps, before_each=flush))
+
+
+def event_times(
+    call: Callable[[], Any], reps: int, before_each: Callable[[], Any] | None = None
+) -> list[float]:
+    """Milliseconds of each of `reps` calls between CUDA events (`before_each` runs outside)."""
     times = []
     for _ in range(reps):
-        flush()
+        if before_each is not None:
+            before_each()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        call()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return _percentiles(times)
+    return times
 
 
 def _percentiles(times: list[float]) -> Timing:
@@ -681,15 +681,7 @@ def _time_steps(step: Callable[[], Any], reps: int, warmup: int = 3) -> list[flo
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
+    return event_times(step, reps)
 
 
 def _time_back_to_back(step: Callable[[], Any], reps: int) -> float:

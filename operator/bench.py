@@ -119,18 +119,10 @@ def submitted_latencies(items: list[dict[str, Any]]) -> list[float]:
     return latencies
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_operator(
     kubeconfig: Path, namespace: str, log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
-    metrics, health = free_port(), free_port()
+    metrics, health = devcluster.free_ports(2)
     command = [
         sys.executable, "-m", "infinitecontext.cli", "operator", "run", "-n", namespace,
         "--kubeconfig", str(kubeconfig), "--metrics-port", str(metrics),

@@ -19,6 +19,7 @@ from infinitecontext.crds.models import (
     Revision,
     ServedTemplate,
 )
+from infinitecontext.operator.jobs import pod_placement
 
 KIND = "InferenceService"
 LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
@@ -157,16 +158,7 @@ def deployment(
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
         ],
     }
-    if options.node_selector:
-        pod_spec["nodeSelector"] = dict(options.node_selector)
-    if options.tolerations:
-        pod_spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
-        ]
-    if options.priority_class_name:
-        pod_spec["priorityClassName"] = options.priority_class_name
-    if options.service_account_name:
-        pod_spec["serviceAccountName"] = options.service_account_name
+    pod_spec.update(pod_placement(options))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -177,17 +177,24 @@ def _pod_spec(
         pod["volumes"] = [checkpoint_volume(checkpoint)]
     if nodes > 1:
         pod["subdomain"] = job_name(owner)
+    pod.update(pod_placement(options))
+    return pod
+
+
+def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
+    """The pod-spec fields the user's backend options set: where and as whom a pod runs."""
+    fields: dict[str, Any] = {}
     if options.node_selector:
-        pod["nodeSelector"] = dict(options.node_selector)
+        fields["nodeSelector"] = dict(options.node_selector)
     if options.tolerations:
-        pod["tolerations"] = [
+        fields["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in options.tolerations
         ]
     if options.priority_class_name:
-        pod["priorityClassName"] = options.priority_class_name
+        fields["priorityClassName"] = options.priority_class_name
     if options.service_account_name:
-        pod["serviceAccountName"] = options.service_account_name
-    return pod
+        fields["serviceAccountName"] = options.service_account_name
+    return fields
 
 
 def launcher(argv: list[str], nodes: int, resources: Resources) -> list[str]:

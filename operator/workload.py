@@ -26,6 +26,7 @@ from infinitecontext.crds.models import (
     JudgeEndpoint,
     ModelSpec,
     RegisteredModel,
+    SyntheticData,
     TrainingRunSpec,
     WorkloadSpec,
 )
@@ -114,19 +115,24 @@ def _model(model: ModelSpec) -> dict[str, Any]:
     return result
 
 
+def _synthetic_data(synthetic: SyntheticData) -> dict[str, Any]:
+    """The synthetic task generator's parameters, as a recipe's `data` section."""
+    return {
+        "tasks": list(synthetic.tasks),
+        "seed": synthetic.seed,
+        "digits": synthetic.digits,
+        "num_needles": synthetic.num_needles,
+        "min_length_fraction": synthetic.min_length_fraction,
+        "tokenizer_sentences": synthetic.tokenizer_sentences,
+    }
+
+
 def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> dict[str, Any]:
     """A `trainer.recipe.SFTRecipe` as plain data."""
     h = spec.hyperparameters
     synthetic = spec.data.synthetic
     if synthetic is not None:
-        data: dict[str, Any] = {
-            "tasks": list(synthetic.tasks),
-            "seed": synthetic.seed,
-            "digits": synthetic.digits,
-            "num_needles": synthetic.num_needles,
-            "min_length_fraction": synthetic.min_length_fraction,
-            "tokenizer_sentences": synthetic.tokenizer_sentences,
-        }
+        data = _synthetic_data(synthetic)
     else:  # a JSONL dataset: the trainer fetches, indexes and shuffles it (seeded)
         data = {"uri": spec.data.uri, "seed": h.seed}
     return {
@@ -162,7 +168,6 @@ def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> dict[str, Any]:
 def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> dict[str, Any]:
     """A `trainer.recipe.DPORecipe` as plain data."""
     d, p = spec.dpo, spec.preference_data
-    synthetic = p.synthetic
     return {
         "name": owner.name,
         "model_dir": f"{spec.checkpoint.path}/input-model",
@@ -170,14 +175,7 @@ def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> dict[str, Any]:
         "pairs": p.pairs,
         "length": p.length,
         "rejected": p.rejected,
-        "data": {
-            "tasks": list(synthetic.tasks),
-            "seed": synthetic.seed,
-            "digits": synthetic.digits,
-            "num_needles": synthetic.num_needles,
-            "min_length_fraction": synthetic.min_length_fraction,
-            "tokenizer_sentences": synthetic.tokenizer_sentences,
-        },
+        "data": _synthetic_data(p.synthetic),
         "beta": d.beta,
         "loss_type": d.loss_type,
         "lr": d.learning_rate,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from plugins.mlflow_server import free_port
+from plugins.processes import free_port
 
 from infinitecontext.operator.inference_slurm import replicas_of
 

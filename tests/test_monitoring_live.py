@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from plugins.mlflow_server import free_port
+from plugins.processes import free_port, wait_http_ok
 from plugins.prometheus import Prometheus, rule_groups
 from test_monitoring_static import dashboard_queries
 
@@ -25,20 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 ICX = str(Path(sys.executable).with_name("icx"))
 NAMESPACE = "icx-monitoring"
 pytestmark = pytest.mark.slow
-
-
-def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} not answering after {timeout}s: {log.read_text()[-3000:]}")
 
 
 def spawn(command: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -98,7 +84,7 @@ def operator_process(kube_cluster, mlflow_server, slurm_cluster, tmp_path) -> It
             [*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(manifest).encode(), check=True
         )
     try:
-        wait_http(f"http://127.0.0.1:{port}/metrics", 60, process, log)
+        wait_http_ok(f"http://127.0.0.1:{port}/metrics", process, log, 60, every=1)
         yield f"127.0.0.1:{port}"
     finally:
         stop(process)
@@ -121,7 +107,7 @@ def trainer_process(tmp_path) -> Iterator[str]:
         MLFLOW_TRACKING_URI="",
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/metrics", 180, process, log)
+        wait_http_ok(f"http://127.0.0.1:{port}/metrics", process, log, 180, every=1)
         yield f"127.0.0.1:{port}"
     finally:
         stop(process)
@@ -146,7 +132,7 @@ def queued_vllm(tiny_hf_model, tmp_path) -> Iterator[str]:
         VLLM_CPU_KVCACHE_SPACE="1",
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/ready", 420, process, log)
+        wait_http_ok(f"http://127.0.0.1:{port}/ready", process, log, 420, every=1)
         yield f"127.0.0.1:{port}"
     finally:
         stop(process)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from plugins.kube import KubeCluster
-from plugins.mlflow_server import free_port
+from plugins.processes import free_port
 
 from infinitecontext import demo
 from infinitecontext.crds import models

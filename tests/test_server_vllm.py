@@ -14,7 +14,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from plugins.server import completion, http_status, icx_command
+from plugins.processes import http_status
+from plugins.server import completion, icx_command
 
 pytestmark = pytest.mark.slow
 

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from plugins.processes import free_port, wait_http_ok
 
 
 @dataclass(frozen=True)
 class MlflowServer:
     url: str
     root: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
@@ -52,20 +44,6 @@ def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """Session-wide MLflow server; tests set MLFLOW_TRACKING_URI from `.url` as needed."""
@@ -74,7 +52,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     process = start_mlflow(root, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process)
+        wait_http_ok(f"{url}/health", process, root / "server.log", timeout=120)
         yield MlflowServer(url=url, root=root)
     finally:
         process.terminate()

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from plugins.kube import KubeCluster
-from plugins.mlflow_server import free_port
+from plugins.processes import free_port, wait_http_ok
 
 from infinitecontext.crds.models import KINDS
 
@@ -115,21 +114,9 @@ def start_operator(
         command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
     operator = OperatorProcess(process, f"http://127.0.0.1:{metrics_port}/metrics", log)
-    _wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
+    healthz = f"http://127.0.0.1:{health_port}/healthz"
+    wait_http_ok(healthz, operator.process, operator.log, timeout=90, every=0.3)
     return operator
-
-
-def _wait_healthy(url: str, operator: OperatorProcess, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if operator.process.poll() is not None:
-            raise RuntimeError(f"operator exited: {operator.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"operator not healthy after {timeout}s: {operator.log.read_text()[-3000:]}")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from plugins.mlflow_server import free_port
+from plugins.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_RULE = REPO / "deploy" / "monitoring" / "prometheusrule.yaml"

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from plugins.mlflow_server import MlflowServer, free_port
+from plugins.mlflow_server import MlflowServer
+from plugins.processes import free_port, wait_http_ok
 
 MODEL_NAME = "icx-tiny"
 STARTUP_TIMEOUT_S = 420  # vLLM's CPU build loads the tiny model in 30-90 s on 2 cores
@@ -83,31 +83,8 @@ def server_env(tracking_uri: str) -> dict[str, str]:
     return os.environ | {"MLFLOW_TRACKING_URI": tracking_uri, "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
 def wait_ready(server: RunningServer, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"icx serve exited with {server.process.returncode}:\n{tail(server.log)}"
-            )
-        if http_status(f"{server.url}/ready") == 200:
-            return
-        time.sleep(2)
-    raise TimeoutError(f"icx serve not ready after {timeout}s:\n{tail(server.log)}")
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    wait_http_ok(f"{server.url}/ready", server.process, server.log, timeout, every=2)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 90) -> None:

