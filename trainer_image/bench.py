@@ -160,19 +160,12 @@ def ours_throughput(
     spec = ParallelSpec(mixed_precision="bf16", compile=compile_blocks)
     parallelize(model, spec, mesh)
     world_size = mesh.size()
-    fused = device == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
-    ids = torch.randint(3, cfg.vocab_size, (micro_batches, batch, seq_len + 1), device=device)
-
-    def step(count: int) -> None:
-        for i in range(count):
-            set_micro_batch(model, i == count - 1, world_size)
-            logits = model(ids[i, :, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[i, :, 1:].flatten())
-            (loss / count).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = _accumulating_step(
+        model,
+        model,
+        _random_batches(cfg, seq_len, batch, micro_batches, device),
+        before_micro_batch=lambda last: set_micro_batch(model, last, world_size),
+    )
     return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
 
 
@@ -186,20 +179,45 @@ def hf_throughput(
     config._attn_implementation = "sdpa"
     with torch.device(device):
         model = DeepseekV3ForCausalLM(config)
-    fused = device == "cuda"
+
+    def forward(ids: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return model(ids).logits
+
+    batches = _random_batches(cfg, seq_len, batch, micro_batches, device)
+    step = _accumulating_step(model, forward, batches)
+    return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
+
+
+def _random_batches(
+    cfg: MLAConfig, seq_len: int, batch: int, micro_batches: int, device: str
+) -> torch.Tensor:
+    """(micro_batches, batch, seq_len + 1) random token ids: inputs and shifted labels."""
+    return torch.randint(3, cfg.vocab_size, (micro_batches, batch, seq_len + 1), device=device)
+
+
+def _accumulating_step(
+    model: torch.nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: torch.Tensor,
+    before_micro_batch: Callable[[bool], None] | None = None,
+) -> Callable[[int], None]:
+    """step(count): `count` micro-batches of forward, cross-entropy and backward, then one
+    fused AdamW step; `before_micro_batch(is_last)` runs ahead of each micro-batch."""
+    fused = batches.is_cuda
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
-    ids = torch.randint(3, cfg.vocab_size, (micro_batches, batch, seq_len + 1), device=device)
 
     def step(count: int) -> None:
         for i in range(count):
-            with torch.autocast(device, dtype=torch.bfloat16):
-                logits = model(ids[i, :, :-1]).logits
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[i, :, 1:].flatten())
+            if before_micro_batch is not None:
+                before_micro_batch(i == count - 1)
+            logits = forward(batches[i, :, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batches[i, :, 1:].flatten())
             (loss / count).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
+    return step
 
 
 def _time_both(
