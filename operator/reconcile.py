@@ -49,6 +49,7 @@ from infinitecontext.operator.workload import (
     JUDGE_UNPARSABLE_METRIC,
     MODEL_ARTIFACT_PATH,
     Owner,
+    WorkloadCommand,
     accuracy_by_length,
     command,
     judge_endpoint,
@@ -380,8 +381,15 @@ def lineage_tags(resource: Resource, parent: RegisteredModel | None) -> dict[str
 def _children(
     resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed, suspend: bool
 ) -> list[dict[str, Any]]:
-    work = command(resource.owner, spec, observed.tracking_uri, b.status.input_model, _judge_of(b))
-    return render_children(resource.owner, spec, work, suspend)
+    return render_children(resource.owner, spec, _work(resource, spec, b, observed), suspend)
+
+
+def _work(
+    resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed
+) -> WorkloadCommand:
+    """The job's command and environment, from the spec and what status has resolved."""
+    judge = _judge_of(b)
+    return command(resource.owner, spec, observed.tracking_uri, b.status.input_model, judge)
 
 
 def _submit(
@@ -394,9 +402,7 @@ def _submit(
             backend=Backend.KUBERNETES, name=children[-1]["metadata"]["name"], attempt=attempt
         )
     else:
-        work = command(
-            resource.owner, spec, observed.tracking_uri, b.status.input_model, _judge_of(b)
-        )
+        work = _work(resource, spec, b, observed)
         if observed.slurm_job_path:
             work.environment["PATH"] = observed.slurm_job_path
         b.actions.append(SubmitSlurm(slurm_request(resource.owner, spec, work, attempt), attempt))
