@@ -21,19 +21,20 @@ scores and probabilities instead of the 576-wide rows.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from infinitecontext.kernels import runtime
 from infinitecontext.kernels.mla_decode_ref import KV_LORA_RANK, LATENT_DIM, ROPE_DIM
 from infinitecontext.kernels.runtime import (
     check_last_dim_contiguous,
     device_sm_count,
+    supports_pdl,
     triton_interpreting,
 )
 
@@ -84,28 +85,20 @@ def choose_num_splits(
     min_tokens_per_split: int = MIN_TOKENS_PER_SPLIT,
     max_splits: int = MAX_SPLITS,
 ) -> int:
-    """How many chunks to cut each sequence into so that the grid fills the GPU.
+    """How many chunks to cut each sequence into so that one wave fills the GPU.
 
-    After FlashAttention-2's `num_splits_heuristic`: with `slots` programs resident at once,
-    take the fewest splits whose wave efficiency (work / rounded-up waves) is within 5% of
-    the best one reachable, never making a chunk shorter than `min_tokens_per_split`. A grid
-    that already fills 80% of the slots is not split. (FA2 accepts 85%; on the H100 that
-    left 15% of the SMs idle at B=8, which cost as much in time.)
+    With `slots` programs resident at once, a grid that already fills 80% of them is not
+    split (FlashAttention-2's rule); otherwise each (sequence, head group) gets
+    slots // programs chunks, never shorter than `min_tokens_per_split`. One wave and no
+    more: a second, partial wave would leave SMs idle for a whole chunk. The chunks are
+    whole tiles dealt out evenly (the kernel's `_chunk`), so B = 1 uses all 132 SMs of an
+    H100. (FA2's "fewest splits within 5% of the best wave efficiency" picked 126 there.)
     """
     slots = sm_count * ctas_per_sm
     programs = batch * head_groups
     if programs >= 0.8 * slots:
         return 1
-    limit = max(1, min(max_splits, max_len // min_tokens_per_split, 2 * slots))
-    efficiencies = []
-    for splits in range(1, limit + 1):
-        waves = programs * splits / slots
-        efficiencies.append(waves / math.ceil(waves))
-    best = max(efficiencies)
-    for splits, efficiency in enumerate(efficiencies, start=1):
-        if efficiency >= 0.95 * best:
-            return splits
-    return limit
+    return max(1, min(slots // programs, max_len // min_tokens_per_split, max_splits))
 
 
 @triton.jit
@@ -144,6 +137,7 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     SINGLE_SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr,
     IEEE_FP32: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     # Head group fastest: the programs sharing a latent tile run together and share it in L2.
     head_group = tl.program_id(0)
@@ -151,9 +145,14 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     seq = tl.program_id(2)
 
     seq_len = tl.load(lengths_ptr + seq)
-    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * chunk
-    end = tl.minimum(start + chunk, seq_len)
+    # Whole tiles dealt out evenly: chunk sizes differ by at most one tile.
+    tiles = tl.cdiv(seq_len, BLOCK_N)
+    start = (split * tiles // num_splits) * BLOCK_N
+    end = tl.minimum(((split + 1) * tiles // num_splits) * BLOCK_N, seq_len)
+    if USE_PDL:
+        # Let the combine kernel's programs launch now; they wait (gdc_wait) until this grid
+        # has finished and its partials are visible, so only their launch latency is hidden.
+        gdc_launch_dependents()
 
     offs_h = head_group * BLOCK_H + tl.arange(0, BLOCK_H)
     mask_h = offs_h < heads
@@ -232,7 +231,7 @@ def _split_kernel(  # type: ignore[no-untyped-def]
         part = (seq * heads + offs_h) * num_splits + split
         tl.store(
             part_out_ptr + part[:, None].to(tl.int64) * D_LAT + offs_d[None, :],
-            out,
+            out.to(part_out_ptr.dtype.element_ty),
             mask=mask_h[:, None],
         )
         tl.store(part_lse_ptr + part, lse_log2, mask=mask_h)
@@ -251,6 +250,7 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
     D_LAT: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """Merge the chunks of one (sequence, head), BLOCK_D columns: out = Σ_s 2^(lse_s − lse)·out_s.
 
@@ -265,6 +265,8 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
     head = row % heads
     offs_s = tl.arange(0, BLOCK_S)
     mask_s = offs_s < num_splits
+    if USE_PDL:
+        gdc_wait()  # launched early (programmatic dependent launch): wait for the partials
     lse_all = tl.load(part_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
     m_i = tl.max(lse_all, axis=0)
     m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # every chunk empty
@@ -275,7 +277,7 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
         part_out_ptr + (row.to(tl.int64) * num_splits + offs_s[:, None]) * D_LAT + offs_d[None, :],
         mask=mask_s[:, None],
         other=0.0,
-    )
+    ).to(tl.float32)
     acc = tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
@@ -335,10 +337,12 @@ def mla_decode_triton(
     cache_scale: Tensor | None = None,
     num_splits: int | None = None,
     config: DecodeConfig | None = None,
+    partial_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Launch the split and combine kernels; same contract as `mla_decode_ref`.
 
-    `num_splits` and `config` override the heuristics (the benchmark sweeps them).
+    `num_splits` and `config` override the heuristics (the benchmark sweeps them);
+    `partial_dtype` (default: the queries' dtype) is that of the chunks' partial outputs.
     """
     _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
     batch, heads, _ = q_lat.shape
@@ -353,17 +357,21 @@ def mla_decode_triton(
     out = runtime.empty(q_lat.shape, q_lat)
     lse = runtime.empty((batch, heads), q_lat, torch.float32)
     single = num_splits == 1
-    # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
+    # Partials: (B, H, splits, 512) normalised outputs and (B, H, splits) base-2 log-sum-exps
+    # (fp32). The outputs are kept in the output's dtype, as the combined output is: they are
+    # written and read back once per split, 17 MB at H=128, B=8 with 8 splits.
+    part_dtype = partial_dtype or q_lat.dtype
     part_out = (
         out
         if single
-        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, torch.float32)
+        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, part_dtype)
     )
     part_lse = lse if single else runtime.empty((batch, heads, num_splits), q_lat, torch.float32)
     paged = block_table is not None
     if paged and cache.shape[1] % config.block_n:
         raise ValueError(f"page size {cache.shape[1]} must be a multiple of {config.block_n}")
     scale = cache_scale if cache_scale is not None else lengths  # placeholder, never read
+    use_pdl = not single and supports_pdl(q_lat.device)
     _split_kernel[(head_groups, num_splits, batch)](
         q_lat,
         q_pe,
@@ -399,6 +407,7 @@ def mla_decode_triton(
         SINGLE_SPLIT=single,
         DOT_FP32=triton_interpreting(),
         IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
+        USE_PDL=use_pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -417,6 +426,8 @@ def mla_decode_triton(
             D_LAT=KV_LORA_RANK,
             BLOCK_D=block_d,
             BLOCK_S=block_s,
+            USE_PDL=use_pdl,
             num_warps=4,
+            **({"launch_pdl": True} if use_pdl else {}),
         )
     return out, lse

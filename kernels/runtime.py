@@ -26,6 +26,13 @@ def device_sm_count(device: torch.device) -> int:
     return sm_count(device.index or 0)
 
 
+def supports_pdl(device: torch.device) -> bool:
+    """Programmatic dependent launch (Hopper and later; `ICX_PDL=0` turns it off)."""
+    if device.type != "cuda" or triton_interpreting() or os.environ.get("ICX_PDL") == "0":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def check_last_dim_contiguous(name: str, tensor: torch.Tensor) -> None:
     if tensor.stride(-1) != 1:
         raise ValueError(f"{name} must have a contiguous last dimension, got {tensor.stride()}")

@@ -155,18 +155,24 @@ def ours_throughput(
 ) -> dict[str, Any]:
     """Our model as sft.py trains it: FSDP2, accumulation with the gradients reduced on
     the last micro-batch only (parallel.set_micro_batch), fused AdamW."""
+    step = _ours_step(cfg, seq_len, batch, micro_batches, compile_blocks, mesh)
+    return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
+
+
+def _ours_step(
+    cfg: MLAConfig, seq_len: int, batch: int, micro_batches: int, compile_blocks: bool, mesh: Any
+) -> Callable[[int], None]:
     device = _device()
     model = build(cfg, seed=0, device=device)
     spec = ParallelSpec(mixed_precision="bf16", compile=compile_blocks)
     parallelize(model, spec, mesh)
     world_size = mesh.size()
-    step = _accumulating_step(
+    return _accumulating_step(
         model,
         model,
         _random_batches(cfg, seq_len, batch, micro_batches, device),
         before_micro_batch=lambda last: set_micro_batch(model, last, world_size),
     )
-    return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
 
 
 def hf_throughput(
@@ -279,6 +285,63 @@ def throughput_phase(results: Results, mesh: Any, smoke: bool) -> tuple[float, b
         "kernels": os.environ.get("ICX_KERNELS", "auto"),
     }
     return (compiled if use_compile else eager), use_compile
+
+
+# Kernel-name patterns of each group in the profile, tried in this order.
+KERNEL_GROUPS = (
+    ("attention", ("cudnn", "fmha", "flash", "attention")),
+    ("gemm", ("gemm", "nvjet", "xmma", "cutlass", "cublas")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("cross_entropy", ("log_softmax", "nll_loss", "cross_entropy")),
+    ("inductor_fusion", ("triton_",)),
+    ("copy_cast", ("copy", "cast", "fill", "cat")),
+)
+
+
+def kernel_group(name: str) -> str:
+    lowered = name.lower()
+    for group, patterns in KERNEL_GROUPS:
+        if any(p in lowered for p in patterns):
+            return group
+    return "other"
+
+
+def profile_phase(results: Results, mesh: Any, smoke: bool) -> None:
+    """Where one accumulating step of ours at the 1b@8k shape spends its GPU time:
+    torch.profiler's CUDA kernels summed by group (KERNEL_GROUPS) and the top 25."""
+    name, seq_len, batch, micro = ("tiny", 256, 2, 2) if smoke else ("1b", 8192, 1, 4)
+
+    def measure() -> dict[str, Any]:
+        step = _ours_step(preset(name), seq_len, batch, micro, compile_blocks=True, mesh=mesh)
+        for _ in range(2):
+            step(micro)
+        _sync()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            step(micro)
+            _sync()
+        kernels = [
+            (e.key, e.self_device_time_total / 1e3, e.count)
+            for e in prof.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0
+        ]
+        kernels.sort(key=lambda k: -k[1])
+        groups: dict[str, float] = {}
+        for key, ms, _ in kernels:
+            groups[kernel_group(key)] = groups.get(kernel_group(key), 0.0) + ms
+        return {
+            "shape": f"{name}@{seq_len}, {micro} micro-batches of {batch}",
+            "gpu_ms_by_group": {k: round(v, 2) for k, v in sorted(groups.items())},
+            "gpu_ms_total": round(sum(groups.values()), 2),
+            "top_kernels": [
+                {"kernel": key[:160], "ms": round(ms, 3), "calls": count}
+                for key, ms, count in kernels[:25]
+            ],
+        }
+
+    _measure(results, f"profile/{name}@{seq_len}/ours_compiled", measure)
 
 
 def _measure(results: Results, key: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -801,6 +864,10 @@ def main() -> None:
     if "throughput" in phases and (torch.cuda.is_available() or args.smoke):
         world = init_world()
         small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke)
+        torch.distributed.destroy_process_group()
+    if "profile" in phases and (torch.cuda.is_available() or args.smoke):
+        world = init_world()
+        profile_phase(results, world.mesh, args.smoke)
         torch.distributed.destroy_process_group()
     if "passkey" in phases:
         passkey_phase(

@@ -10,12 +10,13 @@
 #   all         one process: throughput, then the passkey study (seed 0); also the
 #               extended small model, split into 15 MB parts (model.tar.NN)
 #   throughput  the throughput phase only
+#   profile     where one 1b@8k training step spends its GPU time (torch.profiler)
 #   passkey2    the passkey study for seeds 0 and 1 as two processes sharing the GPU
 #               (each with BUDGET_S), results merged into one results.json
 # Every process is killed BUDGET_S + 25 s after it starts; the whole script ends about
 # 15 s after that (merge, report, heatmaps).
 set -uo pipefail
-out=${1:?usage: run_on_gpu.sh OUT_DIR [BUDGET_S] [all|throughput|passkey2]}
+out=${1:?usage: run_on_gpu.sh OUT_DIR [BUDGET_S] [all|throughput|profile|passkey2]}
 budget=${2:-455}
 mode=${3:-all}
 py=${PYTHON:-python3}
@@ -60,6 +61,10 @@ case $mode in
   throughput)
     bench tp --out "$work/tp" --phases throughput
     results=("$work/tp/results.json")
+    ;;
+  profile)
+    bench prof --out "$work/prof" --phases profile
+    results=("$work/prof/results.json")
     ;;
   passkey2)
     # The PyTorch reference ops (as in the one-seed run, whose speeds size the study):
