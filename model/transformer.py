@@ -8,7 +8,7 @@ export needs no name map (see hf.py). Dense only: every layer has the same MLP.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 from infinitecontext.model.attention import MLAttention
 from infinitecontext.model.cache import LatentKVCache
 from infinitecontext.model.config import MLAConfig
+from infinitecontext.model.loss import linear_cross_entropy
 from infinitecontext.model.norm import RMSNorm
 from infinitecontext.model.rope import cos_sin, inv_frequencies
 
@@ -97,10 +98,42 @@ class MLATransformer(nn.Module):
                 elif isinstance(module, RMSNorm):
                     module.weight.fill_(1.0)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Training / scoring: logits (B, T, V) for tokens (B, T) at positions 0..T-1."""
+    @overload
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Training / scoring, tokens (B, T) at positions 0..T-1: the logits (B, T, V); or,
+        given next-token `targets` (B, T) and optional per-token `weights`, the weighted
+        mean cross-entropy and the argmax predictions (B, T) without ever holding the logits
+        (`_loss`). Both go through this method so that FSDP's forward hooks gather the
+        LM head's weight first."""
+        if targets is not None:
+            return self._loss(input_ids, targets, weights)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self._run(input_ids, positions.expand_as(input_ids), cache=None, absorb=False)
+
+    def _loss(
+        self, input_ids: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = self._hidden(input_ids, positions.expand_as(input_ids), cache=None, absorb=False)
+        loss, predictions = linear_cross_entropy(
+            hidden.flatten(0, 1),
+            self.lm_head.weight,
+            targets.flatten(),
+            weights.flatten() if weights is not None else None,
+        )
+        return loss, predictions.view_as(targets)
 
     def prefill(
         self, input_ids: torch.Tensor, lengths: torch.Tensor, cache: LatentKVCache
@@ -146,12 +179,22 @@ class MLATransformer(nn.Module):
         cache: LatentKVCache | None,
         absorb: bool,
     ) -> torch.Tensor:
+        return self.lm_head(self._hidden(input_ids, positions, cache, absorb))  # (B, T, V)
+
+    def _hidden(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LatentKVCache | None,
+        absorb: bool,
+    ) -> torch.Tensor:
+        """The final norm's output (B, T, D): what the LM head reads."""
         cos, sin = cos_sin(positions, self.inv_freq, self.rope_attention_factor)  # (B, T, R/2)
         x = self.model.embed_tokens(input_ids)  # (B, T, D)
         with cache.step(positions) if cache is not None else contextlib.nullcontext():
             for block in self.model.layers:
                 x = block(x, cos, sin, positions, cache, absorb)
-        return self.lm_head(self.model.norm(x))  # (B, T, V)
+        return self.model.norm(x)
 
     def new_cache(
         self, batch_size: int, max_len: int, dtype: torch.dtype | None = None

@@ -167,9 +167,13 @@ def _ours_step(
     spec = ParallelSpec(mixed_precision="bf16", compile=compile_blocks)
     parallelize(model, spec, mesh)
     world_size = mesh.size()
+
+    def loss(tokens: torch.Tensor) -> torch.Tensor:
+        return model(tokens[:, :-1], tokens[:, 1:])[0]  # chunked LM head + cross-entropy
+
     return _accumulating_step(
         model,
-        model,
+        loss,
         _random_batches(cfg, seq_len, batch, micro_batches, device),
         before_micro_batch=lambda last: set_micro_batch(model, last, world_size),
     )
@@ -186,12 +190,13 @@ def hf_throughput(
     with torch.device(device):
         model = DeepseekV3ForCausalLM(config)
 
-    def forward(ids: torch.Tensor) -> torch.Tensor:
+    def loss(tokens: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device, dtype=torch.bfloat16):
-            return model(ids).logits
+            logits = model(tokens[:, :-1]).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
 
     batches = _random_batches(cfg, seq_len, batch, micro_batches, device)
-    step = _accumulating_step(model, forward, batches)
+    step = _accumulating_step(model, loss, batches)
     return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
 
 
@@ -204,12 +209,13 @@ def _random_batches(
 
 def _accumulating_step(
     model: torch.nn.Module,
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
     batches: torch.Tensor,
     before_micro_batch: Callable[[bool], None] | None = None,
 ) -> Callable[[int], None]:
-    """step(count): `count` micro-batches of forward, cross-entropy and backward, then one
-    fused AdamW step; `before_micro_batch(is_last)` runs ahead of each micro-batch."""
+    """step(count): `count` micro-batches of forward with the next-token cross-entropy
+    (`loss_of(tokens)`) and backward, then one fused AdamW step; `before_micro_batch(is_last)`
+    runs ahead of each micro-batch."""
     fused = batches.is_cuda
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
 
@@ -217,9 +223,7 @@ def _accumulating_step(
         for i in range(count):
             if before_micro_batch is not None:
                 before_micro_batch(i == count - 1)
-            logits = forward(batches[i, :, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), batches[i, :, 1:].flatten())
-            (loss / count).backward()
+            (loss_of(batches[i]) / count).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

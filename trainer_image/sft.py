@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.utils.data import DataLoader
@@ -146,15 +145,6 @@ def lr_factor(recipe: SFTRecipe, step: int) -> float:
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def weighted_loss(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weighted mean cross-entropy, answer-token accuracy proxy): logits (B, T, V)."""
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-    w = weights.flatten()
-    return (ce * w).sum() / w.sum().clamp_min(1e-6), ce
-
-
 def train_loop(
     recipe: SFTRecipe,
     state: checkpoint.TrainState,
@@ -213,12 +203,12 @@ def train_step(
         batch = {k: v.to(world.device, non_blocking=True) for k, v in batch.items()}
         # gradients are reduced (reduce-scatter) on the last micro-batch only
         parallel.set_micro_batch(model, index == len(micro_batches) - 1, world.size)
-        logits = model(batch["input_ids"])
-        loss, _ = weighted_loss(logits, batch["targets"], batch["weights"])
+        # The weighted loss without the (B, T, V) logits (model/loss.py)
+        loss, predictions = model(batch["input_ids"], batch["targets"], batch["weights"])
         (loss / len(micro_batches)).backward()
         total_loss += loss.item() / len(micro_batches)
         answer = batch["answer"]
-        hits = (logits.argmax(-1) == batch["targets"]) & answer
+        hits = (predictions == batch["targets"]) & answer
         answer_hits += float(hits.sum())
         answer_count += float(answer.sum())
         tokens += int((batch["weights"] > 0).sum())
