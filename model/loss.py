@@ -46,7 +46,7 @@ _chunk_loss_and_grad_compiled = torch.compile(_chunk_loss_and_grad, dynamic=True
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: Tensor,
         weight: Tensor,
@@ -82,7 +82,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss, predictions
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_loss: Tensor, _grad_predictions: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
         grad_hidden, grad_weight = ctx.saved_tensors
