@@ -856,6 +856,11 @@ def main() -> None:
         action="store_true",
         help="time the grid with the sweep's best tiles instead of the shipped defaults",
     )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="time only the Triton kernel in the MLA grid (not eager, compile, naive)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -890,7 +895,9 @@ def main() -> None:
             if not _fits(batch * ctx * LATENT_DIM * 2 * 2.3):
                 print(f"skip H={heads} B={batch} ctx={ctx}: cache would not fit", flush=True)
                 continue
-            row = bench_mla_shape(batch, ctx, heads, flush, bw["read_GBps"], configs[heads], True)
+            row = bench_mla_shape(
+                batch, ctx, heads, flush, bw["read_GBps"], configs[heads], not args.no_baselines
+            )
             row["config"] = asdict(configs[heads] or default_config(heads))
             rows.append(row)
             print(_mla_table([row]).splitlines()[-1], flush=True)
