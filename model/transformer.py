@@ -120,7 +120,8 @@ class MLATransformer(nn.Module):
         if targets is not None:
             return self._loss(input_ids, targets, weights)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self._run(input_ids, positions.expand_as(input_ids), cache=None, absorb=False)
+        hidden = self._hidden(input_ids, positions.expand_as(input_ids), cache=None, absorb=False)
+        return self.lm_head(hidden)  # (B, T, V)
 
     def _loss(
         self, input_ids: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
@@ -145,7 +146,8 @@ class MLATransformer(nn.Module):
         """
         cache.check_room(input_ids.shape[1] - 1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        logits = self._run(input_ids, positions.expand_as(input_ids), cache, absorb=False)
+        hidden = self._hidden(input_ids, positions.expand_as(input_ids), cache, absorb=False)
+        logits = self.lm_head(hidden)
         cache.lengths.copy_(lengths)
         return logits
 
@@ -168,18 +170,9 @@ class MLATransformer(nn.Module):
             steps = torch.arange(input_ids.shape[1], device=input_ids.device)
             positions = cache.lengths[:, None].long() + steps  # (B, T)
             cache.check_room(int(positions.max()))  # one host sync per step, not per layer
-        logits = self._run(input_ids, positions, cache, absorb=True)
+        logits = self.lm_head(self._hidden(input_ids, positions, cache, absorb=True))
         cache.lengths.copy_(positions[:, -1] + 1)
         return logits
-
-    def _run(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        cache: LatentKVCache | None,
-        absorb: bool,
-    ) -> torch.Tensor:
-        return self.lm_head(self._hidden(input_ids, positions, cache, absorb))  # (B, T, V)
 
     def _hidden(
         self,
