@@ -256,12 +256,16 @@ def _rate(cfg: MLAConfig, seq_len: int, batch: int, seconds: float) -> dict[str,
     return {"step_s": round(seconds, 4), "tokens_per_s": round(tokens_per_s), "mfu": round(mfu, 4)}
 
 
-def throughput_phase(results: Results, mesh: Any, smoke: bool) -> tuple[float, bool]:
-    """Measure every shape. Returns `small`'s tokens/s and whether to compile for the
-    passkey training (compiled must be clearly faster: each new curriculum length costs
-    a recompile)."""
+def throughput_phase(
+    results: Results, mesh: Any, smoke: bool, only: frozenset[str] = frozenset()
+) -> tuple[float, bool]:
+    """Measure every shape (or the presets in `only`). Returns `small`'s tokens/s and
+    whether to compile for the passkey training (compiled must be clearly faster: each new
+    curriculum length costs a recompile)."""
     # (preset, sequence length, sequences per micro-batch, micro-batches per step)
     shapes = [("tiny", 256, 2, 2)] if smoke else [("small", 4096, 8, 4), ("1b", 8192, 1, 4)]
+    if only:
+        shapes = [shape for shape in shapes if shape[0] in only]
     steps = 2 if smoke else 4
     rates: dict[str, float] = {}
     for name, seq_len, batch, micro in shapes:
@@ -839,6 +843,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, for a CPU dry run")
     parser.add_argument("--phases", default="throughput,passkey")
     parser.add_argument("--skip-throughput", action="store_true", help="= --phases passkey")
+    parser.add_argument("--presets", default="", help="throughput: only these presets (a,b)")
     parser.add_argument("--seed", type=int, default=0, help="passkey study seed")
     parser.add_argument("--concurrent", type=int, default=1, help="processes sharing the GPU")
     parser.add_argument("--port-base", type=int, default=0, help="process-group ports from here")
@@ -867,7 +872,8 @@ def main() -> None:
     small_rate, use_compile = 0.0, False
     if "throughput" in phases and (torch.cuda.is_available() or args.smoke):
         world = init_world()
-        small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke)
+        only = frozenset(filter(None, args.presets.split(",")))
+        small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke, only)
         torch.distributed.destroy_process_group()
     if "profile" in phases and (torch.cuda.is_available() or args.smoke):
         world = init_world()
