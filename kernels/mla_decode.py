@@ -231,7 +231,7 @@ def _split_kernel(  # type: ignore[no-untyped-def]
         part = (seq * heads + offs_h) * num_splits + split
         tl.store(
             part_out_ptr + part[:, None].to(tl.int64) * D_LAT + offs_d[None, :],
-            out.to(part_out_ptr.dtype.element_ty),
+            out,
             mask=mask_h[:, None],
         )
         tl.store(part_lse_ptr + part, lse_log2, mask=mask_h)
@@ -277,7 +277,7 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
         part_out_ptr + (row.to(tl.int64) * num_splits + offs_s[:, None]) * D_LAT + offs_d[None, :],
         mask=mask_s[:, None],
         other=0.0,
-    ).to(tl.float32)
+    )
     acc = tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
@@ -337,12 +337,10 @@ def mla_decode_triton(
     cache_scale: Tensor | None = None,
     num_splits: int | None = None,
     config: DecodeConfig | None = None,
-    partial_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Launch the split and combine kernels; same contract as `mla_decode_ref`.
 
-    `num_splits` and `config` override the heuristics (the benchmark sweeps them);
-    `partial_dtype` (default: the queries' dtype) is that of the chunks' partial outputs.
+    `num_splits` and `config` override the heuristics (the benchmark sweeps them).
     """
     _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
     batch, heads, _ = q_lat.shape
@@ -357,14 +355,12 @@ def mla_decode_triton(
     out = runtime.empty(q_lat.shape, q_lat)
     lse = runtime.empty((batch, heads), q_lat, torch.float32)
     single = num_splits == 1
-    # Partials: (B, H, splits, 512) normalised outputs and (B, H, splits) base-2 log-sum-exps
-    # (fp32). The outputs are kept in the output's dtype, as the combined output is: they are
-    # written and read back once per split, 17 MB at H=128, B=8 with 8 splits.
-    part_dtype = partial_dtype or q_lat.dtype
+    # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
+    # (bf16 outputs, half the bytes, measured 2–21% slower on the H100: BENCHMARKS.md.)
     part_out = (
         out
         if single
-        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, part_dtype)
+        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, torch.float32)
     )
     part_lse = lse if single else runtime.empty((batch, heads, num_splits), q_lat, torch.float32)
     paged = block_table is not None
