@@ -356,7 +356,7 @@ def mla_decode_triton(
     lse = runtime.empty((batch, heads), q_lat, torch.float32)
     single = num_splits == 1
     # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
-    # (bf16 outputs, half the bytes, measured 2–21% slower on the H100: BENCHMARKS.md.)
+    # (bf16 outputs, half the bytes, measured up to 21% slower on the H100: BENCHMARKS.md.)
     part_out = (
         out
         if single
