@@ -91,7 +91,7 @@ def choose_num_splits(
     split (FlashAttention-2's rule); otherwise each (sequence, head group) gets
     slots // programs chunks, never shorter than `min_tokens_per_split`. One wave and no
     more: a second, partial wave would leave SMs idle for a whole chunk. The chunks are
-    whole tiles dealt out evenly (the kernel's `_chunk`), so B = 1 uses all 132 SMs of an
+    whole tiles dealt out evenly (in `_split_kernel`), so B = 1 uses all 132 SMs of an
     H100. (FA2's "fewest splits within 5% of the best wave efficiency" picked 126 there.)
     """
     slots = sm_count * ctas_per_sm
