@@ -1,7 +1,8 @@
 """GPU benchmark and passkey study (one device lease per call), results as JSON.
 
     python -m infinitecontext.trainer.bench --out OUT [--budget-s 480] [--smoke]
-        [--phases throughput,passkey] [--seed N] [--concurrent K] [--port-base P]
+        [--phases throughput,profile,passkey] [--presets small,1b] [--seed N]
+        [--concurrent K] [--port-base P]
     python -m infinitecontext.trainer.bench --merge A.json B.json … --merged OUT.json
     python -m infinitecontext.trainer.bench --report OUT.json --figures DIR
 
@@ -14,7 +15,8 @@
    bf16=True), in the same process. The same models are also timed with one
    micro-batch per optimizer step (`accum1`, the previous runs' step). MFU = tokens/s
    × training FLOPs per token (sft.training_flops_per_token) / 989 TFLOP/s (H100 dense
-   bf16).
+   bf16). `--presets` limits it to some presets. `profile`: torch.profiler's CUDA kernel
+   times of one 1b@8k step of ours, summed by kind (attention, GEMM, fusions, ...).
 2. Passkey, one seed per process (`--seed`: data and init seeds differ per seed; two
    processes can share one GPU, `--concurrent 2`): `small` from scratch
    (recipes/small-passkey.yaml, steps cut to fit the budget), evaluated on a length ×
@@ -338,7 +340,8 @@ def profile_phase(results: Results, mesh: Any, smoke: bool) -> None:
         kernels.sort(key=lambda k: -k[1])
         groups: dict[str, float] = {}
         for key, ms, _ in kernels:
-            groups[kernel_group(key)] = groups.get(kernel_group(key), 0.0) + ms
+            group = kernel_group(key)
+            groups[group] = groups.get(group, 0.0) + ms
         return {
             "shape": f"{name}@{seq_len}, {micro} micro-batches of {batch}",
             "gpu_ms_by_group": {k: round(v, 2) for k, v in sorted(groups.items())},
@@ -870,14 +873,13 @@ def main() -> None:
     results.data["seed"] = args.seed
     results.save()
     small_rate, use_compile = 0.0, False
-    if "throughput" in phases and (torch.cuda.is_available() or args.smoke):
+    if phases & {"throughput", "profile"} and (torch.cuda.is_available() or args.smoke):
         world = init_world()
-        only = frozenset(filter(None, args.presets.split(",")))
-        small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke, only)
-        torch.distributed.destroy_process_group()
-    if "profile" in phases and (torch.cuda.is_available() or args.smoke):
-        world = init_world()
-        profile_phase(results, world.mesh, args.smoke)
+        if "throughput" in phases:
+            only = frozenset(filter(None, args.presets.split(",")))
+            small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke, only)
+        if "profile" in phases:
+            profile_phase(results, world.mesh, args.smoke)
         torch.distributed.destroy_process_group()
     if "passkey" in phases:
         passkey_phase(
