@@ -144,6 +144,14 @@ def test_split_heuristic_fills_the_gpu_at_small_batch_and_long_context():
     assert choose_num_splits(1, 1, 300, 132, 2) == 1  # chunks never shorter than 256 tokens
 
 
+def test_split_heuristic_takes_the_fewest_chunks_with_the_same_longest_chunk():
+    # 128k of 32-row tiles: 132 chunks would be 31 or 32 tiles long; 128 of 32 end as soon
+    assert choose_num_splits(1, 1, 131072, 132, 1, block_n=32) == 128
+    assert choose_num_splits(1, 1, 1 << 20, 132, 1, block_n=32) == 132  # 248 or 249 tiles
+    assert choose_num_splits(1, 2, 131072, 132, 1, block_n=64) == 64  # 2 head groups: ≤ 66
+    assert choose_num_splits(1, 1, 4096, 132, 1, block_n=32) == 16  # ≥ 256 tokens a chunk
+
+
 def test_default_config_uses_a_wgmma_sized_tile_for_many_heads():
     assert default_config(16).block_h == 16
     assert default_config(128) == DecodeConfig(64, 64, 8, 2, 1)
