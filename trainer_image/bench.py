@@ -143,6 +143,10 @@ def _step_time(step: Callable[[], None], warmup: int, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+COMPILED = ParallelSpec(mixed_precision="bf16", compile=True)
+"""Ours as the GPU recipes train (recipes/1b-8k.yaml)."""
+
+
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -152,29 +156,21 @@ def ours_throughput(
     seq_len: int,
     batch: int,
     micro_batches: int,
-    compile_blocks: bool,
+    spec: ParallelSpec,
     mesh: Any,
     steps: int,
-    autotune: bool = False,
 ) -> dict[str, Any]:
     """Our model as sft.py trains it: FSDP2, accumulation with the gradients reduced on
     the last micro-batch only (parallel.set_micro_batch), fused AdamW."""
-    step = _ours_step(cfg, seq_len, batch, micro_batches, compile_blocks, mesh, autotune)
+    step = _ours_step(cfg, seq_len, batch, micro_batches, spec, mesh)
     return _time_both(cfg, seq_len, batch, micro_batches, step, steps)
 
 
 def _ours_step(
-    cfg: MLAConfig,
-    seq_len: int,
-    batch: int,
-    micro_batches: int,
-    compile_blocks: bool,
-    mesh: Any,
-    autotune: bool = False,
+    cfg: MLAConfig, seq_len: int, batch: int, micro_batches: int, spec: ParallelSpec, mesh: Any
 ) -> Callable[[int], None]:
     device = _device()
     model = build(cfg, seed=0, device=device)
-    spec = ParallelSpec(mixed_precision="bf16", compile=compile_blocks, autotune=autotune)
     parallelize(model, spec, mesh)
     world_size = mesh.size()
 
@@ -287,13 +283,13 @@ def throughput_phase(
         cfg = preset(name)
         ours = partial(ours_throughput, cfg, seq_len, batch, micro, mesh=mesh, steps=steps)
         variants: dict[str, Callable[[], dict[str, Any]]] = {
-            "ours_compiled": partial(ours, compile_blocks=True),
+            "ours_compiled": partial(ours, COMPILED),
             "hf_deepseek_v3": partial(hf_throughput, cfg, seq_len, batch, micro, steps),
         }
         if name != "1b":
-            variants["ours_eager"] = partial(ours, compile_blocks=False)
+            variants["ours_eager"] = partial(ours, ParallelSpec(mixed_precision="bf16"))
         if autotune and name == "1b" and torch.cuda.is_available():
-            variants["ours_autotuned"] = partial(ours, compile_blocks=True, autotune=True)
+            variants["ours_autotuned"] = partial(ours, dataclasses.replace(COMPILED, autotune=True))
         for variant, measure in variants.items():
             key = f"throughput/{name}@{seq_len}/{variant}"
             value = _measure(results, key, measure)
@@ -337,7 +333,7 @@ def profile_phase(results: Results, mesh: Any, smoke: bool) -> None:
     name, seq_len, batch, micro = ("tiny", 256, 2, 2) if smoke else ("1b", 8192, 1, 4)
 
     def measure() -> dict[str, Any]:
-        step = _ours_step(preset(name), seq_len, batch, micro, compile_blocks=True, mesh=mesh)
+        step = _ours_step(preset(name), seq_len, batch, micro, COMPILED, mesh)
         for _ in range(2):
             step(micro)
         _sync()
