@@ -42,6 +42,8 @@ LOG2E = 1.4426950408889634
 MAX_SPLITS = 256
 MIN_TOKENS_PER_SPLIT = 256
 """A chunk shorter than this spends more on its partial write and the combine than it saves."""
+MEMORY_BOUND_BLOCK_H = 16
+"""Tiles of this many heads or fewer are bound by the cache read, more by the dots."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def choose_num_splits(
     max_len: int,
     sm_count: int,
     ctas_per_sm: int,
-    block_n: int = 1,
+    block_n: int | None = None,
     min_tokens_per_split: int = MIN_TOKENS_PER_SPLIT,
     max_splits: int = MAX_SPLITS,
 ) -> int:
@@ -92,19 +94,40 @@ def choose_num_splits(
     split (FlashAttention-2's rule); otherwise each (sequence, head group) gets up to
     slots // programs chunks, never shorter than `min_tokens_per_split`. One wave and no
     more: a second, partial wave would leave SMs idle for a whole chunk. The chunks are
-    whole `block_n`-row tiles dealt out evenly (in `_split_kernel`), and the wave lasts
-    as long as its longest chunk, so the count is then cut to the fewest chunks with
-    that longest chunk: fewer partials to write and combine for the same wave. At B = 1
-    on an H100 (132 SMs) a 128k context of 4096 tiles takes 128 chunks of 32 tiles
-    rather than 132 of 31 or 32; 1M takes all 132.
+    whole tiles dealt out evenly (in `_split_kernel`), so B = 1 fills all 132 SMs of an
+    H100.
+
+    Given the tile height `block_n` (the launcher passes it for memory-bound tiles), the
+    count is then cut to the fewest chunks with the same longest chunk: the wave ends with
+    its longest chunk, and fewer chunks write and combine fewer partials. At 16 heads,
+    B = 1, 128k (4096 tiles) that is 128 chunks of 32 tiles rather than 132 of 31 or 32:
+    0.9% faster on the H100. At 128 heads, compute-bound, every SM's arithmetic counts:
+    cutting 66 chunks a head group to 64 was 4% slower there (BENCHMARKS.md, run 7).
     """
     slots = sm_count * ctas_per_sm
     programs = batch * head_groups
     if programs >= 0.8 * slots:
         return 1
     splits = max(1, min(slots // programs, max_len // min_tokens_per_split, max_splits))
+    if block_n is None:
+        return splits
     tiles = triton.cdiv(max_len, block_n)
     return triton.cdiv(tiles, triton.cdiv(tiles, splits))
+
+
+def default_num_splits(
+    batch: int, heads: int, max_len: int, sm_count: int, config: DecodeConfig
+) -> int:
+    """The launcher's split count for `config`'s tiles (`choose_num_splits`)."""
+    memory_bound = config.block_h <= MEMORY_BOUND_BLOCK_H
+    return choose_num_splits(
+        batch,
+        triton.cdiv(heads, config.block_h),
+        max_len,
+        sm_count,
+        config.ctas_per_sm,
+        config.block_n if memory_bound else None,
+    )
 
 
 @triton.jit
@@ -355,13 +378,8 @@ def mla_decode_triton(
     if num_splits is None:
         # The cache's capacity bounds every length without a device→host sync.
         capacity = cache.shape[1] if block_table is None else block_table.shape[1] * cache.shape[1]
-        num_splits = choose_num_splits(
-            batch,
-            head_groups,
-            capacity,
-            device_sm_count(q_lat.device),
-            config.ctas_per_sm,
-            config.block_n,
+        num_splits = default_num_splits(
+            batch, heads, capacity, device_sm_count(q_lat.device), config
         )
     out = runtime.empty(q_lat.shape, q_lat)
     lse = runtime.empty((batch, heads), q_lat, torch.float32)

@@ -14,6 +14,7 @@ from infinitecontext.kernels.mla_decode import (
     DecodeConfig,
     choose_num_splits,
     default_config,
+    default_num_splits,
     mla_decode_triton,
 )
 from infinitecontext.kernels.mla_decode_ref import (
@@ -148,7 +149,10 @@ def test_split_heuristic_takes_the_fewest_chunks_with_the_same_longest_chunk():
     # 128k of 32-row tiles: 132 chunks would be 31 or 32 tiles long; 128 of 32 end as soon
     assert choose_num_splits(1, 1, 131072, 132, 1, block_n=32) == 128
     assert choose_num_splits(1, 1, 1 << 20, 132, 1, block_n=32) == 132  # 248 or 249 tiles
-    assert choose_num_splits(1, 2, 131072, 132, 1, block_n=64) == 64  # 2 head groups: ≤ 66
+    assert choose_num_splits(1, 2, 131072, 132, 1) == 66  # compute-bound tiles: every SM
+    # the launcher trims only the memory-bound (≤ 16-head) tiles
+    assert default_num_splits(1, 16, 131072, 132, default_config(16)) == 128
+    assert default_num_splits(1, 128, 131072, 132, default_config(128)) == 66
     assert choose_num_splits(1, 1, 4096, 132, 1, block_n=32) == 16  # ≥ 256 tokens a chunk
 
 

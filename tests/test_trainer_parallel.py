@@ -49,13 +49,3 @@ def test_accumulation_without_gradient_sync_matches_syncing_every_micro_batch(wo
     # world size 1: the gathered parameters stay until the last micro-batch's backward
     assert kept == [True, True, False]
     assert resharded == [False, False, False]
-
-
-def test_autotune_compiles_every_block_with_max_autotune(world, monkeypatch):
-    options = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda _, **kw: options.append(kw))
-    model = build(preset("tiny"), seed=0)
-    spec = ParallelSpec(mixed_precision="fp32", compile=True, autotune=True)
-    parallel.parallelize(model, spec, world.mesh)
-    expected = {"options": parallel.AUTOTUNE_OPTIONS}
-    assert options == [expected] * preset("tiny").num_hidden_layers

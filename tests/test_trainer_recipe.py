@@ -37,7 +37,6 @@ def test_shipped_dpo_and_eval_recipes_load():
         ({"output_dir": "x", "train": {"steps": True}}, "train.steps: expected int"),
         ({"output_dir": "x", "parallel": {"mixed_precision": "fp8"}}, "expected one of"),
         ({"output_dir": "x", "data": {"tasks": ["sudoku"]}}, "data.tasks[0]"),
-        ({"output_dir": "x", "parallel": {"autotune": True}}, "set parallel.compile too"),
         ({"output_dir": "x", "train": {"curriculum": [{"seq_len": 64}]}}, "until_step"),
         (
             {"output_dir": "x", "train": {"curriculum": [

@@ -1,8 +1,8 @@
 """GPU benchmark and passkey study (one device lease per call), results as JSON.
 
     python -m infinitecontext.trainer.bench --out OUT [--budget-s 480] [--smoke]
-        [--phases throughput,profile,passkey] [--presets small,1b] [--autotune]
-        [--seed N] [--concurrent K] [--port-base P]
+        [--phases throughput,profile,passkey] [--presets small,1b] [--seed N]
+        [--concurrent K] [--port-base P]
     python -m infinitecontext.trainer.bench --merge A.json B.json … --merged OUT.json
     python -m infinitecontext.trainer.bench --report OUT.json --figures DIR
 
@@ -15,8 +15,7 @@
    bf16=True), in the same process. The same models are also timed with one
    micro-batch per optimizer step (`accum1`, the previous runs' step). MFU = tokens/s
    × training FLOPs per token (sft.training_flops_per_token) / 989 TFLOP/s (H100 dense
-   bf16). `--presets` limits it to some presets; `--autotune` adds ours compiled with
-   inductor's max-autotune (`parallel.autotune`). `profile`: torch.profiler's CUDA kernel
+   bf16). `--presets` limits it to some presets. `profile`: torch.profiler's CUDA kernel
    times of one 1b@8k step of ours, summed by kind (attention, GEMM, fusions, ...).
 2. Passkey, one seed per process (`--seed`: data and init seeds differ per seed; two
    processes can share one GPU, `--concurrent 2`): `small` from scratch
@@ -263,16 +262,11 @@ def _rate(cfg: MLAConfig, seq_len: int, batch: int, seconds: float) -> dict[str,
 
 
 def throughput_phase(
-    results: Results,
-    mesh: Any,
-    smoke: bool,
-    only: frozenset[str] = frozenset(),
-    autotune: bool = False,
+    results: Results, mesh: Any, smoke: bool, only: frozenset[str] = frozenset()
 ) -> tuple[float, bool]:
     """Measure every shape (or the presets in `only`). Returns `small`'s tokens/s and
     whether to compile for the passkey training (compiled must be clearly faster: each new
-    curriculum length costs a recompile). `autotune` adds `ours_autotuned` for `1b` (the
-    recipe's `parallel.autotune`) on the GPU."""
+    curriculum length costs a recompile)."""
     # (preset, sequence length, sequences per micro-batch, micro-batches per step)
     shapes = [("tiny", 256, 2, 2)] if smoke else [("small", 4096, 8, 4), ("1b", 8192, 1, 4)]
     if only:
@@ -288,8 +282,6 @@ def throughput_phase(
         }
         if name != "1b":
             variants["ours_eager"] = partial(ours, ParallelSpec(mixed_precision="bf16"))
-        if autotune and name == "1b" and torch.cuda.is_available():
-            variants["ours_autotuned"] = partial(ours, dataclasses.replace(COMPILED, autotune=True))
         for variant, measure in variants.items():
             key = f"throughput/{name}@{seq_len}/{variant}"
             value = _measure(results, key, measure)
@@ -858,9 +850,6 @@ def main() -> None:
     parser.add_argument("--phases", default="throughput,passkey")
     parser.add_argument("--skip-throughput", action="store_true", help="= --phases passkey")
     parser.add_argument("--presets", default="", help="throughput: only these presets (a,b)")
-    parser.add_argument(
-        "--autotune", action="store_true", help="throughput: also ours with parallel.autotune"
-    )
     parser.add_argument("--seed", type=int, default=0, help="passkey study seed")
     parser.add_argument("--concurrent", type=int, default=1, help="processes sharing the GPU")
     parser.add_argument("--port-base", type=int, default=0, help="process-group ports from here")
@@ -891,9 +880,7 @@ def main() -> None:
         world = init_world()
         if "throughput" in phases:
             only = frozenset(filter(None, args.presets.split(",")))
-            small_rate, use_compile = throughput_phase(
-                results, world.mesh, args.smoke, only, args.autotune
-            )
+            small_rate, use_compile = throughput_phase(results, world.mesh, args.smoke, only)
         if "profile" in phases:
             profile_phase(results, world.mesh, args.smoke)
         torch.distributed.destroy_process_group()

@@ -81,21 +81,11 @@ def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Mo
     if spec.activation_checkpointing:
         apply_activation_checkpointing(layers)
     if spec.compile:
-        options = AUTOTUNE_OPTIONS if spec.autotune else None
         for block in layers:
-            block.compile(options=options)
+            block.compile()
     reshard = spec.reshard_after_forward and mesh.size() > 1
     apply_fsdp(model, layers, mesh, mixed_precision_policy(spec), reshard)
     return model
-
-
-# inductor's "max-autotune-no-cudagraphs" mode plus coordinate-descent tuning (`mode` and
-# `options` cannot be given together). No CUDA graphs: FSDP2's hooks run between blocks.
-AUTOTUNE_OPTIONS = {
-    "max_autotune": True,
-    "coordinate_descent_tuning": True,
-    "triton.cudagraphs": False,
-}
 
 
 def set_micro_batch(model: nn.Module, last: bool, world_size: int) -> None:

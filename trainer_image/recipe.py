@@ -103,10 +103,6 @@ class ParallelSpec:
     activation_checkpointing: bool = False
     compile: bool = False
     """torch.compile each block (and the loss); worth it on GPUs."""
-    autotune: bool = False
-    """With compile: inductor's max-autotune (each GEMM's Triton templates timed against
-    cuBLAS) and coordinate-descent tuning of the fused kernels. The first step takes
-    minutes longer; later steps may be faster (BENCHMARKS.md, "Training")."""
     reshard_after_forward: bool = True
 
 
@@ -241,8 +237,6 @@ def check_sft(recipe: SFTRecipe) -> None:
         previous = stage.until_step
     if recipe.optim.warmup_steps >= t.steps:
         raise RecipeError("optim.warmup_steps must be smaller than train.steps")
-    if recipe.parallel.autotune and not recipe.parallel.compile:
-        raise RecipeError("parallel.autotune tunes compiled kernels: set parallel.compile too")
 
 
 def check_data_uri(uri: str | None) -> None:
