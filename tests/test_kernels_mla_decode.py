@@ -146,7 +146,7 @@ def test_split_heuristic_fills_the_gpu_at_small_batch_and_long_context():
 
 
 def test_split_heuristic_takes_the_fewest_chunks_with_the_same_longest_chunk():
-    # 128k of 32-row tiles: 132 chunks would be 31 or 32 tiles long; 128 of 32 end as soon
+    # 128k of 32-row tiles: 132 chunks are 31 or 32 tiles long, 128 chunks all 32: same wave
     assert choose_num_splits(1, 1, 131072, 132, 1, block_n=32) == 128
     assert choose_num_splits(1, 1, 1 << 20, 132, 1, block_n=32) == 132  # 248 or 249 tiles
     assert choose_num_splits(1, 2, 131072, 132, 1) == 66  # compute-bound tiles: every SM
