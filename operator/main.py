@@ -39,6 +39,8 @@ class OperatorOptions:
     kubeconfig: str | None = None
     cluster_scans: bool = True
     """kopf lists/watches Namespaces and watches CRDs; off under a namespaced Role."""
+    watch_timeout_s: float = 300.0
+    """The API server ends each watch after this long and kopf watches again (see below)."""
 
 
 def _configure(options: OperatorOptions) -> Any:
@@ -57,6 +59,7 @@ def _configure(options: OperatorOptions) -> Any:
         # Our own Events (kopf.event) are always posted; kopf's log lines only from WARNING.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
+        _set_watch_timeouts(settings, options.watch_timeout_s)
         settings.execution.default_backoff = 15
         settings.peering.stealth = True
         # Off: no cluster-scoped reads (exact namespaces; CRDs as found at start).
@@ -76,6 +79,17 @@ def _configure(options: OperatorOptions) -> Any:
         )
 
     return configure
+
+
+def _set_watch_timeouts(settings: kopf.OperatorSettings, seconds: float) -> None:
+    """kopf's defaults let a watch stream live for ever: one that the API server drops
+    without the client seeing it (a restart, a CRD's storage re-initialising, a proxy
+    closing idle connections) would leave the operator deaf to its objects, deletions
+    included. Bounded streams end and are re-opened from the last resourceVersion."""
+    settings.watching.server_timeout = seconds
+    settings.watching.client_timeout = seconds + 30  # the whole request, server's end included
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60  # kopf's own patches (finalizers, progress)
 
 
 def _in_cluster_or_default() -> Any:

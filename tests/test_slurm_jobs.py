@@ -123,8 +123,12 @@ def test_hostile_strings_reach_the_job_verbatim(slurm_client, job_dir):
 @pytest.mark.slow
 def test_single_node_torchrun_takes_rendezvous_from_slurm(slurm_rest, job_dir):
     script = job_dir / "rank.py"
+    # One write(2) per rank: both ranks share the job's output file, and print() of several
+    # values may write them piecewise (unbuffered), interleaving "0 2 0" with "1 2 0".
     script.write_text(
-        "import os\nprint(os.environ['RANK'], os.environ['WORLD_SIZE'], os.environ['GROUP_RANK'])\n"
+        "import os\n"
+        "line = ' '.join(os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'GROUP_RANK'))\n"
+        "os.write(1, (line + '\\n').encode())\n"
     )
     venv_bin = str(Path(sys.executable).parent)
     request = _request(

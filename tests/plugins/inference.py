@@ -42,6 +42,9 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
         kubeconfig=str(operator_account),
         # SLURM replica jobs find this venv's `icx` first.
         slurm_job_path=f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+        # short streams: a watch lost while the tests re-apply CRDs comes back within
+        # the tests' waits
+        watch_timeout_s=20,
     )
     kopf.on.startup(registry=registry)(main._configure(options))
     stop, ready = threading.Event(), threading.Event()
