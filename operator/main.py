@@ -39,8 +39,9 @@ class OperatorOptions:
     kubeconfig: str | None = None
     cluster_scans: bool = True
     """kopf lists/watches Namespaces and watches CRDs; off under a namespaced Role."""
-    watch_timeout_s: float = 300.0
-    """The API server ends each watch after this long and kopf watches again (see below)."""
+    watch_timeout_s: int = 300
+    """The API server ends each watch after this long and kopf watches again (see below);
+    whole seconds: it becomes the watch's `timeoutSeconds`, which must be an integer."""
 
 
 def _configure(options: OperatorOptions) -> Any:
@@ -81,7 +82,7 @@ def _configure(options: OperatorOptions) -> Any:
     return configure
 
 
-def _set_watch_timeouts(settings: kopf.OperatorSettings, seconds: float) -> None:
+def _set_watch_timeouts(settings: kopf.OperatorSettings, seconds: int) -> None:
     """kopf's defaults let a watch stream live for ever: one that the API server drops
     without the client seeing it (a restart, a CRD's storage re-initialising, a proxy
     closing idle connections) would leave the operator deaf to its objects, deletions

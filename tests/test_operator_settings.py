@@ -21,14 +21,16 @@ def test_watch_streams_are_bounded_so_a_lost_watch_comes_back(tmp_path: Path) ->
     kubeconfig.write_text(KUBECONFIG)
     settings = kopf.OperatorSettings()
     assert settings.watching.server_timeout is None  # kopf's default: watch for ever
-    options = main.OperatorOptions(kubeconfig=str(kubeconfig), watch_timeout_s=120)
+    options = main.OperatorOptions(kubeconfig=str(kubeconfig))  # the defaults, as deployed
     running = handlers._context  # an operator fixture's, if one is up: put it back
     try:
         main._configure(options)(settings=settings)
     finally:
         handlers.set_context(running)
     watching = settings.watching
-    assert watching.server_timeout == 120
-    assert watching.client_timeout is not None and watching.client_timeout > 120
+    # sent as the watch's timeoutSeconds: the API server rejects "300.0" (400 Bad Request)
+    assert isinstance(watching.server_timeout, int) and 60 <= watching.server_timeout <= 600
+    assert watching.client_timeout is not None
+    assert watching.client_timeout > watching.server_timeout
     assert watching.connect_timeout and settings.networking.request_timeout
     assert settings.persistence.finalizer == "infinitecontext.dev/operator"
