@@ -60,8 +60,8 @@ def _configure(options: OperatorOptions) -> Any:
         # Our own Events (kopf.event) are always posted; kopf's log lines only from WARNING.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
-        _set_watch_timeouts(settings, options.watch_timeout_s)
         settings.execution.default_backoff = 15
+        _set_watch_timeouts(settings, options.watch_timeout_s)
         settings.peering.stealth = True
         # Off: no cluster-scoped reads (exact namespaces; CRDs as found at start).
         settings.scanning.disabled = not options.cluster_scans
