@@ -62,11 +62,19 @@ class Timing:
 
 
 class _L2Flusher:
+    """Evicts L2 (50 MB on the H100) before a timed call by reading a 256 MB buffer.
+
+    Reading, not writing: a memset (Triton's `do_bench` zeroes a buffer) leaves ~50 MB of
+    dirty lines that the timed kernel then has to write back to HBM, about 10 µs on the
+    H100 (the MLA decode at B=1, 1M: 400 µs after a memset, 390 µs after a read; session 3
+    probe in BENCHMARKS.md). A decode step finds no such backlog.
+    """
+
     def __init__(self) -> None:
-        self.buffer = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+        self.buffer = torch.ones(256 << 20, dtype=torch.int8, device="cuda")
 
     def __call__(self) -> None:
-        self.buffer.zero_()
+        torch.sum(self.buffer, dtype=torch.int32)
 
 
 def time_graph(fn: Callable[[], Any], flush: _L2Flusher, reps: int = 30) -> Timing:
@@ -895,6 +903,11 @@ def main() -> None:
             if not _fits(batch * ctx * LATENT_DIM * 2 * 2.3):
                 print(f"skip H={heads} B={batch} ctx={ctx}: cache would not fit", flush=True)
                 continue
+            # Each row starts from an empty caching allocator: carved out of the blocks the
+            # B=64 rows leave behind, the 1M cache streamed 15% slower (470 vs 401 µs; after
+            # empty_cache() 401 again: session 3 probe in BENCHMARKS.md). A server allocates
+            # its cache once, at start.
+            _release()
             row = bench_mla_shape(
                 batch, ctx, heads, flush, bw["read_GBps"], configs[heads], not args.no_baselines
             )

@@ -9,8 +9,10 @@ cached row is ``[c_KV (512) | k_pe (64)]`` and is both key and value. For head h
 Flash-decoding (Dao et al., "Flash-Decoding for long-context inference", 2023): the context
 of each sequence is cut into `num_splits` chunks handled by separate programs. A program owns
 BLOCK_H heads of one sequence and one chunk; it streams BLOCK_N-row tiles of the latent cache
-from HBM once, uses the same tile for the scores and for the values, and keeps a running max
-and sum (online softmax, fp32, base 2). Each chunk writes a normalised partial output and its
+from HBM once (a chunk is a contiguous run of tiles or, for memory-bound tiles, every
+num_splits-th tile, so that all programs sweep the cache side by side), uses the same tile
+for the scores and for the values, and keeps a running max and sum (online softmax, fp32,
+base 2). Each chunk writes a normalised partial output and its
 log-sum-exp; `_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
 
 FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
@@ -58,17 +60,23 @@ class DecodeConfig:
     num_stages: int
     ctas_per_sm: int
     """Programs one SM keeps resident at once; the split heuristic fills this many slots."""
+    interleave: bool = False
+    """Chunk s takes tiles s, s + S, s + 2S, … of its sequence (S chunks) instead of one
+    contiguous run: the programs then read neighbouring tiles at the same time. On the H100
+    that streams 1.3-3.1% faster with 16-head tiles and 3-8% slower with 64-head tiles
+    (BENCHMARKS.md, session 3 probes), so only memory-bound tiles use it."""
 
 
 def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
     """Tiles picked by the H100 sweep in `bench.py` (see docs/kernels.md).
 
-    Few heads: memory-bound, small 32-row tiles three stages deep, one program per SM.
+    Few heads: memory-bound, small 32-row tiles three stages deep, one program per SM,
+    interleaved chunks.
     Many heads: one 64-head tile (the wgmma M) that shares each 64-row latent tile.
     4-byte inputs (fp32 tests) get 16-row single-stage tiles to fit in shared memory.
     """
     if heads <= 16:
-        config = DecodeConfig(block_h=16, block_n=32, num_warps=4, num_stages=3, ctas_per_sm=1)
+        config = DecodeConfig(16, 32, num_warps=4, num_stages=3, ctas_per_sm=1, interleave=True)
     elif heads <= 32:
         config = DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1)
     else:
@@ -166,6 +174,7 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     SINGLE_SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr,
     IEEE_FP32: tl.constexpr,
+    INTERLEAVE: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     # Head group fastest: the programs sharing a latent tile run together and share it in L2.
@@ -175,9 +184,15 @@ def _split_kernel(  # type: ignore[no-untyped-def]
 
     seq_len = tl.load(lengths_ptr + seq)
     # Whole tiles dealt out evenly: chunk sizes differ by at most one tile.
-    tiles = tl.cdiv(seq_len, BLOCK_N)
-    start = (split * tiles // num_splits) * BLOCK_N
-    end = tl.minimum(((split + 1) * tiles // num_splits) * BLOCK_N, seq_len)
+    if INTERLEAVE:  # tiles split, split + S, split + 2S, …
+        start = split * BLOCK_N
+        end = seq_len
+        stride = num_splits * BLOCK_N
+    else:  # one contiguous run of tiles
+        tiles = tl.cdiv(seq_len, BLOCK_N)
+        start = (split * tiles // num_splits) * BLOCK_N
+        end = tl.minimum(((split + 1) * tiles // num_splits) * BLOCK_N, seq_len)
+        stride = BLOCK_N
     if USE_PDL:
         # Let the combine kernel's programs launch now; they wait (gdc_wait) until this grid
         # has finished and its partials are visible, so only their launch latency is hidden.
@@ -204,7 +219,7 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, D_LAT], dtype=tl.float32)
-    for tile_start in range(start, end, BLOCK_N):
+    for tile_start in range(start, end, stride):
         offs_t = tile_start + tl.arange(0, BLOCK_N)
         mask_t = offs_t < end
         if PAGED:
@@ -432,6 +447,7 @@ def mla_decode_triton(
         SINGLE_SPLIT=single,
         DOT_FP32=triton_interpreting(),
         IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
+        INTERLEAVE=config.interleave,
         USE_PDL=use_pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,

@@ -20,9 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-CHUNK_ROWS = 2048
-"""Rows per chunk: 2048 × 32k logits are 128 MB in bf16 (plus the fp32 work inside the
-compiled function, which inductor keeps in registers)."""
+CHUNK_LOGITS = 2048 * 32768
+"""Logits per chunk: 128 MB in bf16 (plus the fp32 work inside the compiled function, which
+inductor keeps in registers); 2048 rows of a 32k vocabulary. A fixed row count would cut a
+small vocabulary into many small GEMMs (`small`'s 8k vocabulary gets 8192 rows a chunk)."""
+
+
+def default_chunk_rows(vocab_size: int) -> int:
+    return max(1, CHUNK_LOGITS // vocab_size)
 
 
 def _chunk_loss_and_grad(
@@ -101,16 +106,18 @@ def linear_cross_entropy(
     weight: Tensor,
     targets: Tensor,
     weights: Tensor | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted mean cross-entropy of `hidden @ weight.T` and the argmax predictions.
 
     hidden (N, D), weight (V, D), targets (N,) int64, weights (N,) or None (all 1).
     Returns (loss: an fp32 scalar, float64 for float64 inputs; predictions (N,) int64, not
-    differentiable).
+    differentiable). `chunk_rows` defaults to CHUNK_LOGITS // V rows.
     """
     if weights is None:
         weights = torch.ones(targets.shape, device=targets.device)
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(weight.shape[0])
     loss, predictions = _LinearCrossEntropy.apply(
         hidden, weight, targets, weights, chunk_rows, torch.is_grad_enabled()
     )

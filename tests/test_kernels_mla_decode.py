@@ -7,6 +7,8 @@ that are not a multiple of the tile, heuristic / single / many splits, contiguou
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -87,6 +89,25 @@ def test_matches_float64_reference(
     assert (lse.double() - ref_lse.double()).abs().max() < 50 * TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+@pytest.mark.parametrize("interleave", [True, False], ids=["interleaved", "runs"])
+def test_both_chunk_layouts_match_the_reference(interleave, paged, kernel_device, poison_outputs):
+    """Chunks as every S-th tile (16-head default) or as contiguous runs (many-head default),
+    on the same small-head tile: ragged lengths, a chunk count that divides nothing."""
+    config = dataclasses.replace(default_config(16, 2), interleave=interleave)
+    q_lat, q_pe, cache, lengths_t, block_table = make_inputs(
+        4, 16, [1, 200, 77, 517], torch.bfloat16, kernel_device, paged
+    )
+    out, lse = mla_decode_triton(
+        q_lat, q_pe, cache, lengths_t, 0.1, block_table, num_splits=7, config=config
+    )
+    ref_out, ref_lse = mla_decode_ref(
+        q_lat, q_pe, cache, lengths_t, 0.1, block_table, compute_dtype=torch.float64
+    )
+    assert rel_error(out, ref_out) < TOLERANCE[torch.bfloat16]
+    assert (lse.double() - ref_lse).abs().max() < 0.5
+
+
 @pytest.mark.slow
 def test_many_heads_tile(kernel_device, poison_outputs):
     """DeepSeek-V3's 128 heads: two 64-head tiles that share every latent tile."""
@@ -158,5 +179,6 @@ def test_split_heuristic_takes_the_fewest_chunks_with_the_same_longest_chunk():
 
 def test_default_config_uses_a_wgmma_sized_tile_for_many_heads():
     assert default_config(16).block_h == 16
+    assert default_config(16).interleave and not default_config(128).interleave
     assert default_config(128) == DecodeConfig(64, 64, 8, 2, 1)
     assert default_config(128, element_size=4).block_n == 16  # fp32 tiles fit shared memory

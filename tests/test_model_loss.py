@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from infinitecontext.model.config import preset
-from infinitecontext.model.loss import linear_cross_entropy
+from infinitecontext.model.loss import default_chunk_rows, linear_cross_entropy
 from infinitecontext.model.transformer import build
 
 
@@ -67,3 +67,9 @@ def test_model_loss_matches_cross_entropy_of_its_logits():
     assert torch.equal(predictions, logits.argmax(-1))
     for name, p in model.named_parameters():
         torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_default_chunks_hold_the_same_number_of_logits_whatever_the_vocabulary():
+    assert default_chunk_rows(32768) == 2048  # the 1b preset: 128 MB of bf16 logits
+    assert default_chunk_rows(8192) == 8192  # small: four times the rows, same bytes
+    assert default_chunk_rows(10**9) == 1

@@ -101,7 +101,12 @@ def test_merge_keeps_throughput_and_each_seed_and_report_shows_them(tmp_path):
             "tokens_per_s": 46000, "mfu": 0.45, "step_s": 0.7, "peak_gib": 30.0,
             "micro_batches": 4, "batch": 1, "accum1": {"tokens_per_s": 40000, "mfu": 0.39}},
         "throughput/1b@8192/hf_deepseek_v3": {
-            "tokens_per_s": 30000, "mfu": 0.29, "step_s": 1.1, "peak_gib": 41.0}}}  # fmt: skip
+            "tokens_per_s": 30000, "mfu": 0.29, "step_s": 1.1, "peak_gib": 41.0,
+            "micro_batches": 4, "batch": 1},
+        "throughput/1b@8192/ours_compiled_mb2": {
+            "tokens_per_s": 47000, "mfu": 0.46, "step_s": 0.69, "peak_gib": 48.0,
+            "micro_batches": 2, "batch": 2},
+        "throughput/1b@8192/hf_deepseek_v3_mb2": {"error": "OutOfMemoryError"}}}  # fmt: skip
     files = [tmp_path / "tp.json"]
     files[0].write_text(json.dumps(throughput))
     for seed, at32k in ((0, 1.0), (1, 0.75)):
@@ -122,7 +127,10 @@ def test_merge_keeps_throughput_and_each_seed_and_report_shows_them(tmp_path):
     path.write_text(json.dumps(merged))
     assert merge([path]) == merged  # merging a merged file changes nothing
     text = report(path, tmp_path / "figures")
-    assert "1b@8192: ours / transformers = 1.53×" in text
+    assert "1b@8192: ours / transformers = 1.57×" in text  # the best layout of each
+    assert "1b@8192 (4 × 1): ours / transformers = 1.53×" in text
+    assert "(2 × 2): ours / transformers" not in text  # transformers ran out of memory
+    assert "| 1b@8192 | ours_compiled_mb2 | 2 × 2 × 8192 | 47,000 | 46.0% |" in text
     assert "| 1b@8192 | ours_compiled | 4 × 1 × 8192 | 46,000 | 45.0% |" in text
     assert "40,000 (39.0%)" in text
     assert "| seed 1 | 100% | 75% |" in text and "| mean | 100% | 88% |" in text
