@@ -6,9 +6,9 @@ that decompresses the latent cache every step; RMSNorm, residual-add + RMSNorm a
 against eager and `torch.compile`; decode tokens/s and peak memory of the `1b` preset.
 Prints tables, writes DIR/kernels_bench.json and DIR/mla_decode_bandwidth.png.
 
-Timing: every variant is captured in a CUDA graph and replayed after a 256 MiB write that
-evicts L2, between CUDA events (p20/p50/p80 over the replays), so Python launch overhead
-and cache-resident inputs do not flatter small shapes.
+Timing: every variant is captured in a CUDA graph and replayed after a 256 MiB read that
+evicts L2 (`_L2Flusher`), between CUDA events (p20/p50/p80 over the replays), so Python
+launch overhead and cache-resident inputs do not flatter small shapes.
 """
 
 from __future__ import annotations
