@@ -8,7 +8,8 @@
 
 1. Throughput: tokens/s and MFU of whole optimizer steps (gradient accumulation over
    `micro_batches` forward/backward passes, then one AdamW step, as in training) for
-   `small` at 4k and `1b` at 8k, ours (FSDP2, bf16 params / fp32 reduce, gradients
+   `small` at 4k and `1b` at 8k (the latter also as 2 micro-batches of 2 sequences,
+   variants ending in `_mb2`), ours (FSDP2, bf16 params / fp32 reduce, gradients
    reduced on the last micro-batch only, per-block torch.compile; also eager for
    `small`) against transformers' DeepseekV3ForCausalLM of the same shape and the same
    accumulation (fp32 weights under bf16 autocast, SDPA: what HF's Trainer does with
