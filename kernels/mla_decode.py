@@ -12,8 +12,8 @@ BLOCK_H heads of one sequence and one chunk; it streams BLOCK_N-row tiles of the
 from HBM once (a chunk is a contiguous run of tiles or, for memory-bound tiles, every
 num_splits-th tile, so that all programs sweep the cache side by side), uses the same tile
 for the scores and for the values, and keeps a running max and sum (online softmax, fp32,
-base 2). Each chunk writes a normalised partial output and its
-log-sum-exp; `_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
+base 2). Each chunk writes a normalised partial output and its log-sum-exp;
+`_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
 
 FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
 converted to bf16 exactly (e4m3 ⊂ bf16) and the scale is applied to the BLOCK_H×BLOCK_N
