@@ -63,8 +63,9 @@ class DecodeConfig:
     interleave: bool = False
     """Chunk s takes tiles s, s + S, s + 2S, … of its sequence (S chunks) instead of one
     contiguous run: the programs then read neighbouring tiles at the same time. On the H100
-    that streams 1.3-3.1% faster with 16-head tiles and 3-8% slower with 64-head tiles
-    (BENCHMARKS.md, session 3 probes), so only memory-bound tiles use it."""
+    that streams 1.3-3.1% faster with 16-head tiles; with 64-head tiles it was 3-8% slower
+    than the shipped kernel (BENCHMARKS.md, session 3 probes), so only memory-bound tiles
+    use it."""
 
 
 def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
