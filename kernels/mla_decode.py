@@ -76,8 +76,10 @@ def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
     Many heads: one 64-head tile (the wgmma M) that shares each 64-row latent tile.
     4-byte inputs (fp32 tests) get 16-row single-stage tiles to fit in shared memory.
     """
-    if heads <= 16:
-        config = DecodeConfig(16, 32, num_warps=4, num_stages=3, ctas_per_sm=1, interleave=True)
+    if heads <= MEMORY_BOUND_BLOCK_H:
+        config = DecodeConfig(
+            block_h=16, block_n=32, num_warps=4, num_stages=3, ctas_per_sm=1, interleave=True
+        )
     elif heads <= 32:
         config = DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1)
     else:
