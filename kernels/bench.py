@@ -14,6 +14,7 @@ launch overhead and cache-resident inputs do not flatter small shapes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -388,17 +389,31 @@ def _rates(
 
 def sweep_configs(flush: _L2Flusher, read_gbps: float) -> dict[str, Any]:
     """Time candidate tile configs on representative shapes; returns the best per head count."""
+
+    # Tile shapes around each default; the chunk layout and launch flags stay the default's.
+    def tile(
+        heads: int, block_h: int, block_n: int, warps: int, stages: int, ctas: int
+    ) -> DecodeConfig:
+        return dataclasses.replace(
+            default_config(heads),
+            block_h=block_h,
+            block_n=block_n,
+            num_warps=warps,
+            num_stages=stages,
+            ctas_per_sm=ctas,
+        )
+
     candidates = {
         16: [
-            DecodeConfig(16, bn, w, s, c)
+            tile(16, 16, bn, w, s, c)
             for bn in (32, 64)
             for w in (4, 8)
             for s in (2, 3)
             for c in (1, 2)
             if s == 3 or (w == 4 and c == 1)
         ],
-        128: [DecodeConfig(64, bn, w, 2, 1) for bn in (32, 64) for w in (4, 8)]
-        + [DecodeConfig(64, 64, 8, 1, 1), DecodeConfig(32, 64, 4, 2, 1)],
+        128: [tile(128, 64, bn, w, 2, 1) for bn in (32, 64) for w in (4, 8)]
+        + [tile(128, 64, 64, 8, 1, 1), tile(128, 32, 64, 4, 2, 1)],
     }
     shapes = {16: [(1, 128 * K), (8, 32 * K), (64, 32 * K)], 128: [(8, 32 * K), (64, 32 * K)]}
     report: dict[str, Any] = {}

@@ -66,24 +66,47 @@ class DecodeConfig:
     that streams 1.3-3.1% faster with 16-head tiles; with 64-head tiles it was 3-8% slower
     than the shipped kernel (BENCHMARKS.md, session 3 probes), so only memory-bound tiles
     use it."""
+    mask_only_last_tile: bool = False
+    """Whole tiles skip the row mask (no predicated loads, no select on the scores); only a
+    sequence's ragged last tile is masked. 10-12% faster with 64-head tiles on the H100, 25%
+    slower with 16-head tiles (BENCHMARKS.md, session 4 probes)."""
+    launch_early: bool = False
+    """Launch the split kernel with programmatic dependent launch (Hopper): its programs
+    become resident while the previous kernel finishes and wait for it before their first
+    load. 2% faster with 16-head tiles at B = 1 beside the combine's early trigger; 0.5-1.5%
+    slower with 64-head tiles (session 4 probes)."""
 
 
 def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
     """Tiles picked by the H100 sweep in `bench.py` (see docs/kernels.md).
 
     Few heads: memory-bound, small 32-row tiles three stages deep, one program per SM,
-    interleaved chunks.
-    Many heads: one 64-head tile (the wgmma M) that shares each 64-row latent tile.
+    interleaved chunks, launched early.
+    Many heads: one 64-head tile (the wgmma M) that shares each 64-row latent tile; whole
+    tiles unmasked.
     4-byte inputs (fp32 tests) get 16-row single-stage tiles to fit in shared memory.
     """
     if heads <= MEMORY_BOUND_BLOCK_H:
         config = DecodeConfig(
-            block_h=16, block_n=32, num_warps=4, num_stages=3, ctas_per_sm=1, interleave=True
+            block_h=16,
+            block_n=32,
+            num_warps=4,
+            num_stages=3,
+            ctas_per_sm=1,
+            interleave=True,
+            launch_early=True,
         )
     elif heads <= 32:
         config = DecodeConfig(block_h=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1)
     else:
-        config = DecodeConfig(block_h=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1)
+        config = DecodeConfig(
+            block_h=64,
+            block_n=64,
+            num_warps=8,
+            num_stages=2,
+            ctas_per_sm=1,
+            mask_only_last_tile=True,
+        )
     if element_size >= 4:
         config = dataclasses.replace(config, block_n=16, num_stages=1)
     return config
@@ -142,6 +165,93 @@ def default_num_splits(
 
 
 @triton.jit
+def _attend_tile(  # type: ignore[no-untyped-def]
+    q_lat,
+    q_pe,
+    m_i,
+    l_i,
+    acc,
+    tile_start,
+    limit,
+    seq,
+    cache_ptr,
+    scale_ptr,
+    block_table_ptr,
+    sm_scale_log2,
+    stride_c_outer,
+    stride_c_tok,
+    stride_s_outer,
+    stride_s_tok,
+    stride_bt_b,
+    D_LAT: tl.constexpr,
+    D_PE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    PAGED: tl.constexpr,
+    FP8: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """One BLOCK_N-row latent tile into the running (max, sum, accumulator) of BLOCK_H heads.
+
+    MASKED: rows at or past `limit` are neither read nor counted. An unmasked tile must be
+    whole: no predicates on its loads and no select on its scores.
+    """
+    offs_d = tl.arange(0, D_LAT)
+    offs_r = tl.arange(0, D_PE)
+    offs_t = tile_start + tl.arange(0, BLOCK_N)
+    if PAGED:
+        # Tiles start at multiples of BLOCK_N, which divides PAGE_SIZE: one page per tile,
+        # so the rows stay contiguous and the loads vectorise as in the dense case.
+        page = tl.load(block_table_ptr + seq * stride_bt_b + tile_start // PAGE_SIZE)
+        page = page.to(tl.int64)
+        in_page = tile_start % PAGE_SIZE + tl.arange(0, BLOCK_N)
+        rows = page * stride_c_outer + in_page * stride_c_tok
+        scale_rows = page * stride_s_outer + in_page * stride_s_tok
+    else:
+        rows = seq.to(tl.int64) * stride_c_outer + offs_t.to(tl.int64) * stride_c_tok
+        scale_rows = seq.to(tl.int64) * stride_s_outer + offs_t.to(tl.int64) * stride_s_tok
+    c_kv_ptrs = cache_ptr + rows[:, None] + offs_d[None, :]
+    k_pe_ptrs = cache_ptr + rows[:, None] + D_LAT + offs_r[None, :]
+    if MASKED:
+        mask_t = offs_t < limit
+        c_kv = tl.load(c_kv_ptrs, mask=mask_t[:, None], other=0.0)
+        k_pe = tl.load(k_pe_ptrs, mask=mask_t[:, None], other=0.0)
+    else:
+        c_kv = tl.load(c_kv_ptrs)
+        k_pe = tl.load(k_pe_ptrs)
+    c_kv = c_kv.to(q_lat.dtype)
+    k_pe = k_pe.to(q_pe.dtype)
+
+    if IEEE_FP32:  # fp32 inputs: exact fp32 products, not tf32
+        scores = tl.dot(q_lat, tl.trans(c_kv), input_precision="ieee")
+        scores += tl.dot(q_pe, tl.trans(k_pe), input_precision="ieee")
+    else:
+        scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))  # (BLOCK_H, N)
+    if FP8:
+        if MASKED:
+            token_scale = tl.load(scale_ptr + scale_rows, mask=mask_t, other=0.0)
+        else:
+            token_scale = tl.load(scale_ptr + scale_rows)
+        scores = scores * token_scale[None, :]
+    scores = scores * sm_scale_log2
+    if MASKED:
+        scores = tl.where(mask_t[None, :], scores, float("-inf"))
+
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    probs = tl.exp2(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(probs, axis=1)
+    if FP8:
+        probs = probs * token_scale[None, :]
+    if IEEE_FP32:
+        acc = acc * alpha[:, None] + tl.dot(probs, c_kv, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _split_kernel(  # type: ignore[no-untyped-def]
     q_lat_ptr,
     q_pe_ptr,
@@ -178,12 +288,22 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     DOT_FP32: tl.constexpr,
     IEEE_FP32: tl.constexpr,
     INTERLEAVE: tl.constexpr,
+    MASK_ONLY_LAST_TILE: tl.constexpr,
+    WAIT_FOR_PREVIOUS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     # Head group fastest: the programs sharing a latent tile run together and share it in L2.
     head_group = tl.program_id(0)
     split = tl.program_id(1)
     seq = tl.program_id(2)
+    if WAIT_FOR_PREVIOUS:
+        # Launched early (programmatic dependent launch): the previous kernel may still be
+        # writing q, the cache or the lengths, so wait for it before the first load.
+        gdc_wait()
+    if USE_PDL:
+        # Let the combine kernel's programs launch now; they wait (gdc_wait) until this grid
+        # has finished and its partials are visible, so only their launch latency is hidden.
+        gdc_launch_dependents()
 
     seq_len = tl.load(lengths_ptr + seq)
     # Whole tiles dealt out evenly: chunk sizes differ by at most one tile.
@@ -196,10 +316,6 @@ def _split_kernel(  # type: ignore[no-untyped-def]
         start = (split * tiles // num_splits) * BLOCK_N
         end = tl.minimum(((split + 1) * tiles // num_splits) * BLOCK_N, seq_len)
         stride = BLOCK_N
-    if USE_PDL:
-        # Let the combine kernel's programs launch now; they wait (gdc_wait) until this grid
-        # has finished and its partials are visible, so only their launch latency is hidden.
-        gdc_launch_dependents()
 
     offs_h = head_group * BLOCK_H + tl.arange(0, BLOCK_H)
     mask_h = offs_h < heads
@@ -222,48 +338,32 @@ def _split_kernel(  # type: ignore[no-untyped-def]
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, D_LAT], dtype=tl.float32)
-    for tile_start in range(start, end, stride):
-        offs_t = tile_start + tl.arange(0, BLOCK_N)
-        mask_t = offs_t < end
-        if PAGED:
-            # Tiles start at multiples of BLOCK_N, which divides PAGE_SIZE: one page per tile,
-            # so the rows stay contiguous and the loads vectorise as in the dense case.
-            page = tl.load(block_table_ptr + seq * stride_bt_b + tile_start // PAGE_SIZE)
-            page = page.to(tl.int64)
-            in_page = tile_start % PAGE_SIZE + tl.arange(0, BLOCK_N)
-            rows = page * stride_c_outer + in_page * stride_c_tok
-            scale_rows = page * stride_s_outer + in_page * stride_s_tok
-        else:
-            rows = seq.to(tl.int64) * stride_c_outer + offs_t.to(tl.int64) * stride_c_tok
-            scale_rows = seq.to(tl.int64) * stride_s_outer + offs_t.to(tl.int64) * stride_s_tok
-        c_kv = tl.load(cache_ptr + rows[:, None] + offs_d[None, :], mask=mask_t[:, None], other=0.0)
-        k_pe = tl.load(
-            cache_ptr + rows[:, None] + D_LAT + offs_r[None, :], mask=mask_t[:, None], other=0.0
-        )
-        c_kv = c_kv.to(q_lat.dtype)
-        k_pe = k_pe.to(q_pe.dtype)
-
-        if IEEE_FP32:  # fp32 inputs: exact fp32 products, not tf32
-            scores = tl.dot(q_lat, tl.trans(c_kv), input_precision="ieee")
-            scores += tl.dot(q_pe, tl.trans(k_pe), input_precision="ieee")
-        else:
-            scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))  # (BLOCK_H, N)
-        if FP8:
-            token_scale = tl.load(scale_ptr + scale_rows, mask=mask_t, other=0.0)
-            scores = scores * token_scale[None, :]
-        scores = tl.where(mask_t[None, :], scores * sm_scale_log2, float("-inf"))
-
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        probs = tl.exp2(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(probs, axis=1)
-        if FP8:
-            probs = probs * token_scale[None, :]
-        if IEEE_FP32:
-            acc = acc * alpha[:, None] + tl.dot(probs, c_kv, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
-        m_i = m_new
+    if MASK_ONLY_LAST_TILE:
+        # Every tile that starts before `whole_end` is whole; at most one ragged tile follows.
+        whole_end = (seq_len // BLOCK_N) * BLOCK_N
+        for tile_start in range(start, tl.minimum(end, whole_end), stride):
+            m_i, l_i, acc = _attend_tile(
+                q_lat, q_pe, m_i, l_i, acc, tile_start, end, seq,
+                cache_ptr, scale_ptr, block_table_ptr, sm_scale_log2,
+                stride_c_outer, stride_c_tok, stride_s_outer, stride_s_tok, stride_bt_b,
+                D_LAT, D_PE, BLOCK_N, PAGE_SIZE, PAGED, FP8, IEEE_FP32, MASKED=False,
+            )  # fmt: skip
+        owns_ragged = (whole_end >= start) & (whole_end < end) & ((whole_end - start) % stride == 0)
+        if owns_ragged:
+            m_i, l_i, acc = _attend_tile(
+                q_lat, q_pe, m_i, l_i, acc, whole_end, end, seq,
+                cache_ptr, scale_ptr, block_table_ptr, sm_scale_log2,
+                stride_c_outer, stride_c_tok, stride_s_outer, stride_s_tok, stride_bt_b,
+                D_LAT, D_PE, BLOCK_N, PAGE_SIZE, PAGED, FP8, IEEE_FP32, MASKED=True,
+            )  # fmt: skip
+    else:
+        for tile_start in range(start, end, stride):
+            m_i, l_i, acc = _attend_tile(
+                q_lat, q_pe, m_i, l_i, acc, tile_start, end, seq,
+                cache_ptr, scale_ptr, block_table_ptr, sm_scale_log2,
+                stride_c_outer, stride_c_tok, stride_s_outer, stride_s_tok, stride_bt_b,
+                D_LAT, D_PE, BLOCK_N, PAGE_SIZE, PAGED, FP8, IEEE_FP32, MASKED=True,
+            )  # fmt: skip
 
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)[:, None]
@@ -312,19 +412,22 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
     head = row % heads
     offs_s = tl.arange(0, BLOCK_S)
     mask_s = offs_s < num_splits
+    offs_d = column_block * BLOCK_D + tl.arange(0, BLOCK_D)
     if USE_PDL:
         gdc_wait()  # launched early (programmatic dependent launch): wait for the partials
+        # Whatever comes next (the next layer's split kernel) may launch now and wait in turn.
+        gdc_launch_dependents()
     lse_all = tl.load(part_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
-    m_i = tl.max(lse_all, axis=0)
-    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # every chunk empty
-    weight = tl.exp2(lse_all - m_safe)
-    l_i = tl.sum(weight, axis=0)
-    offs_d = column_block * BLOCK_D + tl.arange(0, BLOCK_D)
+    # Both loads in flight before any arithmetic: one memory round trip, not two.
     parts = tl.load(
         part_out_ptr + (row.to(tl.int64) * num_splits + offs_s[:, None]) * D_LAT + offs_d[None, :],
         mask=mask_s[:, None],
         other=0.0,
     )
+    m_i = tl.max(lse_all, axis=0)
+    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # every chunk empty
+    weight = tl.exp2(lse_all - m_safe)
+    l_i = tl.sum(weight, axis=0)
     acc = tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
@@ -414,7 +517,9 @@ def mla_decode_triton(
     if paged and cache.shape[1] % config.block_n:
         raise ValueError(f"page size {cache.shape[1]} must be a multiple of {config.block_n}")
     scale = cache_scale if cache_scale is not None else lengths  # placeholder, never read
-    use_pdl = not single and supports_pdl(q_lat.device)
+    pdl = supports_pdl(q_lat.device)
+    use_pdl = not single and pdl
+    launch_early = config.launch_early and pdl
     _split_kernel[(head_groups, num_splits, batch)](
         q_lat,
         q_pe,
@@ -451,9 +556,12 @@ def mla_decode_triton(
         DOT_FP32=triton_interpreting(),
         IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
         INTERLEAVE=config.interleave,
+        MASK_ONLY_LAST_TILE=config.mask_only_last_tile,
+        WAIT_FOR_PREVIOUS=launch_early,
         USE_PDL=use_pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        **({"launch_pdl": True} if launch_early else {}),
     )
     if not single:
         block_s = triton.next_power_of_2(num_splits)

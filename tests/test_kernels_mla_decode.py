@@ -64,6 +64,7 @@ CASES = [
     (5, [64, 129, 3], 7),
     (20, [300, 45], 16),  # two head groups of a 32-head tile, more splits than tiles
     (3, [700, 20], 150),  # the combine's widest chunk tile (256 chunks × 32 columns), most empty
+    (64, [130, 64, 7], 3),  # the 64-head tile: whole tiles unmasked, ragged last tiles masked
 ]
 
 
@@ -91,10 +92,17 @@ def test_matches_float64_reference(
 
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
 @pytest.mark.parametrize("interleave", [True, False], ids=["interleaved", "runs"])
-def test_both_chunk_layouts_match_the_reference(interleave, paged, kernel_device, poison_outputs):
+@pytest.mark.parametrize("mask_only_last_tile", [False, True], ids=["all-masked", "last-masked"])
+def test_both_chunk_layouts_match_the_reference(
+    interleave, mask_only_last_tile, paged, kernel_device, poison_outputs
+):
     """Chunks as every S-th tile (16-head default) or as contiguous runs (many-head default),
-    on the same small-head tile: ragged lengths, a chunk count that divides nothing."""
-    config = dataclasses.replace(default_config(16, 2), interleave=interleave)
+    every tile masked (16-head default) or only the ragged last one (many-head default), on
+    the same small-head tile: ragged lengths, a chunk count that divides nothing. The rows
+    past each length are NaN, so a whole-tile path that reads one fails."""
+    config = dataclasses.replace(
+        default_config(16, 2), interleave=interleave, mask_only_last_tile=mask_only_last_tile
+    )
     q_lat, q_pe, cache, lengths_t, block_table = make_inputs(
         4, 16, [1, 200, 77, 517], torch.bfloat16, kernel_device, paged
     )
@@ -123,13 +131,17 @@ def test_many_heads_tile(kernel_device, poison_outputs):
 
 
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
-def test_fp8_cache_matches_its_reference_and_stays_near_bf16(paged, kernel_device, poison_outputs):
+@pytest.mark.parametrize("mask_only_last_tile", [False, True], ids=["all-masked", "last-masked"])
+def test_fp8_cache_matches_its_reference_and_stays_near_bf16(
+    paged, mask_only_last_tile, kernel_device, poison_outputs
+):
     q_lat, q_pe, cache, lengths_t, block_table = make_inputs(
         2, 16, [150, 33], torch.bfloat16, kernel_device, paged
     )
     cache_fp8, cache_scale = quantize_latent_fp8(cache.nan_to_num(0.0))
+    config = dataclasses.replace(default_config(16), mask_only_last_tile=mask_only_last_tile)
     out, _ = mla_decode_triton(
-        q_lat, q_pe, cache_fp8, lengths_t, 0.1, block_table, cache_scale, num_splits=2
+        q_lat, q_pe, cache_fp8, lengths_t, 0.1, block_table, cache_scale, 2, config
     )
     ref_fp8, _ = mla_decode_ref(
         q_lat, q_pe, cache_fp8, lengths_t, 0.1, block_table, cache_scale, torch.float64
@@ -180,5 +192,6 @@ def test_split_heuristic_takes_the_fewest_chunks_with_the_same_longest_chunk():
 def test_default_config_uses_a_wgmma_sized_tile_for_many_heads():
     assert default_config(16).block_h == 16
     assert default_config(16).interleave and not default_config(128).interleave
-    assert default_config(128) == DecodeConfig(64, 64, 8, 2, 1)
+    assert default_config(128) == DecodeConfig(64, 64, 8, 2, 1, mask_only_last_tile=True)
+    assert default_config(16).launch_early and not default_config(128).launch_early
     assert default_config(128, element_size=4).block_n == 16  # fp32 tiles fit shared memory

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Session 4, calls 1 and 2 (ROUND=1|2): probe_variants4.py (PDL on the split kernel, combine load order, folded
+# scale, unmasked full tiles) beside the shipped kernel.
+set -uo pipefail
+out=$1
+ns=$(mktemp -d); mkdir -p "$ns/infinitecontext"
+ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
+ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
+ln -s "$PWD/model" "$ns/infinitecontext/model"
+export PYTHONPATH="$ns:$PWD/docs/bench/probes" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+timeout "${VAR_S:-420}" python3 docs/bench/probes/probe_variants4.py "$out/variants4_r${ROUND:-1}.json" "${ROUND:-1}" 2>&1 | grep -v -i warn | tail -150
+echo "variants rc ${PIPESTATUS[0]}"
