@@ -171,8 +171,24 @@ def split_v4(
         full_end = (seq_len // BLOCK_N) * BLOCK_N  # tiles starting before it are full
         for tile_start in range(start, tl.minimum(end, full_end), stride):
             m_i, l_i, acc = _tile(
-                q_lat, q_pe, cache_ptr, seq, tile_start, seq_len, stride_c_outer, stride_c_tok,
-                sm_scale_log2, m_i, l_i, acc, offs_d, offs_r, D_LAT, BLOCK_N, False, FOLD,
+                q_lat,
+                q_pe,
+                cache_ptr,
+                seq,
+                tile_start,
+                seq_len,
+                stride_c_outer,
+                stride_c_tok,
+                sm_scale_log2,
+                m_i,
+                l_i,
+                acc,
+                offs_d,
+                offs_r,
+                D_LAT,
+                BLOCK_N,
+                False,
+                FOLD,
             )
         # The ragged tile at full_end, if this chunk owns it.
         if INTERLEAVE:
@@ -181,14 +197,46 @@ def split_v4(
             owns = (full_end >= start) & (full_end < end)
         if owns & (full_end < seq_len):
             m_i, l_i, acc = _tile(
-                q_lat, q_pe, cache_ptr, seq, full_end, seq_len, stride_c_outer, stride_c_tok,
-                sm_scale_log2, m_i, l_i, acc, offs_d, offs_r, D_LAT, BLOCK_N, True, FOLD,
+                q_lat,
+                q_pe,
+                cache_ptr,
+                seq,
+                full_end,
+                seq_len,
+                stride_c_outer,
+                stride_c_tok,
+                sm_scale_log2,
+                m_i,
+                l_i,
+                acc,
+                offs_d,
+                offs_r,
+                D_LAT,
+                BLOCK_N,
+                True,
+                FOLD,
             )
     else:
         for tile_start in range(start, end, stride):
             m_i, l_i, acc = _tile(
-                q_lat, q_pe, cache_ptr, seq, tile_start, seq_len, stride_c_outer, stride_c_tok,
-                sm_scale_log2, m_i, l_i, acc, offs_d, offs_r, D_LAT, BLOCK_N, True, FOLD,
+                q_lat,
+                q_pe,
+                cache_ptr,
+                seq,
+                tile_start,
+                seq_len,
+                stride_c_outer,
+                stride_c_tok,
+                sm_scale_log2,
+                m_i,
+                l_i,
+                acc,
+                offs_d,
+                offs_r,
+                D_LAT,
+                BLOCK_N,
+                True,
+                FOLD,
             )
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)[:, None]
@@ -245,7 +293,9 @@ def combine_v4(
     acc = tl.sum(weight[:, None] * parts, axis=0)
     has_rows = l_i > 0.0
     out = acc / tl.where(has_rows, l_i, 1.0)
-    tl.store(out_ptr + seq * stride_o_b + head * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty))
+    tl.store(
+        out_ptr + seq * stride_o_b + head * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty)
+    )
     lse = tl.where(
         has_rows, (m_i + tl.log2(tl.where(has_rows, l_i, 1.0))) * 0.6931471805599453, float("-inf")
     )
@@ -279,7 +329,9 @@ def run(
     head_groups = triton.cdiv(heads, block_h)
     out = torch.empty_like(q_lat)
     lse = torch.empty((batch, heads), device=q_lat.device, dtype=torch.float32)
-    part_out = torch.empty((batch, heads, num_splits, 512), device=q_lat.device, dtype=torch.float32)
+    part_out = torch.empty(
+        (batch, heads, num_splits, 512), device=q_lat.device, dtype=torch.float32
+    )
     part_lse = torch.empty((batch, heads, num_splits), device=q_lat.device, dtype=torch.float32)
     split_v4[(head_groups, num_splits, batch)](
         q_lat,

@@ -52,8 +52,17 @@ if ROUND == "2":
         "fold_tail": dict(fold=True, split_tail=True),
         "fold_tail_pdl_hoist": dict(PDL, fold=True, split_tail=True),
     }
-    SHAPES = [(16, 1, 128 * K), (16, 1, 32 * K), (16, 8, 32 * K), (16, 1, 1024 * K), (16, 8, 128 * K)]
-    SHAPES += [(128, b, c * K) for b, c in ((8, 32), (1, 128), (1, 32), (8, 128), (32, 32), (64, 4), (1, 4))]
+    SHAPES = [
+        (16, 1, 128 * K),
+        (16, 1, 32 * K),
+        (16, 8, 32 * K),
+        (16, 1, 1024 * K),
+        (16, 8, 128 * K),
+    ]
+    SHAPES += [
+        (128, b, c * K)
+        for b, c in ((8, 32), (1, 128), (1, 32), (8, 128), (32, 32), (64, 4), (1, 4))
+    ]
 elif ROUND == "3":
     PDL = dict(pdl_wait=True, trigger=True, hoist=True)
     COMMON = {}
@@ -117,7 +126,11 @@ for heads, batch, ctx in SHAPES:
                 err2 = float((o2.float() - ref_ragged.float()).norm() / ref_ragged.float().norm())
                 timing, how = kb.time_per_call(call, caches, flush)
                 r = kb._rates(
-                    timing, how, kb.mla_bytes(batch, ctx, heads), kb.mla_flops(batch, ctx, heads), read
+                    timing,
+                    how,
+                    kb.mla_bytes(batch, ctx, heads),
+                    kb.mla_flops(batch, ctx, heads),
+                    read,
                 )
                 row = {
                     "heads": heads,
@@ -133,7 +146,13 @@ for heads, batch, ctx in SHAPES:
                     "err_ragged": err2,
                 }
             except Exception as exc:
-                row = {"heads": heads, "ctx": ctx, "variant": name, "repeat": repeat, "error": repr(exc)[:300]}
+                row = {
+                    "heads": heads,
+                    "ctx": ctx,
+                    "variant": name,
+                    "repeat": repeat,
+                    "error": repr(exc)[:300],
+                }
             res["rows"].append(row)
             print(json.dumps(row), flush=True)
             out_path.write_text(json.dumps(res, indent=1))
