@@ -26,6 +26,13 @@ GDC = not triton_interpreting()
 
 
 @triton.jit
+def _now():
+    return tl.inline_asm_elementwise(
+        "mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1
+    )
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """Hint: bring PREFETCH_BYTES at each address into L2 (a bulk prefetch, Hopper)."""
     return tl.inline_asm_elementwise(
@@ -36,6 +43,45 @@ def _prefetch_l2(ptrs):
         is_pure=False,
         pack=1,
     )
+
+
+@triton.jit
+def _load_tile(
+    cache_ptr,
+    seq,
+    tile_start,
+    limit,
+    stride_c_outer,
+    stride_c_tok,
+    offs_d,
+    offs_r,
+    D_LAT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    offs_t = tile_start + tl.arange(0, BLOCK_N)
+    mask_t = offs_t < limit
+    rows = seq.to(tl.int64) * stride_c_outer + offs_t.to(tl.int64) * stride_c_tok
+    c_kv = tl.load(cache_ptr + rows[:, None] + offs_d[None, :], mask=mask_t[:, None], other=0.0)
+    k_pe = tl.load(
+        cache_ptr + rows[:, None] + D_LAT + offs_r[None, :], mask=mask_t[:, None], other=0.0
+    )
+    return c_kv, k_pe
+
+
+@triton.jit
+def _update(
+    q_lat, q_pe, c_kv, k_pe, tile_start, limit, sm_scale_log2, m_i, l_i, acc, BLOCK_N: tl.constexpr
+):
+    offs_t = tile_start + tl.arange(0, BLOCK_N)
+    mask_t = offs_t < limit
+    scores = tl.dot(q_lat, tl.trans(c_kv)) + tl.dot(q_pe, tl.trans(k_pe))
+    scores = tl.where(mask_t[None, :], scores * sm_scale_log2, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    probs = tl.exp2(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(probs, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(probs.to(c_kv.dtype), c_kv)
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -119,10 +165,16 @@ def split_v4(
     STATIC: tl.constexpr,
     GDC: tl.constexpr,
     PREFETCH: tl.constexpr,
+    stamps_ptr=None,
+    STAMPS: tl.constexpr = False,
+    counter_ptr=None,
+    DYN: tl.constexpr = 0,
 ):
     head_group = tl.program_id(0)
     split = tl.program_id(1)
     seq = tl.program_id(2)
+    if STAMPS:
+        t0 = _now()
     if PREFETCH > 0:
         # Before waiting on the previous kernel: L2 is the point of coherence, so lines
         # prefetched now still see whatever that kernel writes. 128 threads × 288 B = one
@@ -136,6 +188,8 @@ def split_v4(
             _prefetch_l2(cache_ptr + offs)
     if PDL_WAIT:
         gdc_wait()
+    if STAMPS:
+        t1 = _now()
     if GDC:
         gdc_launch_dependents()
     seq_len = tl.load(lengths_ptr + seq)
@@ -167,7 +221,37 @@ def split_v4(
         start = (split * tiles // num_splits) * BLOCK_N
         end = tl.minimum(((split + 1) * tiles // num_splits) * BLOCK_N, seq_len)
         stride = BLOCK_N
-    if SPLIT_TAIL:
+    if DYN > 0:
+        # Interleaved static tiles first (pipelined), then the last DYN·S tiles claimed one
+        # at a time from a counter (the combine resets it), the next tile's rows loaded
+        # while the current one is used.
+        total_tiles = tl.cdiv(seq_len, BLOCK_N)
+        static_tiles = tl.maximum(total_tiles - DYN * num_splits, 0)
+        for tile_start in range(start, static_tiles * BLOCK_N, stride):
+            m_i, l_i, acc = _tile(
+                q_lat, q_pe, cache_ptr, seq, tile_start, seq_len, stride_c_outer, stride_c_tok,
+                sm_scale_log2, m_i, l_i, acc, offs_d, offs_r, D_LAT, BLOCK_N, True, FOLD,
+            )  # fmt: skip
+        counter = counter_ptr + seq * tl.num_programs(0) + head_group
+        tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
+        c_next, k_next = _load_tile(
+            cache_ptr, seq, tile * BLOCK_N, tl.where(tile < total_tiles, seq_len, 0),
+            stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
+        )  # fmt: skip
+        while tile < total_tiles:
+            c_cur = c_next
+            k_cur = k_next
+            cur = tile
+            tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
+            c_next, k_next = _load_tile(
+                cache_ptr, seq, tile * BLOCK_N, tl.where(tile < total_tiles, seq_len, 0),
+                stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
+            )  # fmt: skip
+            m_i, l_i, acc = _update(
+                q_lat, q_pe, c_cur, k_cur, cur * BLOCK_N, seq_len, sm_scale_log2, m_i, l_i, acc,
+                BLOCK_N,
+            )  # fmt: skip
+    elif SPLIT_TAIL:
         full_end = (seq_len // BLOCK_N) * BLOCK_N  # tiles starting before it are full
         for tile_start in range(start, tl.minimum(end, full_end), stride):
             m_i, l_i, acc = _tile(
@@ -248,6 +332,12 @@ def split_v4(
         mask=mask_h[:, None],
     )
     tl.store(part_lse_ptr + part, lse_log2, mask=mask_h)
+    if STAMPS:
+        t2 = _now()
+        pid = (seq * num_splits + split) * tl.num_programs(0) + head_group
+        tl.store(stamps_ptr + pid * 3 + 0, t0)
+        tl.store(stamps_ptr + pid * 3 + 1, t1)
+        tl.store(stamps_ptr + pid * 3 + 2, t2)
 
 
 @triton.jit
@@ -266,7 +356,14 @@ def combine_v4(
     TRIGGER: tl.constexpr,
     HOIST: tl.constexpr,
     GDC: tl.constexpr,
+    stamps_ptr=None,
+    STAMPS: tl.constexpr = False,
+    counter_ptr=None,
+    DYN: tl.constexpr = 0,
+    BLOCK_H: tl.constexpr = 16,
 ):
+    if STAMPS:
+        t0 = _now()
     row = tl.program_id(0)
     column_block = tl.program_id(1)
     seq = row // heads
@@ -279,6 +376,8 @@ def combine_v4(
     )
     if GDC:
         gdc_wait()
+    if STAMPS:
+        t1 = _now()
     if TRIGGER:
         gdc_launch_dependents()
     lse_all = tl.load(part_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
@@ -300,6 +399,27 @@ def combine_v4(
         has_rows, (m_i + tl.log2(tl.where(has_rows, l_i, 1.0))) * 0.6931471805599453, float("-inf")
     )
     tl.store(lse_ptr + row, lse, mask=column_block == 0)
+    if DYN > 0:
+        # Every split program has finished (gdc_wait above): ready the counter for the next call.
+        groups = tl.cdiv(heads, BLOCK_H)
+        if (column_block == 0) & (head % BLOCK_H == 0):
+            tl.store(counter_ptr + seq * groups + head // BLOCK_H, 0)
+    if STAMPS:
+        t2 = _now()
+        pid = row * tl.num_programs(1) + column_block
+        tl.store(stamps_ptr + pid * 3 + 0, t0)
+        tl.store(stamps_ptr + pid * 3 + 1, t1)
+        tl.store(stamps_ptr + pid * 3 + 2, t2)
+
+
+_counters = {}
+
+
+def _counter(device):
+    """Claim counters of the dynamic tail, one per (sequence, head group); zero between calls."""
+    if device not in _counters:
+        _counters[device] = torch.zeros(65536, dtype=torch.int32, device=device)
+    return _counters[device]
 
 
 def run(
@@ -324,6 +444,8 @@ def run(
     prefetch=0,
     combine_d=None,
     combine_warps=4,
+    stamps=None,
+    dyn=0,
 ):
     batch, heads, _ = q_lat.shape
     head_groups = triton.cdiv(heads, block_h)
@@ -361,6 +483,10 @@ def run(
         STATIC=static,
         GDC=GDC,
         PREFETCH=prefetch,
+        stamps_ptr=stamps[0] if stamps is not None else None,
+        STAMPS=stamps is not None,
+        counter_ptr=_counter(q_lat.device) if dyn else None,
+        DYN=dyn,
         num_warps=num_warps,
         num_stages=num_stages,
         **({"launch_pdl": True} if pdl_wait else {}),
@@ -382,6 +508,11 @@ def run(
         TRIGGER=trigger,
         HOIST=hoist,
         GDC=GDC,
+        stamps_ptr=stamps[1] if stamps is not None else None,
+        STAMPS=stamps is not None,
+        counter_ptr=_counter(q_lat.device) if dyn else None,
+        DYN=dyn,
+        BLOCK_H=block_h,
         num_warps=combine_warps,
         **({"launch_pdl": True} if GDC else {}),
     )

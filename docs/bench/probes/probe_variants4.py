@@ -3,7 +3,9 @@ softmax scale, unmasked full tiles and L2 prefetch before the PDL wait (`mla_var
 beside the shipped kernel in one process: read flush, stream timing, two repeats.
 
     probe_variants4.py OUT.json [round]   round 1: the flags one by one; round 2: prefetch
-    depth at 16 heads, unmasked tiles over more 128-head shapes
+    depth at 16 heads, unmasked tiles over more 128-head shapes; round 3: warps, stages,
+    combine tiles, split counts; round 4: a dynamic tail (the last tiles claimed from a
+    counter)
 """
 # ruff: noqa
 
@@ -86,6 +88,16 @@ elif ROUND == "3":
     }
     SHAPES = [(16, 1, 128 * K), (16, 1, 32 * K), (16, 8, 32 * K)]
     SHAPES += [(128, b, c * K) for b, c in ((8, 32), (1, 128), (64, 4))]
+elif ROUND == "4":
+    PDL = dict(pdl_wait=True, trigger=True, hoist=True)
+    COMMON = {}
+    H16_ONLY = {
+        "pdl_hoist": PDL,
+        **{f"dyn{n}": dict(PDL, dyn=n) for n in (1, 2, 4)},
+        **{f"dyn{n}_132": dict(PDL, dyn=n, num_splits=132) for n in (1, 2)},
+    }
+    H128_ONLY = {}
+    SHAPES = [(16, 1, 128 * K), (16, 1, 32 * K), (16, 8, 32 * K), (16, 1, 1024 * K)]
 else:
     H128_ONLY = {}
 for heads, batch, ctx in SHAPES:
