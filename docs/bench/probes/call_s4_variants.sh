@@ -10,5 +10,5 @@ ln -s "$PWD/model" "$ns/infinitecontext/model"
 export PYTHONPATH="$ns:$PWD/docs/bench/probes" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
-timeout "${VAR_S:-420}" python3 docs/bench/probes/probe_variants4.py "$out/variants4_r${ROUND:-1}.json" "${ROUND:-1}" 2>&1 | grep -v -i warn | tail -150
+timeout "${VAR_S:-420}" python3 docs/bench/probes/probe_variants4.py "$out/variants4_r${ROUND:-1}${SUB:-}.json" "${ROUND:-1}" ${SUB:+"$SUB"} 2>&1 | grep -v -i warn | tail -150
 echo "variants rc ${PIPESTATUS[0]}"

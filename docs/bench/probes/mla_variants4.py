@@ -169,6 +169,7 @@ def split_v4(
     STAMPS: tl.constexpr = False,
     counter_ptr=None,
     DYN: tl.constexpr = 0,
+    DYN_PREFETCH: tl.constexpr = True,
 ):
     head_group = tl.program_id(0)
     split = tl.program_id(1)
@@ -234,23 +235,35 @@ def split_v4(
             )  # fmt: skip
         counter = counter_ptr + seq * tl.num_programs(0) + head_group
         tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
-        c_next, k_next = _load_tile(
-            cache_ptr, seq, tile * BLOCK_N, tl.where(tile < total_tiles, seq_len, 0),
-            stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
-        )  # fmt: skip
-        while tile < total_tiles:
-            c_cur = c_next
-            k_cur = k_next
-            cur = tile
-            tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
+        if DYN_PREFETCH:
             c_next, k_next = _load_tile(
                 cache_ptr, seq, tile * BLOCK_N, tl.where(tile < total_tiles, seq_len, 0),
                 stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
             )  # fmt: skip
-            m_i, l_i, acc = _update(
-                q_lat, q_pe, c_cur, k_cur, cur * BLOCK_N, seq_len, sm_scale_log2, m_i, l_i, acc,
-                BLOCK_N,
-            )  # fmt: skip
+            while tile < total_tiles:
+                c_cur = c_next
+                k_cur = k_next
+                cur = tile
+                tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
+                c_next, k_next = _load_tile(
+                    cache_ptr, seq, tile * BLOCK_N, tl.where(tile < total_tiles, seq_len, 0),
+                    stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
+                )  # fmt: skip
+                m_i, l_i, acc = _update(
+                    q_lat, q_pe, c_cur, k_cur, cur * BLOCK_N, seq_len, sm_scale_log2, m_i, l_i,
+                    acc, BLOCK_N,
+                )  # fmt: skip
+        else:
+            while tile < total_tiles:
+                c_cur, k_cur = _load_tile(
+                    cache_ptr, seq, tile * BLOCK_N, seq_len,
+                    stride_c_outer, stride_c_tok, offs_d, offs_r, D_LAT, BLOCK_N,
+                )  # fmt: skip
+                m_i, l_i, acc = _update(
+                    q_lat, q_pe, c_cur, k_cur, tile * BLOCK_N, seq_len, sm_scale_log2, m_i, l_i,
+                    acc, BLOCK_N,
+                )  # fmt: skip
+                tile = static_tiles + tl.atomic_add(counter, 1, sem="relaxed")
     elif SPLIT_TAIL:
         full_end = (seq_len // BLOCK_N) * BLOCK_N  # tiles starting before it are full
         for tile_start in range(start, tl.minimum(end, full_end), stride):
@@ -446,6 +459,7 @@ def run(
     combine_warps=4,
     stamps=None,
     dyn=0,
+    dyn_prefetch=True,
 ):
     batch, heads, _ = q_lat.shape
     head_groups = triton.cdiv(heads, block_h)
@@ -487,6 +501,7 @@ def run(
         STAMPS=stamps is not None,
         counter_ptr=_counter(q_lat.device) if dyn else None,
         DYN=dyn,
+        DYN_PREFETCH=dyn_prefetch,
         num_warps=num_warps,
         num_stages=num_stages,
         **({"launch_pdl": True} if pdl_wait else {}),

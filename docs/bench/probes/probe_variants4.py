@@ -96,6 +96,12 @@ elif ROUND == "4":
         **{f"dyn{n}": dict(PDL, dyn=n) for n in (1, 2, 4)},
         **{f"dyn{n}_132": dict(PDL, dyn=n, num_splits=132) for n in (1, 2)},
     }
+    if len(sys.argv) > 3:  # round 4b: without the register prefetch
+        H16_ONLY = {
+            "pdl_hoist": PDL,
+            **{f"dyn{n}_nopf": dict(PDL, dyn=n, dyn_prefetch=False) for n in (1, 2)},
+            "dyn1_nopf_132": dict(PDL, dyn=1, dyn_prefetch=False, num_splits=132),
+        }
     H128_ONLY = {}
     SHAPES = [(16, 1, 128 * K), (16, 1, 32 * K), (16, 8, 32 * K), (16, 1, 1024 * K)]
 else:
