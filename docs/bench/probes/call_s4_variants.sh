@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 4, calls 1 and 2 (ROUND=1|2): probe_variants4.py (PDL on the split kernel, combine load order, folded
+# Session 4 probe calls (ROUND=1..4, SUB=b for 4b): probe_variants4.py (PDL on the split kernel, combine load order, folded
 # scale, unmasked full tiles) beside the shipped kernel.
 set -uo pipefail
 out=$1
