@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,21 @@ def icx_crds(kube_cluster: KubeCluster) -> KubeCluster:
         "crd/clusterkopfpeerings.kopf.dev",
     ]
     kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    # Established comes before the API server's cache of the new kind has its first list:
+    # until then lists and watches answer 429 "storage is (re)initializing". The
+    # InferenceService e2e starts its operator right after this fixture; on CI that
+    # operator's first list got the 429 and the first test timed out waiting on it (twice
+    # in three runs). A list that succeeds here closes the window.
+    plurals = [name.removeprefix("crd/") for name in names]
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            kube_cluster.kubectl("get", ",".join(plurals), "--all-namespaces")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     return kube_cluster
 
 
