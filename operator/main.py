@@ -62,6 +62,13 @@ def _configure(options: OperatorOptions) -> Any:
         settings.execution.max_workers = 16
         settings.execution.default_backoff = 15
         _set_watch_timeouts(settings, options.watch_timeout_s)
+        # A deleted object's poll timer may be mid-pass when the deletion arrives. kopf then
+        # checks whether it has exited only every `cancellation_polling` seconds (60 by
+        # default) and holds the finalizer, and so the deletion, until it has: `kubectl
+        # delete` took over a minute about half the time. Passes are short: wait for the
+        # running one, then re-check often.
+        settings.background.instant_exit_timeout = 10
+        settings.background.cancellation_polling = 2
         settings.peering.stealth = True
         # Off: no cluster-scoped reads (exact namespaces; CRDs as found at start).
         settings.scanning.disabled = not options.cluster_scans

@@ -132,7 +132,9 @@ def test_create_is_available_and_deletion_collects_everything(kube: Kube) -> Non
     assert service["spec"]["selector"] == {"infinitecontext.dev/inferenceservice": "svc"}
     assert kube.get("poddisruptionbudget", "svc") is not None
 
-    kube.kubectl("delete", ISVC, "svc", "--wait=true", "--timeout=60s")
+    # kopf holds its finalizer until the poll timer has exited; with its default 60 s
+    # re-check this took over a minute whenever the timer was mid-pass (operator/main.py).
+    kube.kubectl("delete", ISVC, "svc", "--wait=true", "--timeout=30s")
     for kind in ("deployment", "service", "poddisruptionbudget"):
         kube.wait(f"{kind} collected", lambda kind=kind: kube.get(kind, "svc") is None)
     kube.wait("pods collected", lambda: "svc-" not in kube.kubectl("get", "pods", "-o", "name"))

@@ -34,3 +34,6 @@ def test_watch_streams_are_bounded_so_a_lost_watch_comes_back(tmp_path: Path) ->
     assert watching.client_timeout > watching.server_timeout
     assert watching.connect_timeout and settings.networking.request_timeout
     assert settings.persistence.finalizer == "infinitecontext.dev/operator"
+    # a timer mid-pass at deletion holds the finalizer until kopf sees it exit: not 60 s
+    assert settings.background.cancellation_polling <= 5
+    assert settings.background.instant_exit_timeout is not None
