@@ -1,16 +1,12 @@
 #!/usr/bin/env bash
 # Kernel tests, then the benchmark, on a CUDA machine whose python3 has torch and Triton but
-# not this package: the namespace is laid out as links (as scripts/typecheck.sh does).
+# not this package: the namespace is laid out as links (kernels/namespace_links.sh).
 #   kernels/run_on_gpu.sh OUT_DIR [bench arguments…]
 set -euo pipefail
 out=${1:-bench-out}
 shift || true
 mkdir -p "$out"
-ns=$(mktemp -d)
-mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 export PYTHONPATH="$ns:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'

@@ -2,10 +2,7 @@
 # Session 3, call 1: split-kernel variants + timelines, then the 1M allocator probe.
 set -uo pipefail
 out=$1
-ns=$(mktemp -d); mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 export PYTHONPATH="$ns:$PWD/scratch" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 timeout "${VAR_S:-200}" python3 scratch/probe_variants.py "$out/variants.json" "${CTXS:-128,32,1024}" 2>&1 | grep -v -i warn | tail -70

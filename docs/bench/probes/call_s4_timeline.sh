@@ -2,10 +2,7 @@
 # Session 4: per-program timeline of 8 back-to-back calls at H=16, B=1, 128k (probe_timeline4.py).
 set -uo pipefail
 out=$1
-ns=$(mktemp -d); mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 export PYTHONPATH="$ns:$PWD/docs/bench/probes" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 timeout "${TL_S:-300}" python3 docs/bench/probes/probe_timeline4.py "$out/timeline4.json" 2>&1 | grep -v -i warn | tail -40

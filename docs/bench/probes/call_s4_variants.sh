@@ -3,10 +3,7 @@
 # scale, unmasked full tiles) beside the shipped kernel.
 set -uo pipefail
 out=$1
-ns=$(mktemp -d); mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 export PYTHONPATH="$ns:$PWD/docs/bench/probes" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'

@@ -2,10 +2,7 @@
 # Session 4: Nsight Compute on the run-10 kernels (H=16, B=1, 128k and H=128, B=8, 32k).
 set -uo pipefail
 out=$1
-ns=$(mktemp -d); mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 export PYTHONPATH="$ns" PYTHONUNBUFFERED=1
 for case in "16 1 131072 mla_h16_b1_128k_run10" "128 8 32768 mla_h128_b8_32k_run10"; do
   set -- $case

@@ -3,11 +3,7 @@
 set -uo pipefail
 out=$1
 export PYTHONUNBUFFERED=1
-ns=$(mktemp -d)
-mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $out/gpu.txt
 PYTHONPATH="$ns:$PWD/tests" timeout "${TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider \

@@ -4,11 +4,7 @@
 set -uo pipefail
 out=$1
 export PYTHONUNBUFFERED=1
-ns=$(mktemp -d)
-mkdir -p "$ns/infinitecontext"
-ln -s "$PWD"/infinitecontext/*.py "$ns/infinitecontext/"
-ln -s "$PWD/kernels" "$ns/infinitecontext/kernels"
-ln -s "$PWD/model" "$ns/infinitecontext/model"
+ns=$(kernels/namespace_links.sh)
 logs=/tmp/logs
 mkdir -p $logs
 t0=$(date +%s)
