@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 5 probe calls: PROBE=5 (the split kernel's tiles by TMA) or PROBE=6 (a dynamic
-# tail inside the pipelined loop) beside the shipped kernel.
+# Session 5 probe calls beside the shipped kernel: PROBE=5 (the split kernel's tiles by
+# TMA), 6 (a dynamic tail inside the pipelined loop), 7 (the call taken apart), _gluon (the
+# split kernel in Gluon).
 set -uo pipefail
 out=$1
 ns=$(kernels/namespace_links.sh)
