@@ -30,6 +30,29 @@ VARIANTS = {
     **{f"gluon_b{n}": dict(num_buf=n) for n in (2, 3, 4, 5)},
     **{f"gluon_b{n}_alone": dict(num_buf=n, combine=False) for n in (3, 4)},
 }
+if ROUND == "2":  # q in shared memory, K-sliced scores, four accumulator pieces; dynamic tail
+    VARIANTS = {
+        "shipped": None,
+        "gluon_b3": dict(num_buf=3),
+        **{f"gluon_k_b{n}": dict(num_buf=n, chunked=True) for n in (3, 4)},
+        "gluon_k_b3_alone": dict(num_buf=3, chunked=True, combine=False),
+        **{f"gluon_k_dyn{d}": dict(num_buf=3, chunked=True, dyn=d) for d in (1, 2, 4, 8)},
+        "gluon_k_dyn2_alone": dict(num_buf=3, chunked=True, dyn=2, combine=False),
+    }
+if ROUND == "3":  # the claims requested an iteration before they are used
+    VARIANTS = {
+        "shipped": None,
+        "gluon_k_b3": dict(num_buf=3, chunked=True),
+        "gluon_k_b3_alone": dict(num_buf=3, chunked=True, combine=False),
+        "gluon_k_dyn2": dict(num_buf=3, chunked=True, dyn=2),
+        **{
+            f"gluon_k_dyn{d}_la": dict(num_buf=3, chunked=True, dyn=d, lookahead=True)
+            for d in (1, 2, 4, 8)
+        },
+        "gluon_k_dyn4_la_alone": dict(
+            num_buf=3, chunked=True, dyn=4, lookahead=True, combine=False
+        ),
+    }
 SHAPES = [(16, 1, 128 * K), (16, 1, 32 * K), (16, 8, 32 * K), (16, 1, 1024 * K), (16, 8, 128 * K)]
 for heads, batch, ctx in SHAPES:
     gen = torch.Generator(device="cuda").manual_seed(heads + batch + ctx)
