@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from plugins.kube import KubeCluster
 from plugins.processes import free_port, wait_http_ok
 
 from infinitecontext.crds.models import KINDS
+from infinitecontext.devcluster import ClusterError, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_NAMESPACE = "icx-operator-test"
@@ -47,16 +47,16 @@ def icx_crds(kube_cluster: KubeCluster) -> KubeCluster:
     # InferenceService e2e starts its operator right after this fixture; on CI that
     # operator's first list got the 429 and the first test timed out waiting on it (twice
     # in three runs). A list that succeeds here closes the window.
-    plurals = [name.removeprefix("crd/") for name in names]
-    deadline = time.monotonic() + 60
-    while True:
+    plurals = ",".join(name.removeprefix("crd/") for name in names)
+
+    def lists_answer() -> bool:
         try:
-            kube_cluster.kubectl("get", ",".join(plurals), "--all-namespaces")
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            kube_cluster.kubectl("get", plurals, "--all-namespaces")
+        except ClusterError:
+            return False
+        return True
+
+    wait_until(lists_answer, 60, "the new kinds to answer a list", poll_s=0.5)
     return kube_cluster
 
 
