@@ -29,7 +29,12 @@ import torch
 import triton
 import triton.language as tl
 
-from infinitecontext.kernels.mla_decode import DecodeConfig, default_config, mla_decode_triton
+from infinitecontext.kernels.mla_decode import (
+    DecodeConfig,
+    default_config,
+    hopper_kernel_takes,
+    mla_decode_triton,
+)
 from infinitecontext.kernels.mla_decode_ref import (
     KV_LORA_RANK,
     LATENT_DIM,
@@ -265,6 +270,16 @@ def bench_mla_shape(
     row["triton_single_call"] = _rates(timing, how, nbytes, flops, read_gbps)
     timing, how = time_per_call(triton_on, caches, flush)
     row["triton"] = _rates(timing, how, nbytes, flops, read_gbps)
+    row["split_kernel"] = "triton"
+    if config is None and hopper_kernel_takes(q_lat, cache):
+        # The same call with the Triton split kernel instead, side by side in this process.
+        row["split_kernel"] = "hopper"
+
+        def triton_split_on(c: torch.Tensor) -> Any:
+            return mla_decode_triton(q_lat, q_pe, c, lengths, SOFTMAX_SCALE, hopper=False)
+
+        timing, how = time_per_call(triton_split_on, caches, flush)
+        row["triton_split_kernel"] = _rates(timing, how, nbytes, flops, read_gbps)
     out, _ = triton_on(cache)
     ref_out, ref_lse = _reference_in_chunks(q_lat, q_pe, cache, lengths)
     row["rel_err_vs_fp32_ref"] = float((out.float() - ref_out).norm() / ref_out.norm())
@@ -810,7 +825,7 @@ def _e2e_table(result: dict[str, Any]) -> str:
 def _mla_table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'H':>4} {'B':>3} {'ctx':>8} | {'1 call':>7} {'triton ms':>9} {'GB/s':>6} {'%rdBW':>6}"
-        f" {'TFLOP/s':>7}"
+        f" {'TFLOP/s':>7} {'no-Hopper':>9}"
         f" | {'paged ms':>8} {'fp8 ms':>7} | {'eager ms':>8} {'compile':>8} {'naive ms':>9}"
         f" {'×naive':>7} | {'err':>7} {'fp8 err':>7}"
     )
@@ -829,6 +844,7 @@ def _mla_table(rows: list[dict[str, Any]]) -> str:
             f"{r['heads']:>4} {r['batch']:>3} {r['context']:>8} | {ms('triton_single_call'):>7}"
             f" {ms('triton'):>9}"
             f" {t.get('GBps', 0):6.0f} {t.get('pct_read_bw', 0):6.1f} {t.get('TFLOPs', 0):7.1f}"
+            f" {ms('triton_split_kernel'):>9}"
             f" | {ms('triton_paged'):>8} {ms('triton_fp8'):>7} | {ms('eager'):>8}"
             f" {ms('compile'):>8} {ms('naive_decompress'):>9} {speedup:>7}"
             f" | {r['rel_err_vs_fp32_ref']:7.1e} {r['fp8_rel_err_vs_bf16_cache']:7.1e}"
