@@ -15,10 +15,11 @@ for the scores and for the values, and keeps a running max and sum (online softm
 base 2). Each chunk writes a normalised partial output and its log-sum-exp;
 `_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
 
-On Hopper (sm_90), calls with at most 16 heads over a dense bf16 cache run the split step
-in `mla_decode_hopper.py` instead: the same chunks and partials from a warp-specialised
-Gluon kernel (a TMA producer warp, tiles balanced at run time), 3% faster at 128k;
-`ICX_MLA_HOPPER=0` keeps them on the Triton kernel.
+On Hopper (sm_90), with `ICX_MLA_HOPPER=1`, calls with at most 16 heads over a dense bf16
+cache run the split step in `mla_decode_hopper.py` instead: the same chunks and partials
+from a warp-specialised Gluon kernel (a TMA producer warp, tiles balanced at run time),
+3% faster at 128k in its H100 probes. It is opt-in until this packaged form has passed its
+GPU tests on an H100 (`docs/bench/probes/run11_bench.sh`; see BENCHMARKS.md, session 6).
 
 FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
 converted to bf16 exactly (e4m3 ⊂ bf16) and the scale is applied to the BLOCK_H×BLOCK_N
@@ -478,18 +479,31 @@ def _hopper_module() -> ModuleType | None:
     return mla_decode_hopper
 
 
+def hopper_kernel_supports(
+    q_lat: Tensor,
+    cache: Tensor,
+    block_table: Tensor | None = None,
+    cache_scale: Tensor | None = None,
+) -> bool:
+    """Whether the Hopper kernel can run this call (`mla_decode_hopper.supports`: Gluon
+    importable, sm_90, ≤ 16 heads, dense contiguous bf16 cache; never in the interpreter)."""
+    if triton_interpreting() or not q_lat.is_cuda:
+        return False
+    module = _hopper_module()
+    return module is not None and bool(module.supports(q_lat, cache, block_table, cache_scale))
+
+
 def hopper_kernel_takes(
     q_lat: Tensor,
     cache: Tensor,
     block_table: Tensor | None = None,
     cache_scale: Tensor | None = None,
 ) -> bool:
-    """Whether the split step runs the Hopper kernel (`mla_decode_hopper.supports`, not
-    interpreting, not turned off with ICX_MLA_HOPPER=0)."""
-    if os.environ.get(HOPPER_ENV_VAR, "1") == "0" or triton_interpreting() or not q_lat.is_cuda:
+    """Whether an `auto` call runs its split step on the Hopper kernel: opted in with
+    ICX_MLA_HOPPER=1, and `hopper_kernel_supports` the call."""
+    if os.environ.get(HOPPER_ENV_VAR, "0") != "1":
         return False
-    module = _hopper_module()
-    return module is not None and bool(module.supports(q_lat, cache, block_table, cache_scale))
+    return hopper_kernel_supports(q_lat, cache, block_table, cache_scale)
 
 
 def _check_inputs(
@@ -534,7 +548,7 @@ def _launch_hopper_split(
 ) -> Tensor:
     """The split step on `mla_decode_hopper`; returns the claim counters the combine resets."""
     module = _hopper_module()
-    if module is None or not module.supports(q_lat, cache, None, None):
+    if module is None or not hopper_kernel_supports(q_lat, cache):
         raise ValueError(
             "the Hopper split kernel needs Triton's Gluon, an sm_90 GPU, ≤ 16 heads and a "
             "dense contiguous bf16 cache"

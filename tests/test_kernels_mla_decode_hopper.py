@@ -18,7 +18,11 @@ import pytest
 import torch
 from test_kernels_mla_decode import TOLERANCE, make_inputs, rel_error
 
-from infinitecontext.kernels.mla_decode import hopper_kernel_takes, mla_decode_triton
+from infinitecontext.kernels.mla_decode import (
+    hopper_kernel_supports,
+    hopper_kernel_takes,
+    mla_decode_triton,
+)
 from infinitecontext.kernels.mla_decode_ref import mla_decode_ref
 
 COMPILE_FOR_H100 = """
@@ -78,15 +82,19 @@ def test_compiles_for_the_h100_with_tma_mbarriers_and_a_producer_warp():
     assert kernel["cubin_bytes"] > 0
 
 
-def test_takes_only_what_it_supports(kernel_device):
+def test_takes_only_what_it_supports_and_only_when_opted_in(kernel_device, monkeypatch):
     q_lat, _, cache, _, _ = make_inputs(1, 16, [64], torch.bfloat16, kernel_device, False)
+    monkeypatch.delenv("ICX_MLA_HOPPER", raising=False)
+    assert not hopper_kernel_takes(q_lat, cache)  # opt-in: off by default
+    monkeypatch.setenv("ICX_MLA_HOPPER", "1")
     if kernel_device.type == "cpu":
-        assert not hopper_kernel_takes(q_lat, cache)
+        assert not hopper_kernel_takes(q_lat, cache)  # no interpreter for Gluon
         return
     wide = torch.zeros(1, 32, 512, dtype=torch.bfloat16, device=kernel_device)
-    assert not hopper_kernel_takes(wide, cache)  # more heads than one tile
-    assert not hopper_kernel_takes(q_lat.float(), cache.float())  # bf16 only
-    assert not hopper_kernel_takes(q_lat, cache[:, ::2])  # rows must be contiguous
+    assert not hopper_kernel_supports(wide, cache)  # more heads than one tile
+    assert not hopper_kernel_supports(q_lat.float(), cache.float())  # bf16 only
+    assert not hopper_kernel_supports(q_lat, cache[:, ::2])  # rows must be contiguous
+    assert hopper_kernel_takes(q_lat, cache) == hopper_kernel_supports(q_lat, cache)
 
 
 def test_forcing_it_where_it_does_not_apply_is_a_clear_error(kernel_device):
@@ -99,7 +107,8 @@ def _needs_hopper(kernel_device: torch.device) -> None:
     if kernel_device.type != "cuda":
         pytest.skip("the Gluon kernel runs only on a GPU (no interpreter)")
     probe = torch.zeros(1, 16, 512, dtype=torch.bfloat16, device=kernel_device)
-    if not hopper_kernel_takes(probe, torch.zeros(1, 64, 576, dtype=torch.bfloat16, device="cuda")):
+    cache = torch.zeros(1, 64, 576, dtype=torch.bfloat16, device=kernel_device)
+    if not hopper_kernel_supports(probe, cache):
         pytest.skip("needs an sm_90 GPU and Triton's Gluon")
 
 
@@ -143,9 +152,9 @@ def test_agrees_with_the_triton_split_kernel_and_replays_in_a_graph(kernel_devic
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream):
-        mla_decode_triton(q_lat, q_pe, cache, lengths_t, 0.1)  # warm up on this stream
+        mla_decode_triton(q_lat, q_pe, cache, lengths_t, 0.1, hopper=True)  # warm-up, this stream
         with torch.cuda.graph(graph, stream=stream):
-            graph_out, _ = mla_decode_triton(q_lat, q_pe, cache, lengths_t, 0.1)
+            graph_out, _ = mla_decode_triton(q_lat, q_pe, cache, lengths_t, 0.1, hopper=True)
     torch.cuda.current_stream().wait_stream(stream)
     for _ in range(3):
         graph.replay()

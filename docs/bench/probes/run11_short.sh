@@ -4,7 +4,7 @@
 set -uo pipefail
 out=$1
 ns=$(kernels/namespace_links.sh)
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 ICX_MLA_HOPPER=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 PYTHONPATH="$ns:$PWD/tests" timeout "${TESTS_S:-100}" python3 -m pytest -q -p no:cacheprovider --noconftest \
   -p plugins.kernels tests/test_kernels_mla_decode_hopper.py tests/test_kernels_mla_decode.py 2>&1 | tee "$out/tests.log" | tail -8
