@@ -114,7 +114,7 @@ def _needs_hopper(kernel_device: torch.device) -> None:
 
 CASES = [
     # heads, lengths (variable; 1; ragged; long enough for claimed tiles), num_splits
-    (16, [1, 200, 77], None),
+    (16, [1, 200, 77], 3),  # (the heuristic would give one chunk here: the Triton kernel)
     (5, [64, 129, 3], 7),
     (3, [700, 20], 150),  # more chunks than tiles: most programs' first tile lies past the end
     (16, [9000, 33, 4097], 5),  # 282 tiles over 5 chunks: the last 8 of each are claimed
