@@ -409,7 +409,7 @@ def _combine_kernel(  # type: ignore[no-untyped-def]
     USE_PDL: tl.constexpr,
     counter_ptr=None,
     RESET_COUNTERS: tl.constexpr = False,
-    CLAIM_BLOCK_H: tl.constexpr = 16,
+    CLAIM_BLOCK_H: tl.constexpr = 1,
 ):
     """Merge the chunks of one (sequence, head), BLOCK_D columns: out = Σ_s 2^(lse_s − lse)·out_s.
 
@@ -545,21 +545,18 @@ def _launch_hopper_split(
     part_out: Tensor,
     part_lse: Tensor,
     launch_early: bool,
-) -> Tensor:
-    """The split step on `mla_decode_hopper`; returns the claim counters the combine resets."""
+) -> tuple[Tensor, int]:
+    """The split step on `mla_decode_hopper` (the caller checked `hopper_kernel_supports`);
+    returns the claim counters the combine resets and the heads each counter covers."""
     module = _hopper_module()
-    if module is None or not hopper_kernel_supports(q_lat, cache):
-        raise ValueError(
-            "the Hopper split kernel needs Triton's Gluon, an sm_90 GPU, ≤ 16 heads and a "
-            "dense contiguous bf16 cache"
-        )
+    assert module is not None
     batch, heads, _ = q_lat.shape
-    counters: Tensor = module.claim_counters(q_lat.device, batch * triton.cdiv(heads, 16))
+    counters: Tensor = module.claim_counters(q_lat.device, batch, heads)
     module.launch_split(
         q_lat, q_pe, cache, lengths, softmax_scale * LOG2E, num_splits,
         part_out, part_lse, counters, launch_early,
     )  # fmt: skip
-    return counters
+    return counters, int(module.BLOCK_H.value)
 
 
 def mla_decode_triton(
@@ -584,6 +581,11 @@ def mla_decode_triton(
     batch, heads, _ = q_lat.shape
     if hopper is None:
         hopper = config is None and hopper_kernel_takes(q_lat, cache, block_table, cache_scale)
+    elif hopper and not hopper_kernel_supports(q_lat, cache, block_table, cache_scale):
+        raise ValueError(
+            "the Hopper split kernel needs Triton's Gluon, an sm_90 GPU, ≤ 16 heads and a "
+            "dense contiguous bf16 cache"
+        )
     config = config or default_config(heads, q_lat.element_size())
     head_groups = triton.cdiv(heads, config.block_h)
     if num_splits is None:
@@ -611,9 +613,9 @@ def mla_decode_triton(
     pdl = supports_pdl(q_lat.device)
     use_pdl = not single and pdl
     launch_early = config.launch_early and pdl
-    counters = None
+    counters, claim_block_h = None, 1
     if hopper:
-        counters = _launch_hopper_split(
+        counters, claim_block_h = _launch_hopper_split(
             q_lat, q_pe, cache, lengths, softmax_scale, num_splits, part_out, part_lse, pdl
         )
     else:
@@ -678,6 +680,7 @@ def mla_decode_triton(
             USE_PDL=use_pdl,
             counter_ptr=counters,
             RESET_COUNTERS=counters is not None,
+            CLAIM_BLOCK_H=claim_block_h,
             num_warps=4,
             **({"launch_pdl": True} if use_pdl else {}),
         )

@@ -380,8 +380,13 @@ def supports(
         and cache.is_contiguous()
         and cache.data_ptr() % 16 == 0
         and cache.shape[0] * cache.shape[1] < 2**31
-        and torch.cuda.get_device_capability(q_lat.device)[0] == 9
+        and _is_sm90(q_lat.device.index or 0)
     )
+
+
+@functools.cache
+def _is_sm90(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] == 9
 
 
 @functools.cache
@@ -392,13 +397,16 @@ def _box_layout() -> Any:
 _counters: dict[tuple[int, int], Tensor] = {}
 
 
-def claim_counters(device: torch.device, needed: int) -> Tensor:
-    """Zeroed int32 claim counters, one per (sequence, head group), kept per device and stream.
+def claim_counters(device: torch.device, batch: int, heads: int) -> Tensor:
+    """Zeroed int32 claim counters, one per (sequence, head group of BLOCK_H), kept per
+    device and stream.
 
-    The combine kernel zeroes the ones a call used once every split program is done, so
-    they are ready for the next call on the same stream without a memset. Calls that run
-    at the same time on different streams get different buffers.
+    The combine kernel zeroes the ones a call used once every split program is done
+    (`mla_decode._combine_kernel`, RESET_COUNTERS with CLAIM_BLOCK_H = BLOCK_H), so they
+    are ready for the next call on the same stream without a memset. Calls that run at the
+    same time on different streams get different buffers.
     """
+    needed = batch * triton.cdiv(heads, BLOCK_H.value)
     key = (device.index or 0, torch.cuda.current_stream(device).cuda_stream)
     counters = _counters.get(key)
     if counters is None or counters.numel() < needed:
