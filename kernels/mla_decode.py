@@ -15,11 +15,13 @@ for the scores and for the values, and keeps a running max and sum (online softm
 base 2). Each chunk writes a normalised partial output and its log-sum-exp;
 `_combine_kernel` merges the chunks. Nothing of size B×L×H is written to HBM.
 
-On Hopper (sm_90), with `ICX_MLA_HOPPER=1`, calls with at most 16 heads over a dense bf16
-cache run the split step in `mla_decode_hopper.py` instead: the same chunks and partials
-from a warp-specialised Gluon kernel (a TMA producer warp, tiles balanced at run time),
-3% faster at 128k in its H100 probes. It is opt-in until this packaged form has passed its
-GPU tests on an H100 (`docs/bench/probes/run11_bench.sh`; see BENCHMARKS.md, session 6).
+On Hopper (sm_90), calls of at most HOPPER_MAX_BATCH sequences with at most 16 heads over a
+dense bf16 cache run the split step in `mla_decode_hopper.py` instead: the same partials
+and combine from a warp-specialised Gluon kernel (a TMA producer warp, the last tiles of each
+chunk claimed at run time), with more and shorter chunks (`hopper_num_splits`). On the H100
+it is 1-3% faster than the Triton split kernel at B <= 4 from 32k on and twice as fast at
+B = 1, 4k; from B = 8 at 32k on it streams 1-3% slower, so those calls stay on the Triton
+kernel (BENCHMARKS.md, session 7). ICX_MLA_HOPPER=0 keeps every call on the Triton kernel.
 
 FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
 converted to bf16 exactly (e4m3 ⊂ bf16) and the scale is applied to the BLOCK_H×BLOCK_N
@@ -55,6 +57,13 @@ MIN_TOKENS_PER_SPLIT = 256
 """A chunk shorter than this spends more on its partial write and the combine than it saves."""
 MEMORY_BOUND_BLOCK_H = 16
 """Tiles of this many heads or fewer are bound by the cache read, more by the dots."""
+HOPPER_MAX_BATCH = 4
+"""The Hopper split kernel takes calls of at most this many sequences. On the H100 it was
+1-3% slower than the Triton kernel from B = 8 at 32k on (a lower streaming rate per SM,
+deeper stages no help) and 1-3% faster at B = 1, 2, 4 (BENCHMARKS.md, session 7)."""
+HOPPER_MIN_TOKENS_PER_SPLIT = 64
+"""Two tiles: the Hopper kernel's fixed costs are lower, and B = 1, 4k ran in 8.0-8.2 µs in
+64 chunks against 16.0 µs in the 16 chunks that 256 tokens a chunk allow."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,16 @@ def choose_num_splits(
         return splits
     tiles = triton.cdiv(max_len, block_n)
     return triton.cdiv(tiles, triton.cdiv(tiles, splits))
+
+
+def hopper_num_splits(batch: int, max_len: int, sm_count: int) -> int:
+    """The Hopper kernel's split count: one program per SM, chunks of at least two tiles,
+    and no trimming to the fewest chunks of the longest length (`choose_num_splits`): its
+    claimed tiles keep every program busy to the end, so all SMs count (B = 1, 32k: 132
+    chunks 0.9% faster than 128)."""
+    return choose_num_splits(
+        batch, 1, max_len, sm_count, 1, min_tokens_per_split=HOPPER_MIN_TOKENS_PER_SPLIT
+    )
 
 
 def default_num_splits(
@@ -499,9 +518,10 @@ def hopper_kernel_takes(
     block_table: Tensor | None = None,
     cache_scale: Tensor | None = None,
 ) -> bool:
-    """Whether an `auto` call runs its split step on the Hopper kernel: opted in with
-    ICX_MLA_HOPPER=1, and `hopper_kernel_supports` the call."""
-    if os.environ.get(HOPPER_ENV_VAR, "0") != "1":
+    """Whether an `auto` call runs its split step on the Hopper kernel: where it is faster
+    (at most HOPPER_MAX_BATCH sequences), `hopper_kernel_supports` the call, and
+    ICX_MLA_HOPPER is not 0."""
+    if os.environ.get(HOPPER_ENV_VAR, "1") == "0" or q_lat.shape[0] > HOPPER_MAX_BATCH:
         return False
     return hopper_kernel_supports(q_lat, cache, block_table, cache_scale)
 
@@ -591,8 +611,11 @@ def mla_decode_triton(
     if num_splits is None:
         # The cache's capacity bounds every length without a device→host sync.
         capacity = cache.shape[1] if block_table is None else block_table.shape[1] * cache.shape[1]
-        num_splits = default_num_splits(
-            batch, heads, capacity, device_sm_count(q_lat.device), config
+        sm_count = device_sm_count(q_lat.device)
+        num_splits = (
+            hopper_num_splits(batch, capacity, sm_count)
+            if hopper
+            else default_num_splits(batch, heads, capacity, sm_count, config)
         )
     out = runtime.empty(q_lat.shape, q_lat)
     lse = runtime.empty((batch, heads), q_lat, torch.float32)

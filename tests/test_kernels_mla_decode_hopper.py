@@ -19,8 +19,10 @@ import torch
 from test_kernels_mla_decode import TOLERANCE, make_inputs, rel_error
 
 from infinitecontext.kernels.mla_decode import (
+    HOPPER_MAX_BATCH,
     hopper_kernel_supports,
     hopper_kernel_takes,
+    hopper_num_splits,
     mla_decode_triton,
 )
 from infinitecontext.kernels.mla_decode_ref import mla_decode_ref
@@ -82,19 +84,37 @@ def test_compiles_for_the_h100_with_tma_mbarriers_and_a_producer_warp():
     assert kernel["cubin_bytes"] > 0
 
 
-def test_takes_only_what_it_supports_and_only_when_opted_in(kernel_device, monkeypatch):
+def test_takes_what_it_supports_up_to_four_sequences_unless_turned_off(kernel_device, monkeypatch):
     q_lat, _, cache, _, _ = make_inputs(1, 16, [64], torch.bfloat16, kernel_device, False)
     monkeypatch.delenv("ICX_MLA_HOPPER", raising=False)
-    assert not hopper_kernel_takes(q_lat, cache)  # opt-in: off by default
-    monkeypatch.setenv("ICX_MLA_HOPPER", "1")
     if kernel_device.type == "cpu":
         assert not hopper_kernel_takes(q_lat, cache)  # no interpreter for Gluon
         return
+    assert hopper_kernel_takes(q_lat, cache) == hopper_kernel_supports(q_lat, cache)
+    many = HOPPER_MAX_BATCH + 1  # where the Triton kernel streams faster
+    many_q = q_lat.expand(many, -1, -1).contiguous()
+    assert not hopper_kernel_takes(many_q, cache.expand(many, -1, -1).contiguous())
+    monkeypatch.setenv("ICX_MLA_HOPPER", "0")
+    assert not hopper_kernel_takes(q_lat, cache)
     wide = torch.zeros(1, 32, 512, dtype=torch.bfloat16, device=kernel_device)
     assert not hopper_kernel_supports(wide, cache)  # more heads than one tile
     assert not hopper_kernel_supports(q_lat.float(), cache.float())  # bf16 only
     assert not hopper_kernel_supports(q_lat, cache[:, ::2])  # rows must be contiguous
-    assert hopper_kernel_takes(q_lat, cache) == hopper_kernel_supports(q_lat, cache)
+
+
+@pytest.mark.parametrize(
+    ("batch", "max_len", "splits"),
+    [
+        (1, 4096, 64),  # chunks of two tiles (the Triton kernel's floor of 256 tokens: 16)
+        (1, 32 * 1024, 132),  # every SM: claimed tiles even out the longer chunks
+        (1, 128 * 1024, 132),
+        (2, 4096, 64),
+        (4, 128 * 1024, 33),
+        (1, 100, 1),  # too short to split: the Triton kernel's single pass
+    ],
+)
+def test_hopper_split_count_fills_every_sm_with_chunks_of_two_tiles_or_more(batch, max_len, splits):
+    assert hopper_num_splits(batch, max_len, sm_count=132) == splits
 
 
 def test_forcing_it_where_it_does_not_apply_is_a_clear_error(kernel_device):
@@ -118,6 +138,8 @@ CASES = [
     (5, [64, 129, 3], 7),
     (3, [700, 20], 150),  # more chunks than tiles: most programs' first tile lies past the end
     (16, [9000, 33, 4097], 5),  # 282 tiles over 5 chunks: the last 8 of each are claimed
+    (16, [4000], None),  # the launcher's count: 62 chunks of two tiles, the rest claimed
+    (16, [130, 64], None),
 ]
 
 
