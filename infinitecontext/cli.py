@@ -11,12 +11,12 @@ from __future__ import annotations
 import typer
 
 from infinitecontext.crds.cli import app as crds_app
-from infinitecontext.demo_cli import app as demo_app
-from infinitecontext.devcluster_cli import app as dev_app
+from infinitecontext.devtools.cluster_cli import app as dev_app
+from infinitecontext.devtools.demo_cli import app as demo_app
+from infinitecontext.devtools.provision import app as provision_app
 from infinitecontext.model.cli import app as model_app
 from infinitecontext.operator.cli import app as operator_app
-from infinitecontext.operator.inference_cli import rollback as rollback_command
-from infinitecontext.provision import app as provision_app
+from infinitecontext.operator.inference.cli import rollback as rollback_command
 from infinitecontext.server.cli import bench_app
 from infinitecontext.server.cli import serve as serve_command
 from infinitecontext.slurm_bridge.cli import app as slurm_app

@@ -1,5 +1,5 @@
 # The local Kubernetes control plane (docs/cluster.md): built from the Go modules pinned
-# in tests/cluster/go.mod, run by infinitecontext/devcluster.py (`icx dev cluster`).
+# in tests/cluster/go.mod, run by infinitecontext/devtools/cluster.py (`icx dev cluster`).
 CLUSTER_BIN := .cache/cluster/bin
 # go.mod's go directive; no newer toolchain can be downloaded here (GOTOOLCHAIN=local).
 CLUSTER_GO_MIN := 1.26

@@ -48,8 +48,8 @@ def _configure(options: OperatorOptions) -> Any:
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         from kubernetes import config
 
-        from infinitecontext.operator import handlers
         from infinitecontext.operator.kube import Kube
+        from infinitecontext.operator.workloads import handlers
 
         prefix = "infinitecontext.dev"
         settings.persistence.finalizer = f"{prefix}/operator"
@@ -112,9 +112,6 @@ def _in_cluster_or_default() -> Any:
 
 def run(options: OperatorOptions) -> None:
     from prometheus_client import start_http_server
-
-    import infinitecontext.operator.handlers  # registers the handlers
-    import infinitecontext.operator.inference_handlers  # noqa: F401  (InferenceService)
 
     kopf.configure(
         verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")),

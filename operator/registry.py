@@ -11,8 +11,8 @@ import os
 from typing import Any
 
 from infinitecontext.crds.models import ModelRegistryRef, RegisteredModel
-from infinitecontext.operator.reconcile import TAG_PREFIX, InputModel, RunObservation
-from infinitecontext.operator.workload import MODEL_ARTIFACT_PATH
+from infinitecontext.operator.workloads.planner import TAG_PREFIX, InputModel, RunObservation
+from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
 
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infinitecontext.provision import ANSIBLE_DIR, run_playbook
+from infinitecontext.devtools.provision import ANSIBLE_DIR, run_playbook
 from infinitecontext.slurm_bridge.health import cluster_problems
 
 PLAYBOOKS = ["setup_gpu_node.yml", "slurm_cluster.yml", "k3s_cluster.yml", "site.yml"]

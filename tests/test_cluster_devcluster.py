@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
-from infinitecontext import devcluster
 from infinitecontext.cli import app
-from infinitecontext.devcluster_pki import write_pki
+from infinitecontext.devtools import cluster as devcluster
+from infinitecontext.devtools.pki import write_pki
 
 
 def test_every_component_listens_on_loopback_only(tmp_path):

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
-from infinitecontext.operator.inference import (
+from infinitecontext.operator.inference.children import LABEL_REVISION, Service
+from infinitecontext.operator.inference.planner import (
     DeploymentState,
     GateState,
     InferenceObserved,
     plan_inference,
 )
-from infinitecontext.operator.inference_children import LABEL_REVISION, Service
 
 lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
 

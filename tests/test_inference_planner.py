@@ -1,4 +1,4 @@
-"""The pure InferenceService planner, transition by transition (operator/inference.py)."""
+"""The pure InferenceService planner, transition by transition (operator/inference/planner.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from infinitecontext.crds.models import RolloutGate, Thresholds
-from infinitecontext.operator.inference import (
+from infinitecontext.operator.inference.children import (
+    LABEL_REVISION,
+    Service,
+    quantity,
+    server_command,
+)
+from infinitecontext.operator.inference.planner import (
     DeploymentState,
     GateState,
     InferenceObserved,
@@ -21,12 +27,6 @@ from infinitecontext.operator.inference import (
     rollback_patch,
     rollback_target,
     stable_replicas_beside,
-)
-from infinitecontext.operator.inference_children import (
-    LABEL_REVISION,
-    Service,
-    quantity,
-    server_command,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -529,7 +529,7 @@ def test_rolling_back_to_a_once_stable_revision_skips_the_gate() -> None:
 
 
 def test_deployment_state_and_roles_from_api_objects() -> None:
-    from infinitecontext.operator.inference import deployments_by_role
+    from infinitecontext.operator.inference.planner import deployments_by_role
 
     obj = {
         "metadata": {"generation": 3, "labels": {"infinitecontext.dev/role": "canary"}},
@@ -549,7 +549,7 @@ def test_deployment_state_and_roles_from_api_objects() -> None:
 
 
 def test_crash_looping_revisions_from_pods() -> None:
-    from infinitecontext.operator.inference import crashlooping_revisions
+    from infinitecontext.operator.inference.planner import crashlooping_revisions
 
     def pod(revision: str, reason: str | None, restarts: int) -> dict[str, Any]:
         state = {"waiting": {"reason": reason}} if reason else {"running": {}}

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from plugins.processes import free_port
 
-from infinitecontext.operator.inference_slurm import replicas_of
+from infinitecontext.operator.inference.slurm import replicas_of
 
 pytestmark = pytest.mark.slow
 

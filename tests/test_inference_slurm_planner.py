@@ -1,5 +1,5 @@
 """The SLURM backend's pure planner: replica jobs, replacement, scaling, revisions,
-EndpointSlices (operator/inference_slurm.py)."""
+EndpointSlices (operator/inference/slurm.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infinitecontext.crds.models import InferenceServiceSpec
-from infinitecontext.operator.inference_children import Service
-from infinitecontext.operator.inference_slurm import (
+from infinitecontext.operator.inference.children import Service
+from infinitecontext.operator.inference.slurm import (
     Replica,
     SlurmObserved,
     SlurmPlan,

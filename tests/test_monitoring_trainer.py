@@ -59,7 +59,7 @@ def test_wandb_runs_offline_without_an_api_key(tmp_path, monkeypatch):
 
 def test_training_run_tracking_reaches_the_recipe():
     from infinitecontext.crds.models import TrainingRunSpec
-    from infinitecontext.operator.workload import sft_recipe
+    from infinitecontext.operator.workloads.recipe import sft_recipe
     from infinitecontext.trainer.recipe import SFTRecipe, from_dict
 
     spec = TrainingRunSpec.model_validate(

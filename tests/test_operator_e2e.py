@@ -26,7 +26,7 @@ from plugins.mlflow_server import MlflowServer
 from plugins.operator import StartOperator
 from plugins.trainer import VllmServer
 
-from infinitecontext import devcluster
+from infinitecontext.devtools import cluster as devcluster
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = {"infinitecontext.dev/test": "hold"}  # no kwok node has it: pods stay Pending

@@ -11,8 +11,8 @@ import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.crds.models import RegisteredModel
-from infinitecontext.operator.jobs import JobObservation
-from infinitecontext.operator.reconcile import (
+from infinitecontext.operator.workloads.jobs import JobObservation
+from infinitecontext.operator.workloads.planner import (
     InputModel,
     Observed,
     Resource,

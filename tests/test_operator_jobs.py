@@ -8,16 +8,16 @@ import pytest
 import yaml
 
 from infinitecontext.crds.models import AlignmentSpec, EvaluationSpec, TrainingRunSpec
-from infinitecontext.operator.jobs import job_name, observe_job, render_children
 from infinitecontext.operator.kube import status_patch
-from infinitecontext.operator.slurm import cpus, memory_mb, observe_slurm, slurm_request
-from infinitecontext.operator.workload import (
+from infinitecontext.operator.workloads.jobs import job_name, observe_job, render_children
+from infinitecontext.operator.workloads.recipe import (
     Owner,
     accuracy_by_length,
     command,
     recipe,
     validate_recipe,
 )
+from infinitecontext.operator.workloads.slurm import cpus, memory_mb, observe_slurm, slurm_request
 from infinitecontext.slurm_bridge.models import JobStatus
 from infinitecontext.slurm_bridge.states import Phase
 

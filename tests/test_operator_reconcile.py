@@ -7,8 +7,8 @@ from typing import Any
 
 from infinitecontext.crds.models import EvaluationSpec, RegisteredModel
 from infinitecontext.operator import conditions as cond
-from infinitecontext.operator.jobs import JobObservation
-from infinitecontext.operator.reconcile import (
+from infinitecontext.operator.workloads.jobs import JobObservation
+from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     CancelSlurm,
     InputModel,

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import kopf
 
-from infinitecontext.operator import handlers, main
+from infinitecontext.operator import main
+from infinitecontext.operator.workloads import handlers
 
 KUBECONFIG = """\
 apiVersion: v1

@@ -14,8 +14,8 @@ import yaml
 from plugins.kube import KubeCluster
 from plugins.processes import free_port
 
-from infinitecontext import demo
 from infinitecontext.crds import models
+from infinitecontext.devtools import demo
 
 SPECS = {
     "TrainingRun": models.TrainingRunSpec,

@@ -162,7 +162,7 @@ def test_version_discovery_and_error_classes():
 def test_the_bridge_and_provisioning_import_without_torch():
     modules = ["rest", "commands", "client", "cli", "health"]
     code = "; ".join(f"import infinitecontext.slurm_bridge.{name}" for name in modules)
-    code += "; import infinitecontext.provision, sys; assert 'torch' not in sys.modules"
+    code += "; import infinitecontext.devtools.provision, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

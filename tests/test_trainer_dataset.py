@@ -177,7 +177,7 @@ def test_the_synthetic_path_is_unchanged(tokenizer_json: str) -> None:
 def job_command(spec: dict, workdir: Path, tracking_uri: str) -> tuple[list[str], dict[str, str]]:
     """The TrainingRun's job command and environment, exactly as the operator renders them."""
     from infinitecontext.crds.models import TrainingRunSpec
-    from infinitecontext.operator.workload import Owner, command, validate_recipe
+    from infinitecontext.operator.workloads.recipe import Owner, command, validate_recipe
 
     owner = Owner("TrainingRun", "jsonl", "ns", "uid-jsonl")
     parsed = TrainingRunSpec.model_validate(spec)

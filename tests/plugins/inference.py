@@ -31,7 +31,8 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
     (`operator_account`, tests/plugins/operator.py), so the e2e tests prove them enough."""
     import kopf
 
-    from infinitecontext.operator import inference_handlers, main
+    from infinitecontext.operator import main
+    from infinitecontext.operator.inference import handlers as inference_handlers
 
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(operator_account)  # kopf's own login reads it

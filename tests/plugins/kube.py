@@ -2,7 +2,7 @@
 
 `kube_cluster` uses the cluster that $KUBECONFIG points at when it answers; otherwise it
 builds (incrementally) and starts the local control plane of
-``infinitecontext/devcluster.py`` once for the session, in a temporary state directory,
+``infinitecontext/devtools/cluster.py`` once for the session, in a temporary state directory,
 and stops it at the end. Without either, the tests that use it are skipped with one line
 saying what is missing.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from infinitecontext import devcluster
+from infinitecontext.devtools import cluster as devcluster
 
 GO_MIN = "1.26"
 

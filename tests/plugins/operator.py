@@ -23,7 +23,7 @@ from plugins.kube import KubeCluster
 from plugins.processes import free_port, wait_http_ok
 
 from infinitecontext.crds.models import KINDS
-from infinitecontext.devcluster import ClusterError, wait_until
+from infinitecontext.devtools.cluster import ClusterError, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_NAMESPACE = "icx-operator-test"

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from infinitecontext.devcluster import free_ports
+from infinitecontext.devtools.cluster import free_ports
 
 
 def free_port() -> int:

@@ -78,7 +78,7 @@ def slurm_cluster() -> None:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("no local SLURM cluster, and setting one up needs root on Debian")
-    from infinitecontext.provision import run_playbook
+    from infinitecontext.devtools.provision import run_playbook
 
     result = run_playbook("slurm_cluster.yml", "ansible/inventory/local.yml", on_line=None)
     assert result.succeeded, result.failures

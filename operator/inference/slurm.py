@@ -36,8 +36,15 @@ from infinitecontext.crds.models import (
     SlurmOptions,
 )
 from infinitecontext.operator import conditions as cond
-from infinitecontext.operator import handlers
-from infinitecontext.operator.inference import (
+from infinitecontext.operator.inference.children import (
+    LABEL_SERVICE,
+    ChildRef,
+    Service,
+    autoscaler_children,
+    owner_reference,
+    service_url,
+)
+from infinitecontext.operator.inference.planner import (
     AVAILABLE,
     DEFAULT_PROMETHEUS,
     DEGRADED,
@@ -47,16 +54,9 @@ from infinitecontext.operator.inference import (
     RolloutState,
     served_template,
 )
-from infinitecontext.operator.inference_children import (
-    LABEL_SERVICE,
-    ChildRef,
-    Service,
-    autoscaler_children,
-    owner_reference,
-    service_url,
-)
-from infinitecontext.operator.reconcile import Event
-from infinitecontext.operator.slurm import cpus, memory_mb
+from infinitecontext.operator.workloads import handlers
+from infinitecontext.operator.workloads.planner import Event
+from infinitecontext.operator.workloads.slurm import cpus, memory_mb
 from infinitecontext.slurm_bridge.models import JobRequest, JobStatus
 from infinitecontext.slurm_bridge.states import Phase as JobPhase
 
@@ -399,7 +399,7 @@ def reconcile_slurm_service(
     ctx: handlers.Context, svc: Service, spec: InferenceServiceSpec, now: datetime
 ) -> InferencePlan:
     """One pass of a SLURM-backed InferenceService (called by inference_handlers)."""
-    from infinitecontext.operator.inference_handlers import inference_kube, resolve_model
+    from infinitecontext.operator.inference.handlers import inference_kube, resolve_model
     from infinitecontext.slurm_bridge.errors import SlurmUnavailable
 
     model = resolve_model(ctx, svc, spec)

@@ -11,8 +11,8 @@ import logging
 from typing import Any
 
 from infinitecontext.crds.models import GROUP, INFERENCE_SERVICE, VERSION, Revision
-from infinitecontext.operator.inference import rollback_patch, rollback_target
-from infinitecontext.operator.inference_children import ChildRef
+from infinitecontext.operator.inference.children import ChildRef
+from infinitecontext.operator.inference.planner import rollback_patch, rollback_target
 from infinitecontext.operator.kube import FIELD_MANAGER
 
 KEDA_CRD = "scaledobjects.keda.sh"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
-from infinitecontext.operator.workload import Owner, WorkloadCommand
+from infinitecontext.operator.workloads.recipe import Owner, WorkloadCommand
 
 API_VERSION = "infinitecontext.dev/v1alpha1"
 MANAGED_BY = "infinitecontext-operator"

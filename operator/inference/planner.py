@@ -38,7 +38,7 @@ from infinitecontext.crds.models import (
     ServedTemplate,
 )
 from infinitecontext.operator import conditions as cond
-from infinitecontext.operator.inference_children import (
+from infinitecontext.operator.inference.children import (
     CANARY,
     HTTPROUTE_REF,
     LABEL_REVISION,
@@ -55,7 +55,7 @@ from infinitecontext.operator.inference_children import (
     service,
     service_url,
 )
-from infinitecontext.operator.reconcile import Event
+from infinitecontext.operator.workloads.planner import Event
 
 HISTORY_LIMIT = 10
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"

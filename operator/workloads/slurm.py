@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 from infinitecontext.crds.models import SlurmOptions, WorkloadSpec
-from infinitecontext.operator.jobs import JobObservation
-from infinitecontext.operator.workload import Owner, WorkloadCommand
+from infinitecontext.operator.workloads.jobs import JobObservation
+from infinitecontext.operator.workloads.recipe import Owner, WorkloadCommand
 from infinitecontext.slurm_bridge.models import JobRequest, JobStatus, TorchrunSpec
 from infinitecontext.slurm_bridge.states import Phase
 

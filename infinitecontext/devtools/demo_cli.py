@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 if TYPE_CHECKING:
-    from infinitecontext.demo import DemoConfig
+    from infinitecontext.devtools.demo import DemoConfig
 
 app = typer.Typer(
     help="The quickstart: the whole model lifecycle on this machine, through the operator.",
@@ -25,7 +25,7 @@ StateOption = Annotated[
 
 
 def _config(preset: str, namespace: str, state_dir: Path | None, **extra: Any) -> DemoConfig:
-    from infinitecontext.demo import DEFAULT_STATE_DIR, DemoConfig, DemoPreset
+    from infinitecontext.devtools.demo import DEFAULT_STATE_DIR, DemoConfig, DemoPreset
 
     if preset not in ("tiny", "small"):
         raise typer.BadParameter("--preset must be tiny or small")
@@ -43,7 +43,7 @@ def demo_up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the lifecycle.")] = 1800,
 ) -> None:
     """Start (or reuse) everything, run the lifecycle and print the summary."""
-    from infinitecontext import demo
+    from infinitecontext.devtools import demo
 
     config = _config(preset, namespace, state_dir, mlflow_port=mlflow_port, timeout_s=timeout)
     try:
@@ -56,7 +56,7 @@ def demo_up(
 @app.command("down")
 def demo_down(namespace: NamespaceOption = "icx-demo", state_dir: StateOption = None) -> None:
     """Delete the demo's resources and stop every process the demo started."""
-    from infinitecontext import demo
+    from infinitecontext.devtools import demo
 
     stopped = demo.down(_config("small", namespace, state_dir))
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -65,7 +65,7 @@ def demo_down(namespace: NamespaceOption = "icx-demo", state_dir: StateOption = 
 @app.command("status")
 def demo_status(namespace: NamespaceOption = "icx-demo", state_dir: StateOption = None) -> None:
     """Each lifecycle resource's phase, Ready reason and progress."""
-    from infinitecontext import demo
+    from infinitecontext.devtools import demo
 
     rows = demo.status(_config("small", namespace, state_dir))
     if not rows:

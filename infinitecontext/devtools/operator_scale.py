@@ -1,6 +1,6 @@
 """Scale benchmark: N TrainingRuns created at once on the local control plane.
 
-    python -m infinitecontext.operator.bench --runs 500 [--kubeconfig K] [--json out.json]
+    python -m infinitecontext.devtools.operator_scale --runs 500 [--kubeconfig K] [--json out.json]
 
 Starts the local control plane (kwok nodes) unless a kubeconfig is given, installs the
 CRDs, runs the real operator process, creates N TrainingRuns (kubernetes backend) in
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from infinitecontext import devcluster
+from infinitecontext.devtools import cluster as devcluster
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = {"infinitecontext.dev/bench": "hold"}

@@ -40,9 +40,8 @@ from infinitecontext.crds.models import (
     parse_spec,
 )
 from infinitecontext.operator import conditions as cond
-from infinitecontext.operator.jobs import JobObservation, render_children
-from infinitecontext.operator.slurm import slurm_request
-from infinitecontext.operator.workload import (
+from infinitecontext.operator.workloads.jobs import JobObservation, render_children
+from infinitecontext.operator.workloads.recipe import (
     JUDGE_ERRORS_METRIC,
     JUDGE_ITEMS_METRIC,
     JUDGE_METRIC,
@@ -57,6 +56,7 @@ from infinitecontext.operator.workload import (
     run_name,
     validate_recipe,
 )
+from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
 
 POLL_SECONDS = 10.0
@@ -293,7 +293,7 @@ def check_semantics(spec: WorkloadSpec) -> None:
                 f"maxPositionEmbeddings {config.max_position_embeddings}"
             )
     if spec.backend == Backend.SLURM:
-        from infinitecontext.operator.slurm import cpus, memory_mb
+        from infinitecontext.operator.workloads.slurm import cpus, memory_mb
 
         memory_mb(spec.resources.memory)
         cpus(spec.resources.cpu)

@@ -27,8 +27,10 @@ from infinitecontext.crds.models import (
     Backend,
     InferenceServiceSpec,
 )
-from infinitecontext.operator import handlers, metrics, registry
-from infinitecontext.operator.inference import (
+from infinitecontext.operator import metrics, registry
+from infinitecontext.operator.inference.children import LABEL_SERVICE, Service, selector
+from infinitecontext.operator.inference.kube import HTTPROUTE_CRD, InferenceKube
+from infinitecontext.operator.inference.planner import (
     DEFAULT_PROMETHEUS,
     InferenceObserved,
     InferencePlan,
@@ -37,10 +39,9 @@ from infinitecontext.operator.inference import (
     gate_verdict,
     plan_inference,
 )
-from infinitecontext.operator.inference_children import LABEL_SERVICE, Service, selector
-from infinitecontext.operator.inference_kube import HTTPROUTE_CRD, InferenceKube
 from infinitecontext.operator.kube import status_patch
-from infinitecontext.operator.reconcile import input_from_object
+from infinitecontext.operator.workloads import handlers
+from infinitecontext.operator.workloads.planner import input_from_object
 
 _clients: dict[int, InferenceKube] = {}
 
@@ -171,7 +172,7 @@ def _plan(
     ctx: handlers.Context, svc: Service, spec: InferenceServiceSpec | None, now: datetime
 ) -> InferencePlan:
     if spec is not None and spec.backend == Backend.SLURM:
-        from infinitecontext.operator import inference_slurm
+        from infinitecontext.operator.inference import slurm as inference_slurm
 
         return inference_slurm.reconcile_slurm_service(ctx, svc, spec, now)
     kube = inference_kube(ctx)
@@ -190,7 +191,7 @@ def _handle(**kwargs: Any) -> None:
 
 def _cancel_slurm_replicas(**kwargs: Any) -> None:
     """Finalizer of SLURM-backed services: cancel every replica job."""
-    from infinitecontext.operator import inference_slurm
+    from infinitecontext.operator.inference import slurm as inference_slurm
 
     inference_slurm.cancel_all(handlers.context(), kwargs["body"], kwargs["logger"])
 

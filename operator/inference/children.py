@@ -19,7 +19,7 @@ from infinitecontext.crds.models import (
     Revision,
     ServedTemplate,
 )
-from infinitecontext.operator.jobs import pod_placement
+from infinitecontext.operator.workloads.jobs import pod_placement
 
 KIND = "InferenceService"
 LABEL_SERVICE = "infinitecontext.dev/inferenceservice"

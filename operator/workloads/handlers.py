@@ -37,9 +37,9 @@ from infinitecontext.crds.models import (
     WorkloadSpec,
 )
 from infinitecontext.operator import metrics, registry
-from infinitecontext.operator.jobs import JobObservation, observe_job
 from infinitecontext.operator.kube import Kube, status_patch
-from infinitecontext.operator.reconcile import (
+from infinitecontext.operator.workloads.jobs import JobObservation, observe_job
+from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     CancelSlurm,
     InputModel,
@@ -55,8 +55,8 @@ from infinitecontext.operator.reconcile import (
     reconcile,
     registered_model_name,
 )
-from infinitecontext.operator.slurm import observe_slurm, slurm_key
-from infinitecontext.operator.workload import run_experiments, run_name
+from infinitecontext.operator.workloads.recipe import run_experiments, run_name
+from infinitecontext.operator.workloads.slurm import observe_slurm, slurm_key
 from infinitecontext.slurm_bridge.client import SlurmClient, find_by_key
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
 

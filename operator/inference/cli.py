@@ -20,7 +20,7 @@ def rollback(
 ) -> None:
     """Set the spec back to a recorded revision; the operator rolls it out like any
     spec change. With GitOps, revert the commit instead."""
-    from infinitecontext.operator.inference_kube import rollback_service
+    from infinitecontext.operator.inference.kube import rollback_service
 
     try:
         target = rollback_service(name, namespace, to_revision, kubeconfig)

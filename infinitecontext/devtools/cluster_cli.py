@@ -27,7 +27,7 @@ def cluster_up(
     build: Annotated[bool, typer.Option(help="Run the (incremental) build first.")] = True,
 ) -> None:
     """Build if needed, start the plane and print how to use it (state: $ICX_CLUSTER_DIR)."""
-    from infinitecontext import devcluster
+    from infinitecontext.devtools import cluster as devcluster
 
     layout = devcluster.ClusterLayout.from_env()
     if build:
@@ -44,7 +44,7 @@ def cluster_up(
 @cluster_app.command("down")
 def cluster_down() -> None:
     """Stop the plane's processes."""
-    from infinitecontext import devcluster
+    from infinitecontext.devtools import cluster as devcluster
 
     stopped = devcluster.down(devcluster.ClusterLayout.from_env())
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -53,7 +53,7 @@ def cluster_down() -> None:
 @cluster_app.command("status")
 def cluster_status() -> None:
     """Show each component's process and memory, and whether the API server is ready."""
-    from infinitecontext import devcluster
+    from infinitecontext.devtools import cluster as devcluster
 
     report = devcluster.status(devcluster.ClusterLayout.from_env())
     if report.server is None:
@@ -79,7 +79,7 @@ def cluster_sa_kubeconfig(
 ) -> None:
     """Write a kubeconfig that acts as a ServiceAccount, e.g. to run the operator locally
     with exactly the RBAC bound to it."""
-    from infinitecontext import devcluster
+    from infinitecontext.devtools import cluster as devcluster
 
     layout = devcluster.ClusterLayout.from_env()
     devcluster.service_account_kubeconfig(

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
-from infinitecontext import devcluster
+from infinitecontext.devtools import cluster as devcluster
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
@@ -381,7 +381,7 @@ def ensure_slurm() -> None:
         return
     if os.geteuid() != 0:
         raise DemoError("SLURM is not healthy and setting it up needs root: make slurm-cluster")
-    from infinitecontext.provision import run_playbook
+    from infinitecontext.devtools.provision import run_playbook
 
     result = run_playbook("slurm_cluster.yml", "ansible/inventory/local.yml", on_line=None)
     problems = cluster_problems()

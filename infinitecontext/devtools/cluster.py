@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from infinitecontext.devcluster_pki import write_pki
+from infinitecontext.devtools.pki import write_pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".cache" / "cluster" / "bin"
