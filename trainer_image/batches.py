@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +24,16 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
 from infinitecontext.trainer import dataset
-from infinitecontext.trainer.data import Sample, TaskSpec, make_sample, sample_rng, token_counter
+from infinitecontext.trainer.data import (
+    FIXED,
+    Family,
+    Sample,
+    TaskSpec,
+    answer_room,
+    make_sample,
+    sample_rng,
+    token_counter,
+)
 from infinitecontext.trainer.recipe import DataSpec, TrainSpec
 
 
@@ -86,18 +96,33 @@ def record_index(spec: DataSpec, train: TrainSpec, size: int, step: int, positio
 
 
 def answer_budget(spec: DataSpec) -> int:
-    """Tokens to leave after the prompt: the answer (digits, separators) and <eos>."""
-    values = spec.num_needles if "multivalue" in spec.tasks else 1
-    return values * (spec.digits + 2) + 2
+    """Tokens to leave after the prompt: the answer (values, separators) and <eos>."""
+    return answer_room(spec.tasks, spec.num_needles, spec.digits, spec.templates == "fixed")
 
 
-def step_sample(spec: DataSpec, tokenizer: Any, seq_len: int, step: int, position: int) -> Sample:
+def training_family(spec: DataSpec) -> Family:
+    """The phrasing the recipe trains on (never heldout.py's)."""
+    if spec.templates == "fixed":
+        return FIXED
+    from infinitecontext.trainer.phrasing import training_family
+
+    return training_family(Path(spec.haystack) if spec.haystack else None)
+
+
+def step_sample(
+    spec: DataSpec,
+    tokenizer: Any,
+    seq_len: int,
+    step: int,
+    position: int,
+    family: Family | None = None,
+) -> Sample:
     rng = sample_rng(spec.seed, step, position, -1)
     task = spec.tasks[rng.randrange(len(spec.tasks))]
     low = max(16, int(spec.min_length_fraction * seq_len))
     length = rng.randint(min(low, seq_len), seq_len) - answer_budget(spec)
     task_spec = TaskSpec(task, length, None, spec.digits, spec.num_needles)
-    return make_sample(task_spec, tokenizer, spec.seed, step, position)
+    return make_sample(task_spec, tokenizer, spec.seed, step, position, family=family)
 
 
 def encode_batch(
@@ -154,6 +179,7 @@ class StepBatches(Dataset[list[dict[str, torch.Tensor]]]):
         self.tokenizer_json, self.first_step = tokenizer_json, first_step
         self._count: Any = None
         self._tokenizer: Tokenizer | None = None
+        self._family: Family | None = None
         # A JSONL dataset is fetched and indexed here, once per rank, before any worker.
         self.records = dataset.JsonlDataset(dataset.resolve(spec.uri)) if spec.uri else None
 
@@ -164,6 +190,7 @@ class StepBatches(Dataset[list[dict[str, torch.Tensor]]]):
         if self._count is None:  # built lazily: once per worker process
             self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
             self._count = token_counter(self._tokenizer)
+            self._family = training_family(self.spec)
         step = self.first_step + index
         plan = plan_step(self.train, step, self.world)
         micro_batches = []
@@ -173,7 +200,8 @@ class StepBatches(Dataset[list[dict[str, torch.Tensor]]]):
                 micro_batches.append(self._record_batch(plan.seq_len, step, positions))
                 continue
             samples = [
-                step_sample(self.spec, self._count, plan.seq_len, step, p) for p in positions
+                step_sample(self.spec, self._count, plan.seq_len, step, p, self._family)
+                for p in positions
             ]
             answers = [self._count(s.answer) for s in samples]
             micro_batches.append(encode_batch(samples, answers, plan.seq_len, self.spec, PAD))

@@ -76,7 +76,17 @@ def passkey(
     lengths: Annotated[str | None, typer.Option(help="Comma list, e.g. 1024,4096.")] = None,
     depths: Annotated[str | None, typer.Option(help="Comma list in [0,1].")] = None,
     trials: Annotated[int | None, typer.Option(help="Samples per cell.")] = None,
-    task: Annotated[str | None, typer.Option(help="passkey, multikey or multivalue.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="passkey, multikey, multivalue or multiquery.")
+    ] = None,
+    templates: Annotated[
+        str | None,
+        typer.Option(help="fixed, varied (the training family) or heldout (never trained on)."),
+    ] = None,
+    haystack: Annotated[
+        str | None, typer.Option(help="Natural-text JSONL for the haystacks (corpus.py).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="The evaluation stream's seed.")] = None,
     yarn_factor: Annotated[float | None, typer.Option(help="YaRN factor at load time.")] = None,
     mlflow_run_id: Annotated[str | None, typer.Option(help="Log into this run.")] = None,
     run_name: Annotated[str | None, typer.Option(help="Name of a new MLflow run.")] = None,
@@ -87,11 +97,26 @@ def passkey(
     from infinitecontext.trainer.launch import eval_spec
     from infinitecontext.trainer.recipe import MlflowSpec
 
-    spec = eval_spec(config, lengths, depths, trials, task, yarn_factor)
+    spec = eval_spec(config, lengths, depths, trials, task, yarn_factor, templates, haystack, seed)
     mlflow = MlflowSpec(run_name=run_name)
     result = run_eval(spec, out, model, endpoint, served_model, tokenizer, mlflow, mlflow_run_id)
     for length, accuracy in result.by_length.items():
         typer.echo(f"{result.task} {length:>7} tokens: {100 * accuracy:5.1f}%")
+
+
+@eval_app.command()
+def perplexity(
+    model: Annotated[Path, typer.Option("--model", help="A HF model directory.")],
+    text: Annotated[Path, typer.Option(help='JSONL of {"text": …} (corpus.py heldout.jsonl).')],
+    seq_len: Annotated[int, typer.Option(help="Tokens scored per record.")] = 1024,
+    max_records: Annotated[int, typer.Option(help="Records read from the file's start.")] = 256,
+) -> None:
+    """Next-token perplexity on held-out natural text."""
+    import json
+
+    from infinitecontext.trainer.evaluate import perplexity as measure
+
+    typer.echo(json.dumps(measure(model, text, seq_len, max_records)))
 
 
 @eval_app.command()

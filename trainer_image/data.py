@@ -8,6 +8,11 @@ Three tasks, all answered by numbers so they can be scored by exact match:
   special magic numbers for {key} is: {value}." with different keys; one key is asked.
 - ``multivalue`` (RULER ``niah_multivalue``): several values for the same key; the
   answer lists them all, scored by RULER's ``string_match_all``.
+- ``multiquery`` (RULER ``niah_multiquery``): several keys, two of them asked at once.
+
+The phrasing comes from a `Family`: `FIXED`, this module's one template per task (and
+its filler), or a generated family of many phrasings (phrasing.py for training,
+heldout.py for evaluation only).
 
 Every sample is a pure function of (seed, index), so the stream needs no files, can
 be replayed from any index (the trainer's data state is one integer) and gives the
@@ -20,8 +25,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +92,27 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class Needles:
+    """What a family puts into one sample."""
+
+    sentences: list[str]
+    question: str
+    """The question and its lead-in, the prompt's last words."""
+    answer: str
+    values: tuple[str, ...]
+    templates: tuple[str, ...] = ()
+    """The shapes the needles and the question were filled from."""
+
+
+class Family(Protocol):
+    """Where needles, questions and haystack sentences come from."""
+
+    def needles(self, spec: TaskSpec, rng: random.Random) -> Needles: ...
+
+    def haystack(self, rng: random.Random, digits: int) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True)
 class Sample:
     prompt: str
     prompt_ids: tuple[int, ...]
@@ -98,6 +125,9 @@ class Sample:
     """Numbers of the answer's shape found elsewhere in the haystack."""
     task: TaskName
     depth: float
+    needles: tuple[str, ...] = ()
+    question: str = ""
+    templates: tuple[str, ...] = ()
 
     @property
     def prompt_tokens(self) -> int:
@@ -131,14 +161,19 @@ def filler_stream(rng: random.Random, digits: int) -> Iterator[str]:
         yield filler_sentence(rng, digits)
 
 
-def make_sample(spec: TaskSpec, count: TokenCounter, seed: int, *index: int) -> Sample:
-    """Sample `index` of the stream `seed`: a haystack of ≈spec.length tokens with needles."""
+def make_sample(
+    spec: TaskSpec, count: TokenCounter, seed: int, *index: int, family: Family | None = None
+) -> Sample:
+    """Sample `index` of the stream `seed`: a haystack of ≈spec.length tokens with needles,
+    phrased by `family` (default: FIXED)."""
+    family = family or FIXED
     rng = sample_rng(seed, *index)
     depth = rng.random() if spec.depth is None else spec.depth
-    needles, question, answer, values = _needles(spec, rng)
+    drawn = family.needles(spec, rng)
+    needles, question, answer, values = drawn.sentences, drawn.question, drawn.answer, drawn.values
     fixed = [INTRO, *needles, question]
     budget = spec.length - sum(len(count(" " + text)) for text in fixed)
-    filler, distractors = _fill(rng, spec.digits, budget, count)
+    filler, distractors = _fill(family.haystack(rng, spec.digits), spec.digits, budget, count)
     # Needles go in at `depth` of the filler; multiple needles spread after that point.
     at = round(depth * len(filler))
     spread = [min(len(filler), at + i * max(1, (len(filler) - at) // (len(needles) + 1)))
@@ -160,25 +195,44 @@ def make_sample(spec: TaskSpec, count: TokenCounter, seed: int, *index: int) -> 
         distractors=tuple(dict.fromkeys(distractors + extra)),
         task=spec.task,
         depth=depth,
+        needles=tuple(needles),
+        question=question,
+        templates=drawn.templates,
     )
 
 
-def _needles(spec: TaskSpec, rng: random.Random) -> tuple[list[str], str, str, tuple[str, ...]]:
-    """(needle sentences, question, answer, the values the answer must contain)."""
-    if spec.task == "passkey":
-        key = number(rng, spec.digits)
-        needle = f"The pass key is {key}. Remember it. {key} is the pass key."
-        return [needle], "What is the pass key? The pass key is", f" {key}", (key,)
-    keys = rng.sample(_KEY_WORDS, k=min(spec.num_needles, len(_KEY_WORDS)))
-    values = [number(rng, spec.digits) for _ in keys]
-    if spec.task == "multikey":
-        asked = rng.randrange(len(keys))
-        needles = [_magic(k, v) for k, v in zip(keys, values, strict=True)]
-        question = f"What is the special magic number for {keys[asked]}? The number is"
-        return needles, question, f" {values[asked]}", (values[asked],)
-    needles = [_magic(keys[0], v) for v in values]
-    question = f"What are all the special magic numbers for {keys[0]}? The numbers are"
-    return needles, question, " " + ", ".join(values), tuple(values)
+class FixedTemplates:
+    """One template per task, the Mohtashami & Jaggi / RULER wording, and our filler."""
+
+    def haystack(self, rng: random.Random, digits: int) -> Iterator[str]:
+        return filler_stream(rng, digits)
+
+    def needles(self, spec: TaskSpec, rng: random.Random) -> Needles:
+        if spec.task == "passkey":
+            key = number(rng, spec.digits)
+            needle = f"The pass key is {key}. Remember it. {key} is the pass key."
+            return Needles([needle], "What is the pass key? The pass key is", f" {key}", (key,))
+        needed = max(2, spec.num_needles) if spec.task == "multiquery" else spec.num_needles
+        keys = rng.sample(_KEY_WORDS, k=min(needed, len(_KEY_WORDS)))
+        values = [number(rng, spec.digits) for _ in keys]
+        if spec.task == "multikey":
+            asked = rng.randrange(len(keys))
+            needles = [_magic(k, v) for k, v in zip(keys, values, strict=True)]
+            question = f"What is the special magic number for {keys[asked]}? The number is"
+            return Needles(needles, question, f" {values[asked]}", (values[asked],))
+        if spec.task == "multiquery":
+            i, j = sorted(rng.sample(range(len(keys)), 2))
+            needles = [_magic(k, v) for k, v in zip(keys, values, strict=True)]
+            question = (
+                f"What are the special magic numbers for {keys[i]} and {keys[j]}? The numbers are"
+            )
+            return Needles(needles, question, f" {values[i]}, {values[j]}", (values[i], values[j]))
+        needles = [_magic(keys[0], v) for v in values]
+        question = f"What are all the special magic numbers for {keys[0]}? The numbers are"
+        return Needles(needles, question, " " + ", ".join(values), tuple(values))
+
+
+FIXED = FixedTemplates()
 
 
 def _magic(key: str, value: str) -> str:
@@ -190,20 +244,26 @@ def _needle_values(needles: Sequence[str]) -> list[str]:
 
 
 def _fill(
-    rng: random.Random, digits: int, budget: int, count: TokenCounter
+    haystack: Iterator[str], digits: int, budget: int, count: TokenCounter
 ) -> tuple[list[str], tuple[str, ...]]:
-    """Filler sentences totalling at most `budget` tokens, and the numbers they contain."""
+    """Haystack sentences totalling at most `budget` tokens, and the numbers among them
+    of the answer's shape."""
     sentences: list[str] = []
     numbers: list[str] = []
     used = 0
-    for sentence in filler_stream(rng, digits):
+    for sentence in haystack:
         cost = len(count(" " + sentence))
         if used + cost > budget:
             break
         sentences.append(sentence)
         used += cost
-        numbers.extend(w.strip(".") for w in sentence.split() if w.strip(".").isdigit())
+        words = (w.strip(".,:;()") for w in sentence.split())
+        numbers.extend(w for w in words if w.isdigit() and len(w) == digits)
     return sentences, tuple(numbers)
+
+
+# The tasks whose wording trains the tokenizer (multiquery's words are multikey's).
+_TOKENIZER_TASKS: tuple[TaskName, ...] = TASKS[:3]
 
 
 def corpus(seed: int, sentences: int, digits: int = 5) -> Iterator[str]:
@@ -211,16 +271,24 @@ def corpus(seed: int, sentences: int, digits: int = 5) -> Iterator[str]:
     rng = sample_rng(seed, -1)
     for i in range(sentences):
         if i % 10 == 0:
-            task = TASKS[(i // 10) % len(TASKS)]
-            needles, question, answer, _ = _needles(TaskSpec(task=task, digits=digits), rng)
-            yield " ".join([INTRO, *needles, question + answer])
+            task = _TOKENIZER_TASKS[(i // 10) % len(_TOKENIZER_TASKS)]
+            drawn = FIXED.needles(TaskSpec(task=task, digits=digits), rng)
+            yield " ".join([INTRO, *drawn.sentences, drawn.question + drawn.answer])
         else:
             yield filler_sentence(rng, digits)
 
 
+def answer_room(tasks: Sequence[TaskName], num_needles: int, digits: int, fixed: bool) -> int:
+    """Tokens to leave after the prompt: the longest answer (values, separators), <eos>.
+    Generated families also draw word-pair and UUID-like keys (up to 14 tokens)."""
+    values = max(num_needles if "multivalue" in tasks else 1, 2 if "multiquery" in tasks else 1)
+    return values * ((digits if fixed else max(digits, 12)) + 2) + 2
+
+
 def score(prediction: str, sample: Sample) -> float:
-    """Exact match of the first number (passkey, multikey); RULER's string_match_all
-    (the fraction of the values found) for multivalue.
+    """Exact match of the first number (passkey, multikey), or of the first word where
+    the key is not a number (word pairs, UUID-like keys); RULER's string_match_all (the
+    fraction of the values found) for several values.
 
     Only the first line counts, so a model rambling on past the answer is not
     rewarded for numbers it lists later.
@@ -229,13 +297,19 @@ def score(prediction: str, sample: Sample) -> float:
     found = [w.strip(".,:;") for w in first_line.replace(",", " ").split()]
     numbers = [w for w in found if w.isdigit()]
     if len(sample.values) == 1:
-        return float(bool(numbers) and numbers[0] == sample.values[0])
-    return sum(v in numbers for v in sample.values) / len(sample.values)
+        if sample.values[0].isdigit():
+            return float(bool(numbers) and numbers[0] == sample.values[0])
+        return float(bool(found) and found[0] == sample.values[0])
+    return sum(v in found for v in sample.values) / len(sample.values)
 
 
-def train_tokenizer(vocab_size: int, seed: int = 0, sentences: int = 30_000) -> Tokenizer:
-    """The model's byte-level BPE (digits one per token) trained on this module's text."""
-    return model_tokenizer.train_tokenizer(corpus(seed, sentences), vocab_size)
+def train_tokenizer(
+    vocab_size: int, seed: int = 0, sentences: int = 30_000, extra: Iterable[str] = ()
+) -> Tokenizer:
+    """The model's byte-level BPE (digits one per token) trained on this module's text
+    and `extra` (a generated family's phrasings, natural text)."""
+    texts = itertools.chain(corpus(seed, sentences), extra)
+    return model_tokenizer.train_tokenizer(texts, vocab_size)
 
 
 def token_counter(tokenizer: Tokenizer) -> TokenCounter:

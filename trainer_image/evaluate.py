@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,7 +24,16 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from infinitecontext.trainer.data import Sample, TaskSpec, make_sample, score, token_counter
+from infinitecontext.trainer.data import (
+    FIXED,
+    Family,
+    Sample,
+    TaskSpec,
+    answer_room,
+    make_sample,
+    score,
+    token_counter,
+)
 from infinitecontext.trainer.recipe import EvalSpec, MlflowSpec
 from infinitecontext.trainer.tracking import Tracker
 
@@ -45,6 +55,8 @@ class GridResult:
     trials: int
     errors: dict[int, str] = field(default_factory=dict)
     """Lengths that could not be evaluated (out of memory, server error …), with why."""
+    templates: str = "fixed"
+    """The phrasing evaluated: fixed, varied (training family) or heldout."""
 
     @property
     def by_length(self) -> dict[int, float]:
@@ -64,13 +76,31 @@ class GridResult:
 def grid_samples(spec: EvalSpec, tokenizer: Tokenizer) -> dict[tuple[int, int], list[Sample]]:
     """The samples of every (length index, depth index) cell, a pure function of spec."""
     count = token_counter(tokenizer)
-    answer_room = (spec.num_needles if spec.task == "multivalue" else 1) * (spec.digits + 2) + 2
+    family = eval_family(spec)
+    room = answer_room((spec.task,), spec.num_needles, spec.digits, spec.templates == "fixed")
     cells = {}
     for i, length in enumerate(spec.lengths):
         for j, depth in enumerate(spec.depths):
-            task = TaskSpec(spec.task, length - answer_room, depth, spec.digits, spec.num_needles)
-            cells[i, j] = [make_sample(task, count, spec.seed, i, j, t) for t in range(spec.trials)]
+            task = TaskSpec(spec.task, length - room, depth, spec.digits, spec.num_needles)
+            cells[i, j] = [
+                make_sample(task, count, spec.seed, i, j, t, family=family)
+                for t in range(spec.trials)
+            ]
     return cells
+
+
+def eval_family(spec: EvalSpec) -> Family:
+    """The phrasing under test: the fixed templates, the training family or held-out."""
+    haystack = Path(spec.haystack) if spec.haystack else None
+    if spec.templates == "heldout":
+        from infinitecontext.trainer.heldout import heldout_family
+
+        return heldout_family(haystack)
+    if spec.templates == "varied":
+        from infinitecontext.trainer.phrasing import training_family
+
+        return training_family(haystack)
+    return FIXED
 
 
 def evaluate_grid(
@@ -99,8 +129,37 @@ def evaluate_grid(
         log.info("%s %d tokens: %.3f", spec.task, length, sum(scores) / len(scores))
     return GridResult(
         spec.task, target, spec.yarn_factor, list(spec.lengths), list(spec.depths), accuracy,
-        spec.trials, errors,
+        spec.trials, errors, spec.templates,
     )  # fmt: skip
+
+
+def perplexity(
+    model_dir: Path, text_jsonl: Path, seq_len: int = 1024, max_records: int = 256
+) -> dict[str, float]:
+    """Next-token perplexity of a model directory on `{"text": …}` records (corpus.py's
+    heldout.jsonl): each record's first seq_len + 1 tokens, every token counted once."""
+    import torch
+
+    from infinitecontext.model import hf
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = hf.load(model_dir, device=device, dtype=torch.float32).eval()
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    bos = model.config.bos_token_id
+    total, tokens = 0.0, 0
+    with text_jsonl.open() as f:
+        records = [json.loads(line)["text"] for line, _ in zip(f, range(max_records), strict=False)]
+    for text in records:
+        ids = [bos, *tokenizer.encode(text).ids][: seq_len + 1]
+        if len(ids) < 2:
+            continue
+        row = torch.tensor([ids], device=device)
+        with torch.no_grad():
+            loss, _ = model(row[:, :-1], row[:, 1:])
+        total += float(loss) * (len(ids) - 1)
+        tokens += len(ids) - 1
+    mean = total / max(1, tokens)
+    return {"perplexity": math.exp(mean), "nll": mean, "tokens": float(tokens)}
 
 
 def model_dir_generator(model_dir: Path, yarn_factor: float, device: str | None = None) -> Generate:
@@ -257,6 +316,8 @@ def run_eval(
         generate = recording(generate, answers)
     result = evaluate_grid(spec, tokenizer, generate, target)
     stem = f"{spec.task}_yarn{spec.yarn_factor:g}"
+    if spec.templates != "fixed":
+        stem = f"{spec.task}_{spec.templates}_yarn{spec.yarn_factor:g}"
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")

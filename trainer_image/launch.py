@@ -67,6 +67,9 @@ def eval_spec(
     trials: int | None,
     task: str | None,
     yarn_factor: float | None,
+    templates: str | None = None,
+    haystack: str | None = None,
+    seed: int | None = None,
 ) -> EvalSpec:
     """An EvalSpec from a YAML file (or defaults), with command-line overrides."""
     spec = load(config, EvalSpec) if config else EvalSpec()
@@ -83,6 +86,12 @@ def eval_spec(
         changes["task"] = task
     if yarn_factor is not None:
         changes["yarn_factor"] = float(yarn_factor)
+    if templates is not None:
+        changes["templates"] = templates
+    if haystack is not None:
+        changes["haystack"] = haystack
+    if seed is not None:
+        changes["seed"] = seed
     return from_dict(EvalSpec, dataclasses.asdict(spec) | changes)
 
 

@@ -19,8 +19,9 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
-TaskName = Literal["passkey", "multikey", "multivalue"]
-TASKS: tuple[TaskName, ...] = ("passkey", "multikey", "multivalue")
+TaskName = Literal["passkey", "multikey", "multivalue", "multiquery"]
+TASKS: tuple[TaskName, ...] = ("passkey", "multikey", "multivalue", "multiquery")
+Templates = Literal["fixed", "varied", "heldout"]
 
 
 class RecipeError(ValueError):
@@ -59,6 +60,12 @@ class DataSpec:
     lm_loss_weight: float = 0.1
     """Weight of the next-token loss on the haystack, relative to the answer's."""
     tokenizer_sentences: int = 30_000
+    templates: Literal["fixed", "varied"] = "fixed"
+    """fixed: one wording per task (data.py); varied: needles, questions, keys and
+    haystacks drawn from a large generated family (phrasing.py)."""
+    haystack: str | None = None
+    """A natural-text JSONL (corpus.py) that joins varied templates' haystacks and the
+    tokenizer's training text."""
     uri: str | None = None
     """Train on a JSONL dataset instead of the synthetic tasks: one record a line,
     `{"text": …}` or `{"prompt": …, "completion": …}`, at a local path, a `file://`
@@ -177,6 +184,12 @@ class EvalSpec:
     """The evaluation stream; keep it apart from the training seed."""
     digits: int = 5
     num_needles: int = 4
+    templates: Templates = "fixed"
+    """fixed: the one wording per task; varied: the training family (phrasing.py);
+    heldout: phrasings, key words and haystacks training never sees (heldout.py)."""
+    haystack: str | None = None
+    """A natural-text JSONL (corpus.py's heldout.jsonl) for the haystacks of varied or
+    held-out templates; default: the family's generated haystacks."""
     yarn_factor: float = 1.0
     """Applied to a model directory at load time (1: as trained)."""
     batch_tokens: int = 32_768

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,15 @@ def prepare_tokenizer(recipe: SFTRecipe, out: Path, is_main: bool) -> Path:
 
             tokenizer = Tokenizer.from_file(str(tokenizer_json))
         else:
+            data = recipe.data
+            extra: Iterable[str] = ()
+            if data.templates == "varied" or data.haystack:
+                from infinitecontext.trainer.phrasing import tokenizer_text
+
+                haystack = Path(data.haystack) if data.haystack else None
+                extra = tokenizer_text(haystack, data.seed, data.tokenizer_sentences // 4)
             vocab = model_config(recipe).vocab_size
-            tokenizer = train_tokenizer(vocab, recipe.data.seed, recipe.data.tokenizer_sentences)
+            tokenizer = train_tokenizer(vocab, data.seed, data.tokenizer_sentences, extra)
         save_tokenizer(tokenizer, directory, model_config(recipe).max_position_embeddings)
     parallel.barrier()
     return directory
