@@ -33,13 +33,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, Literal
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.compiler import CompiledKernel
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from infinitecontext.kernels import runtime
@@ -512,18 +515,42 @@ def hopper_kernel_supports(
     return module is not None and bool(module.supports(q_lat, cache, block_table, cache_scale))
 
 
+def default_split_kernel(
+    arch_major: int, heads: int, batch: int, dtype: torch.dtype, paged: bool, fp8: bool
+) -> Literal["hopper", "triton"]:
+    """The split kernel an `auto` call runs, by what the H100 measured (BENCHMARKS.md,
+    session 7): the Hopper kernel on sm_90 for at most HOPPER_MAX_BATCH sequences of at most
+    16 heads over a dense bf16 cache (1-3% faster from 32k on, twice as fast at B = 1, 4k),
+    the Triton kernel everywhere else (from B = 8 it streams 1-3% faster; the Hopper kernel
+    has no paged, fp8 or many-head form)."""
+    takes_hopper = (
+        arch_major == 9
+        and heads <= MEMORY_BOUND_BLOCK_H
+        and batch <= HOPPER_MAX_BATCH
+        and dtype == torch.bfloat16
+        and not paged
+        and not fp8
+    )
+    return "hopper" if takes_hopper else "triton"
+
+
 def hopper_kernel_takes(
     q_lat: Tensor,
     cache: Tensor,
     block_table: Tensor | None = None,
     cache_scale: Tensor | None = None,
 ) -> bool:
-    """Whether an `auto` call runs its split step on the Hopper kernel: where it is faster
-    (at most HOPPER_MAX_BATCH sequences), `hopper_kernel_supports` the call, and
-    ICX_MLA_HOPPER is not 0."""
-    if os.environ.get(HOPPER_ENV_VAR, "1") == "0" or q_lat.shape[0] > HOPPER_MAX_BATCH:
+    """Whether an `auto` call runs its split step on the Hopper kernel: where
+    `default_split_kernel` picks it, `hopper_kernel_supports` the call, and ICX_MLA_HOPPER
+    is not 0."""
+    if os.environ.get(HOPPER_ENV_VAR, "1") == "0":
         return False
-    return hopper_kernel_supports(q_lat, cache, block_table, cache_scale)
+    if not hopper_kernel_supports(q_lat, cache, block_table, cache_scale):
+        return False
+    batch, heads, _ = q_lat.shape
+    arch_major = torch.cuda.get_device_capability(q_lat.device)[0]
+    paged, fp8 = block_table is not None, cache_scale is not None
+    return default_split_kernel(arch_major, heads, batch, q_lat.dtype, paged, fp8) == "hopper"
 
 
 def _check_inputs(
@@ -555,28 +582,290 @@ def _check_inputs(
     check_last_dim_contiguous("q_pe", q_pe)
 
 
-def _launch_hopper_split(
+class KernelLaunch:
+    """One kernel of a plan, its grid and compile options fixed.
+
+    The first launch goes through Triton's JIT, which compiles the kernel (or finds it in its
+    cache). Later launches call the compiled kernel directly: the JIT's per-call argument
+    binding, specialisation and cache look-up cost more than the launch itself, and the
+    plan's key (`plan_key`) already fixes everything they would find. In Triton's interpreter
+    every launch goes through the JIT.
+    """
+
+    def __init__(self, kernel: Any, grid: tuple[int, int, int], options: dict[str, Any]) -> None:
+        self.kernel = kernel
+        self.grid = grid
+        self.options = options
+        self.compiled: Callable[..., None] | None = None
+
+    def __call__(self, stream: int, args: tuple[Any, ...]) -> None:
+        if self.compiled is not None:
+            self.compiled(*args, stream=stream)
+            return
+        compiled = self.kernel[self.grid](*args, **self.options)
+        # Triton 3.x's compiled kernel takes every parameter, constexprs included, in the
+        # kernel's order; where this Triton's counts them otherwise, keep to the JIT.
+        signature = getattr(getattr(compiled, "src", None), "signature", None)
+        if isinstance(compiled, CompiledKernel) and len(signature or ()) == len(args):
+            self.compiled = compiled[self.grid]
+
+
+def current_stream(device_index: int) -> int:
+    """The raw handle of the device's current CUDA stream (0 off the GPU): the one Triton's
+    launcher reads, without building a `torch.cuda.Stream`."""
+    return torch._C._cuda_getCurrentRawStream(device_index) if device_index >= 0 else 0
+
+
+def plan_key(
     q_lat: Tensor,
     q_pe: Tensor,
     cache: Tensor,
     lengths: Tensor,
-    softmax_scale: float,
-    num_splits: int,
-    part_out: Tensor,
-    part_lse: Tensor,
-    launch_early: bool,
-) -> tuple[Tensor, int]:
-    """The split step on `mla_decode_hopper` (the caller checked `hopper_kernel_supports`);
-    returns the claim counters the combine resets and the heads each counter covers."""
-    module = _hopper_module()
-    assert module is not None
-    batch, heads, _ = q_lat.shape
-    counters: Tensor = module.claim_counters(q_lat.device, batch, heads)
-    module.launch_split(
-        q_lat, q_pe, cache, lengths, softmax_scale * LOG2E, num_splits,
-        part_out, part_lse, counters, launch_early,
-    )  # fmt: skip
-    return counters, int(module.BLOCK_H.value)
+    block_table: Tensor | None,
+    cache_scale: Tensor | None,
+    num_splits: int | None,
+    config: DecodeConfig | None,
+    hopper: bool | None,
+) -> tuple[Any, ...]:
+    """What a call's plan depends on: the device; each tensor's shape, strides, dtype and
+    16-byte alignment (Triton specialises its kernels on alignment and on the integers); the
+    overrides; and the switches ICX_MLA_HOPPER, ICX_PDL and TRITON_INTERPRET."""
+    layouts = tuple(
+        None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0)
+        for t in (q_lat, q_pe, cache, lengths, block_table, cache_scale)
+    )
+    switches = (
+        os.environ.get(HOPPER_ENV_VAR),
+        os.environ.get(runtime.PDL_ENV_VAR),
+        os.environ.get(runtime.INTERPRET_ENV_VAR),
+    )
+    return q_lat.get_device(), layouts, num_splits, config, hopper, switches
+
+
+class DecodePlan:
+    """Everything about an `mla_decode_triton` call that its `plan_key` decides, worked out
+    once: the input checks, the split kernel, the tiles and split count (device capability
+    and SM count looked up here only), the grids and fixed kernel arguments, the compiled
+    kernels, and the fp32 partials and claim counters kept per CUDA stream. A call then
+    allocates its outputs and launches.
+
+    Partials are reused by the next call of the same plan on the same stream: stream order
+    (or, with programmatic dependent launch, `griddepcontrol.wait`, which waits for the
+    previous kernel to complete) keeps that call's split kernel from writing them before
+    this call's combine has read them. A call captured in a CUDA graph gets partials of its
+    own, as every call did before plans, so graphs never share them with eager calls.
+    """
+
+    def __init__(
+        self,
+        q_lat: Tensor,
+        q_pe: Tensor,
+        cache: Tensor,
+        lengths: Tensor,
+        block_table: Tensor | None,
+        cache_scale: Tensor | None,
+        num_splits: int | None,
+        config: DecodeConfig | None,
+        hopper: bool | None,
+    ) -> None:
+        _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
+        batch, heads, _ = q_lat.shape
+        if hopper is None:
+            hopper = config is None and hopper_kernel_takes(q_lat, cache, block_table, cache_scale)
+        elif hopper and not hopper_kernel_supports(q_lat, cache, block_table, cache_scale):
+            raise ValueError(
+                "the Hopper split kernel needs Triton's Gluon, an sm_90 GPU, ≤ 16 heads and a "
+                "dense contiguous bf16 cache"
+            )
+        config = config or default_config(heads, q_lat.element_size())
+        paged = block_table is not None
+        if paged and cache.shape[1] % config.block_n:
+            raise ValueError(f"page size {cache.shape[1]} must be a multiple of {config.block_n}")
+        if num_splits is None:
+            # The cache's capacity bounds every length without a device→host sync.
+            capacity = cache.shape[1] * (block_table.shape[1] if block_table is not None else 1)
+            sm_count = device_sm_count(q_lat.device)
+            num_splits = (
+                hopper_num_splits(batch, capacity, sm_count)
+                if hopper
+                else default_num_splits(batch, heads, capacity, sm_count, config)
+            )
+        self.device_index = q_lat.get_device()
+        self.out_shape = (batch, heads, KV_LORA_RANK)
+        self.lse_shape = (batch, heads)
+        self.single = num_splits == 1
+        self.hopper = hopper and not self.single  # one chunk a sequence: nothing to balance
+        # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
+        # (bf16 outputs, half the bytes, measured up to 21% slower on the H100: BENCHMARKS.md.)
+        self.part_shapes = ((batch, heads, num_splits, KV_LORA_RANK), (batch, heads, num_splits))
+        self.partials: dict[int, tuple[Tensor, Tensor]] = {}
+        self.counters: dict[int, Tensor] = {}
+        pdl = supports_pdl(q_lat.device)
+        use_pdl = not self.single and pdl
+        claim_block_h = 1
+        if self.hopper:
+            module = _hopper_module()
+            assert module is not None
+            self.hopper_module: Any = module
+            claim_block_h = int(module.BLOCK_H.value)
+            self.counter_count = batch * triton.cdiv(heads, claim_block_h)
+            kernel, grid, options, self.split_tail = module.split_launch(
+                q_lat, q_pe, cache, num_splits, pdl
+            )
+            self.split = KernelLaunch(kernel, grid, options)
+        else:
+            self.split = self._triton_split(
+                q_lat, q_pe, cache, block_table, cache_scale, num_splits, config, pdl, use_pdl
+            )
+        self.combine: KernelLaunch | None = None
+        if not self.single:
+            block_d = combine_block_d(num_splits)
+            self.combine = KernelLaunch(
+                _combine_kernel,
+                (batch * heads, KV_LORA_RANK // block_d, 1),
+                {"num_warps": 4, **({"launch_pdl": True} if use_pdl else {})},
+            )
+            out_strides = (heads * KV_LORA_RANK, KV_LORA_RANK)  # fresh contiguous outputs
+            block_s = triton.next_power_of_2(num_splits)
+            self.combine_head: tuple[Any, ...] = (heads, num_splits, *out_strides)
+            self.combine_head += (KV_LORA_RANK, block_d, block_s, use_pdl)
+            self.combine_tail = (self.hopper, claim_block_h)
+
+    def _triton_split(
+        self,
+        q_lat: Tensor,
+        q_pe: Tensor,
+        cache: Tensor,
+        block_table: Tensor | None,
+        cache_scale: Tensor | None,
+        num_splits: int,
+        config: DecodeConfig,
+        pdl: bool,
+        use_pdl: bool,
+    ) -> KernelLaunch:
+        """`_split_kernel`'s launch; sets `split_tail`, its arguments after the tensors and
+        the scale."""
+        batch, heads, _ = q_lat.shape
+        paged = block_table is not None
+        launch_early = config.launch_early and pdl
+        self.split_tail = (
+            heads,
+            num_splits,
+            q_lat.stride(0),
+            q_lat.stride(1),
+            q_pe.stride(0),
+            q_pe.stride(1),
+            cache.stride(0),
+            cache.stride(1),
+            cache_scale.stride(0) if cache_scale is not None else 0,
+            cache_scale.stride(1) if cache_scale is not None else 0,
+            block_table.stride(0) if block_table is not None else 0,
+            heads * KV_LORA_RANK,  # the fresh contiguous output's strides
+            KV_LORA_RANK,
+            KV_LORA_RANK,  # D_LAT
+            ROPE_DIM,  # D_PE
+            config.block_h,
+            config.block_n,
+            cache.shape[1] if paged else 1,  # PAGE_SIZE
+            paged,
+            cache_scale is not None,  # FP8
+            self.single,
+            triton_interpreting(),  # DOT_FP32
+            q_lat.dtype == torch.float32 and not triton_interpreting(),  # IEEE_FP32
+            config.interleave,
+            config.mask_only_last_tile,
+            launch_early,  # WAIT_FOR_PREVIOUS
+            use_pdl,
+        )
+        options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+        if launch_early:
+            options["launch_pdl"] = True
+        return KernelLaunch(
+            _split_kernel, (triton.cdiv(heads, config.block_h), num_splits, batch), options
+        )
+
+    def __call__(
+        self,
+        q_lat: Tensor,
+        q_pe: Tensor,
+        cache: Tensor,
+        lengths: Tensor,
+        softmax_scale: float,
+        block_table: Tensor | None,
+        cache_scale: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        stream = current_stream(self.device_index)
+        out = runtime.empty(self.out_shape, q_lat)
+        lse = runtime.empty(self.lse_shape, q_lat, torch.float32)
+        part_out, part_lse = (out, lse) if self.single else self._partials(q_lat, stream)
+        sm_scale_log2 = softmax_scale * LOG2E
+        counters = None
+        if self.hopper:
+            counters = self._counters(q_lat, stream)
+            desc = self.hopper_module.descriptor(cache)
+            first = (q_lat, q_pe, desc, lengths, part_out, part_lse, counters, sm_scale_log2)
+            self.split(stream, (*first, *self.split_tail))
+        else:
+            scale = cache_scale if cache_scale is not None else lengths  # placeholder, unread
+            table = block_table if block_table is not None else lengths
+            tensors = (q_lat, q_pe, cache, scale, table, lengths, part_out, part_lse, out, lse)
+            self.split(stream, (*tensors, sm_scale_log2, *self.split_tail))
+        if self.combine is not None:
+            buffers = (part_out, part_lse, out, lse)
+            self.combine(stream, (*buffers, *self.combine_head, counters, *self.combine_tail))
+        return out, lse
+
+    def _partials(self, like: Tensor, stream: int) -> tuple[Tensor, Tensor]:
+        if self.device_index >= 0 and torch.cuda.is_current_stream_capturing():
+            return self._new_partials(like)
+        partials = self.partials.get(stream)
+        if partials is None:
+            partials = self.partials[stream] = self._new_partials(like)
+        return partials
+
+    def _new_partials(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        out_shape, lse_shape = self.part_shapes
+        return (
+            runtime.empty(out_shape, like, torch.float32),
+            runtime.empty(lse_shape, like, torch.float32),
+        )
+
+    def _counters(self, like: Tensor, stream: int) -> Tensor:
+        """The Hopper kernel's tile claims, one per (sequence, head group), zero at the start
+        of every call: the combine resets the ones a call used once its split programs are
+        done (`_combine_kernel`, RESET_COUNTERS), so they need no memset per call."""
+        counters = self.counters.get(stream)
+        if counters is None:
+            counters = torch.zeros(self.counter_count, dtype=torch.int32, device=like.device)
+            self.counters[stream] = counters
+        return counters
+
+
+class PlanCache:
+    """Plans by `plan_key`, the oldest dropped beyond `capacity` (a model has a handful of
+    call shapes; a sweep over many should not keep every one's partials)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self.plans: dict[tuple[Any, ...], DecodePlan] = {}
+
+    def get(self, key: tuple[Any, ...]) -> DecodePlan | None:
+        return self.plans.get(key)
+
+    def add(self, key: tuple[Any, ...], plan: DecodePlan) -> DecodePlan:
+        if len(self.plans) >= self.capacity:
+            del self.plans[next(iter(self.plans))]
+        self.plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        self.plans.clear()
+
+
+@functools.cache
+def plan_cache() -> PlanCache:
+    """The process's plans (`mla_decode_triton`); tests clear it to start from fresh buffers."""
+    return PlanCache()
 
 
 def mla_decode_triton(
@@ -596,115 +885,19 @@ def mla_decode_triton(
     `num_splits` and `config` override the heuristics (the benchmark sweeps them); a
     `config` also keeps the call on the Triton split kernel. `hopper`: run the split step
     in `mla_decode_hopper` (None: wherever `hopper_kernel_takes` the call).
+
+    The first call of each shape builds its `DecodePlan` (checks, kernel choice, split
+    count, compiled kernels, partial buffers); later calls of that shape look it up by
+    `plan_key` and only allocate the outputs and launch.
     """
-    _check_inputs(q_lat, q_pe, cache, lengths, block_table, cache_scale)
-    batch, heads, _ = q_lat.shape
-    if hopper is None:
-        hopper = config is None and hopper_kernel_takes(q_lat, cache, block_table, cache_scale)
-    elif hopper and not hopper_kernel_supports(q_lat, cache, block_table, cache_scale):
-        raise ValueError(
-            "the Hopper split kernel needs Triton's Gluon, an sm_90 GPU, ≤ 16 heads and a "
-            "dense contiguous bf16 cache"
-        )
-    config = config or default_config(heads, q_lat.element_size())
-    head_groups = triton.cdiv(heads, config.block_h)
-    if num_splits is None:
-        # The cache's capacity bounds every length without a device→host sync.
-        capacity = cache.shape[1] if block_table is None else block_table.shape[1] * cache.shape[1]
-        sm_count = device_sm_count(q_lat.device)
-        num_splits = (
-            hopper_num_splits(batch, capacity, sm_count)
-            if hopper
-            else default_num_splits(batch, heads, capacity, sm_count, config)
-        )
-    out = runtime.empty(q_lat.shape, q_lat)
-    lse = runtime.empty((batch, heads), q_lat, torch.float32)
-    single = num_splits == 1
-    hopper = hopper and not single  # one chunk a sequence: nothing to balance
-    # fp32 partials: (B, H, splits, 512) outputs and (B, H, splits) base-2 log-sum-exps.
-    # (bf16 outputs, half the bytes, measured up to 21% slower on the H100: BENCHMARKS.md.)
-    part_out = (
-        out
-        if single
-        else runtime.empty((batch, heads, num_splits, KV_LORA_RANK), q_lat, torch.float32)
+    key = plan_key(
+        q_lat, q_pe, cache, lengths, block_table, cache_scale, num_splits, config, hopper
     )
-    part_lse = lse if single else runtime.empty((batch, heads, num_splits), q_lat, torch.float32)
-    paged = block_table is not None
-    if paged and cache.shape[1] % config.block_n:
-        raise ValueError(f"page size {cache.shape[1]} must be a multiple of {config.block_n}")
-    scale = cache_scale if cache_scale is not None else lengths  # placeholder, never read
-    pdl = supports_pdl(q_lat.device)
-    use_pdl = not single and pdl
-    launch_early = config.launch_early and pdl
-    counters, claim_block_h = None, 1
-    if hopper:
-        counters, claim_block_h = _launch_hopper_split(
-            q_lat, q_pe, cache, lengths, softmax_scale, num_splits, part_out, part_lse, pdl
+    cached = plan_cache()
+    plan = cached.get(key)
+    if plan is None:
+        plan = DecodePlan(
+            q_lat, q_pe, cache, lengths, block_table, cache_scale, num_splits, config, hopper
         )
-    else:
-        _split_kernel[(head_groups, num_splits, batch)](
-            q_lat,
-            q_pe,
-            cache,
-            scale,
-            block_table if paged else lengths,
-            lengths,
-            part_out,
-            part_lse,
-            out,
-            lse,
-            softmax_scale * LOG2E,
-            heads,
-            num_splits,
-            q_lat.stride(0),
-            q_lat.stride(1),
-            q_pe.stride(0),
-            q_pe.stride(1),
-            cache.stride(0),
-            cache.stride(1),
-            scale.stride(0) if cache_scale is not None else 0,
-            scale.stride(1) if cache_scale is not None else 0,
-            block_table.stride(0) if block_table is not None else 0,
-            out.stride(0),
-            out.stride(1),
-            D_LAT=KV_LORA_RANK,
-            D_PE=ROPE_DIM,
-            BLOCK_H=config.block_h,
-            BLOCK_N=config.block_n,
-            PAGE_SIZE=cache.shape[1] if paged else 1,
-            PAGED=paged,
-            FP8=cache_scale is not None,
-            SINGLE_SPLIT=single,
-            DOT_FP32=triton_interpreting(),
-            IEEE_FP32=q_lat.dtype == torch.float32 and not triton_interpreting(),
-            INTERLEAVE=config.interleave,
-            MASK_ONLY_LAST_TILE=config.mask_only_last_tile,
-            WAIT_FOR_PREVIOUS=launch_early,
-            USE_PDL=use_pdl,
-            num_warps=config.num_warps,
-            num_stages=config.num_stages,
-            **({"launch_pdl": True} if launch_early else {}),
-        )
-    if not single:
-        block_s = triton.next_power_of_2(num_splits)
-        block_d = combine_block_d(num_splits)
-        _combine_kernel[(batch * heads, KV_LORA_RANK // block_d)](
-            part_out,
-            part_lse,
-            out,
-            lse,
-            heads,
-            num_splits,
-            out.stride(0),
-            out.stride(1),
-            D_LAT=KV_LORA_RANK,
-            BLOCK_D=block_d,
-            BLOCK_S=block_s,
-            USE_PDL=use_pdl,
-            counter_ptr=counters,
-            RESET_COUNTERS=counters is not None,
-            CLAIM_BLOCK_H=claim_block_h,
-            num_warps=4,
-            **({"launch_pdl": True} if use_pdl else {}),
-        )
-    return out, lse
+        cached.add(key, plan)
+    return plan(q_lat, q_pe, cache, lengths, softmax_scale, block_table, cache_scale)

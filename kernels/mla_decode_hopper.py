@@ -394,53 +394,30 @@ def _box_layout() -> Any:
     return gl.NVMMASharedLayout.get_default_for([BLOCK_N.value, 64], gl.bfloat16)
 
 
-_counters: dict[tuple[int, int], Tensor] = {}
+def descriptor(cache: Tensor) -> TensorDescriptor:
+    """TMA over the cache as (B · S_max, 576) rows, in 32 × 64 boxes."""
+    return TensorDescriptor.from_tensor(
+        cache.view(-1, LATENT_DIM), [BLOCK_N.value, 64], _box_layout()
+    )
 
 
-def claim_counters(device: torch.device, batch: int, heads: int) -> Tensor:
-    """Zeroed int32 claim counters, one per (sequence, head group of BLOCK_H), kept per
-    device and stream.
+def split_launch(
+    q_lat: Tensor, q_pe: Tensor, cache: Tensor, num_splits: int, launch_early: bool
+) -> tuple[Any, tuple[int, int, int], dict[str, Any], tuple[Any, ...]]:
+    """`_ws_split_kernel`'s launch for calls shaped like these: the kernel, its grid, its
+    compile options and its arguments after the first eight (q_lat, q_pe, the cache's
+    `descriptor`, lengths, partial outputs, partial log-sum-exps, claim counters, the
+    base-2 softmax scale), which the caller passes per call.
 
-    The combine kernel zeroes the ones a call used once every split program is done
-    (`mla_decode._combine_kernel`, RESET_COUNTERS with CLAIM_BLOCK_H = BLOCK_H), so they
-    are ready for the next call on the same stream without a memset. Calls that run at the
-    same time on different streams get different buffers.
+    The split step fills the partials for every (sequence, chunk); the combine must follow
+    (it resets the claim counters it was given).
     """
-    needed = batch * triton.cdiv(heads, BLOCK_H.value)
-    key = (device.index or 0, torch.cuda.current_stream(device).cuda_stream)
-    counters = _counters.get(key)
-    if counters is None or counters.numel() < needed:
-        counters = torch.zeros(max(needed, 1024), dtype=torch.int32, device=device)
-        _counters[key] = counters
-    return counters
-
-
-def launch_split(
-    q_lat: Tensor,
-    q_pe: Tensor,
-    cache: Tensor,
-    lengths: Tensor,
-    sm_scale_log2: float,
-    num_splits: int,
-    part_out: Tensor,
-    part_lse: Tensor,
-    counters: Tensor,
-    launch_early: bool,
-) -> None:
-    """Fill `part_out`/`part_lse` for every (sequence, chunk); the combine must follow (it
-    resets `counters`)."""
     batch, heads, _ = q_lat.shape
-    rows = cache.view(-1, LATENT_DIM)
-    desc = TensorDescriptor.from_tensor(rows, [BLOCK_N.value, 64], _box_layout())
-    _ws_split_kernel[(triton.cdiv(heads, BLOCK_H.value), num_splits, batch)](
-        q_lat,
-        q_pe,
-        desc,
-        lengths,
-        part_out,
-        part_lse,
-        counters,
-        sm_scale_log2,
+    grid = (triton.cdiv(heads, BLOCK_H.value), num_splits, batch)
+    options: dict[str, Any] = {"num_warps": 4, "maxnreg": MAX_REGISTERS}
+    if launch_early:
+        options["launch_pdl"] = True
+    tail = (
         heads,
         num_splits,
         cache.shape[1],
@@ -448,10 +425,8 @@ def launch_split(
         q_lat.stride(1),
         q_pe.stride(0),
         q_pe.stride(1),
-        NUM_STAGES=NUM_STAGES,
-        DYNAMIC_TILES=DYNAMIC_TILES,
-        WAIT_FOR_PREVIOUS=launch_early,
-        num_warps=4,
-        maxnreg=MAX_REGISTERS,
-        **({"launch_pdl": True} if launch_early else {}),
+        NUM_STAGES,
+        DYNAMIC_TILES,
+        launch_early,
     )
+    return _ws_split_kernel, grid, options, tail

@@ -8,10 +8,13 @@ from collections.abc import Sequence
 
 import torch
 
+INTERPRET_ENV_VAR = "TRITON_INTERPRET"
+PDL_ENV_VAR = "ICX_PDL"
+
 
 def triton_interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return os.environ.get(INTERPRET_ENV_VAR, "0") not in ("", "0")
 
 
 @functools.cache
@@ -28,7 +31,7 @@ def device_sm_count(device: torch.device) -> int:
 
 def supports_pdl(device: torch.device) -> bool:
     """Programmatic dependent launch (Hopper and later; `ICX_PDL=0` turns it off)."""
-    if device.type != "cuda" or triton_interpreting() or os.environ.get("ICX_PDL") == "0":
+    if device.type != "cuda" or triton_interpreting() or os.environ.get(PDL_ENV_VAR) == "0":
         return False
     return torch.cuda.get_device_capability(device)[0] >= 9
 

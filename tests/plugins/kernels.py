@@ -25,8 +25,14 @@ def kernel_device() -> torch.device:
 
 @pytest.fixture
 def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every buffer a launcher allocates starts as NaN, so an unwritten element fails the test."""
+    """Every buffer a launcher allocates starts as NaN, so an unwritten element fails the test.
+
+    The MLA decode plans are dropped first: their partials, kept from earlier calls, would
+    otherwise skip the poisoned allocation."""
     from infinitecontext.kernels import runtime
+    from infinitecontext.kernels.mla_decode import plan_cache
+
+    plan_cache().clear()
 
     def nan_empty(
         shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None
