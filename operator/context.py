@@ -40,8 +40,6 @@ class OperatorContext:
     """uid -> the lock that serialises the object's passes."""
     written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """uid -> (resourceVersion of our last status write, the status it wrote)."""
-    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    """uid -> consecutive passes that found SLURM or MLflow unreachable."""
     _slurm: SlurmClient | None = field(default=None, repr=False)
 
     def slurm(self) -> SlurmClient:
@@ -62,7 +60,6 @@ class OperatorContext:
     def forget(self, uid: str) -> None:
         """Drop what was kept about a deleted object."""
         self.written.pop(uid, None)
-        self.failures.pop(uid, None)
 
 
 def current_user() -> str:

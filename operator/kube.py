@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 from infinitecontext.crds.models import GROUP, VERSION, Kind
@@ -71,10 +72,20 @@ class DynamicKube:
     """The dynamic client (its API discovery is cached, so one per operator)."""
 
     def __init__(self, api_client: Any) -> None:
-        from kubernetes.dynamic import DynamicClient
-
-        self.dynamic = DynamicClient(api_client)
+        self.api_client = api_client
+        self._client: Any = None
+        self._lock = threading.Lock()
         self._forbidden_crds: set[str] = set()  # warned about once
+
+    @property
+    def dynamic(self) -> Any:
+        """Made on first use: making it reads the API server's discovery."""
+        with self._lock:
+            if self._client is None:
+                from kubernetes.dynamic import DynamicClient
+
+                self._client = DynamicClient(self.api_client)
+            return self._client
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infinitecontext.crds.models import InferenceServiceSpec
-from infinitecontext.operator.inference.children import Service
 from infinitecontext.operator.inference.slurm import (
     Replica,
     SlurmObserved,
@@ -17,6 +16,7 @@ from infinitecontext.operator.inference.slurm import (
     replica_key,
     replicas_of,
 )
+from infinitecontext.operator.resource import Resource
 from infinitecontext.slurm_bridge.models import JobStatus
 from infinitecontext.slurm_bridge.states import Phase as JobPhase
 
@@ -35,7 +35,7 @@ def spec(version: str = "1", replicas: int = 2, deadline: int = 600) -> dict[str
     }
 
 
-def plan(svc: Service, observed: SlurmObserved, now: datetime = T0) -> tuple[Service, SlurmPlan]:
+def plan(svc: Resource, observed: SlurmObserved, now: datetime = T0) -> tuple[Resource, SlurmPlan]:
     parsed = InferenceServiceSpec.model_validate(svc.spec)
     result = plan_slurm_service(svc, parsed, observed, now)
     return replace(svc, status=result.plan.status), result
@@ -54,8 +54,8 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def serving_v1(replicas: int = 2) -> tuple[Service, list[Replica]]:
-    svc = Service("svc", "ns", UID, 1, spec(replicas=replicas), {})
+def serving_v1(replicas: int = 2) -> tuple[Resource, list[Replica]]:
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, spec(replicas=replicas), {})
     svc, _ = plan(svc, SlurmObserved("models:/tiny/1"))
     live = [running(1, slot) for slot in range(replicas)]
     svc, _ = plan(svc, SlurmObserved("models:/tiny/1", replicas=live))
@@ -63,12 +63,12 @@ def serving_v1(replicas: int = 2) -> tuple[Service, list[Replica]]:
 
 
 def test_create_submits_one_serving_job_per_replica() -> None:
-    svc = Service("svc", "ns", UID, 1, spec(), {})
-    svc, result = plan(svc, SlurmObserved("models:/tiny/1", server_command=["/venv/bin/icx"]))
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, spec(), {})
+    svc, result = plan(svc, SlurmObserved("models:/tiny/1"))
     assert [r.key for r in result.submit] == [replica_key(UID, 1, 0, 0), replica_key(UID, 1, 1, 0)]
     first = result.submit[0]
     argv = list(first.command)
-    assert argv[:3] == ["/venv/bin/icx", "serve", "models:/tiny/1"]
+    assert argv[:3] == ["icx", "serve", "models:/tiny/1"]
     assert argv[argv.index("--port") + 1] == "8000"
     assert list(result.submit[1].command)[argv.index("--port") + 1] == "8001"
     assert first.cpus_per_node == 2 and first.memory_mb == 4096

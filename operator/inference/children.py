@@ -43,7 +43,7 @@ def selector(name: str) -> str:
 
 
 def service_url(name: str, namespace: str, port: int) -> str:
-    return f"http://{name}.{namespace}.isvc.cluster.local:{port}"
+    return f"http://{name}.{namespace}.svc.cluster.local:{port}"
 
 
 def quantity(value: float) -> str:

@@ -58,7 +58,6 @@ from infinitecontext.operator.inference.children import (
 from infinitecontext.operator.resource import Event, Resource
 
 HISTORY_LIMIT = 10
-DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.isvc:9090"
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"

@@ -54,10 +54,9 @@ def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidS
     plan = reconcile(resource, spec, observed, now)
     try:
         status = execute(ctx, plan, tracking_uri(ctx, spec))
-        ctx.failures.pop(resource.uid, None)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
-        ctx.failures[resource.uid] += 1
-        down = replace(observed, unavailable=str(error), failures=ctx.failures[resource.uid])
+        # Said in status (Ready=Unknown); the timer's next pass tries again.
+        down = replace(observed, unavailable=str(error))
         plan = reconcile(resource, spec, down, now)
         status = plan.status
     current.advance(status, plan.events)

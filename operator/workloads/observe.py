@@ -54,7 +54,7 @@ def observe(ctx: OperatorContext, resource: Resource, spec: WorkloadSpec | Inval
         job = _job(ctx, resource)
         run, registered = _run(resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
-        return replace(base, unavailable=str(error), failures=ctx.failures[resource.uid])
+        return replace(base, unavailable=str(error))
     return replace(base, job=job, run=run, registered=registered, input=input_model, judge=judge)
 
 

@@ -60,9 +60,6 @@ from infinitecontext.operator.workloads.recipe import (
 from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
 
-POLL_SECONDS = 10.0
-WAIT_FOR_INPUT_SECONDS = 15.0
-MAX_BACKOFF_SECONDS = 300.0
 TAG_PREFIX = "infinitecontext."
 FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
 
@@ -112,8 +109,6 @@ class Observed:
     """The judge InferenceService of an Evaluation (`spec.judge.inferenceService`)."""
     unavailable: str | None = None
     """SLURM or MLflow could not be reached: why."""
-    failures: int = 0
-    """Consecutive unreachable passes (for the backoff)."""
     tracking_uri: str = ""
     slurm_job_path: str = ""
     """PATH of jobs on SLURM nodes (where `icx` is installed there); operator setting."""
@@ -161,7 +156,6 @@ class Plan:
     status: dict[str, Any]
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
 
     @property
     def needs_another_pass(self) -> bool:
@@ -196,14 +190,14 @@ class _Builder:
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
-    def plan(self, requeue_after: float | None = None) -> Plan:
+    def plan(self) -> Plan:
         if self.status.phase != self.previous_phase:
             ready = cond.find(self.status.conditions, cond.READY)
             message = ready.message if ready and ready.message else str(self.status.phase)
             warning = self.status.phase in (Phase.FAILED, Phase.INVALID)
             self.event(str(self.status.phase), message, warning)
         status = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return Plan(status, self.actions, self.events, requeue_after)
+        return Plan(status, self.actions, self.events)
 
 
 @dataclass(frozen=True)
@@ -299,8 +293,7 @@ def check_semantics(spec: WorkloadSpec) -> None:
 
 def _unavailable(builder: _Builder, observed: Observed) -> Plan:
     builder.condition(cond.READY, "Unknown", "BackendUnavailable", observed.unavailable or "")
-    delay = min(MAX_BACKOFF_SECONDS, 5.0 * 2 ** min(observed.failures, 6))
-    return builder.plan(requeue_after=delay)
+    return builder.plan()
 
 
 def _resolve_judge(
@@ -340,7 +333,7 @@ def _waiting(builder: _Builder, found: InputModel | None) -> Plan:
     reason = found.reason if found else "WaitingForInput"
     message = found.message if found else "the input model is not resolved yet"
     builder.phase(Phase.WAITING, "False", reason, message)
-    return builder.plan(requeue_after=WAIT_FOR_INPUT_SECONDS)
+    return builder.plan()
 
 
 def _suspend(builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
@@ -355,7 +348,7 @@ def _suspend(builder: _Builder, resource: Resource, spec: WorkloadSpec, observed
     builder.condition(cond.SUSPENDED, "True", "Suspended", "spec.suspend is true")
     builder.condition(cond.RUNNING, "False", "Suspended", "")
     builder.phase(Phase.SUSPENDED, "False", "Suspended", "spec.suspend is true")
-    return builder.plan(requeue_after=POLL_SECONDS if active else None)
+    return builder.plan()
 
 
 def _resume(builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
@@ -418,7 +411,7 @@ def _submit(
     builder.condition(cond.SUBMITTED, "True", "Submitted", f"{spec.backend} job submitted")
     builder.phase(Phase.SUBMITTED, "False", "Submitted", f"{spec.backend} job submitted")
     builder.status.start_time = builder.status.start_time or builder.now
-    return builder.plan(requeue_after=POLL_SECONDS)
+    return builder.plan()
 
 
 def _follow_job(
@@ -444,7 +437,7 @@ def _follow_job(
         builder.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
         builder.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
-    return builder.plan(requeue_after=POLL_SECONDS)
+    return builder.plan()
 
 
 def _record_job(builder: _Builder, job: JobObservation) -> None:
@@ -547,7 +540,7 @@ def _register(
         RegisterModel(name, f"runs:/{run.run_id}/{MODEL_ARTIFACT_PATH}", run.run_id, tags)
     )
     builder.phase(Phase.RUNNING, "False", "RegisteringModel", f"registering {name}")
-    return builder.plan(requeue_after=0)
+    return builder.plan()
 
 
 def registered_model_name(resource: Resource, spec: WorkloadSpec) -> str:
