@@ -18,7 +18,7 @@ from infinitecontext.operator.inference.slurm import (
 )
 from infinitecontext.operator.resource import Resource
 from infinitecontext.slurm_bridge.models import JobStatus
-from infinitecontext.slurm_bridge.states import Phase as JobPhase
+from infinitecontext.slurm_bridge.states import Phase as SlurmPhase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0f0e-uid"
@@ -46,7 +46,7 @@ def running(
 ) -> Replica:
     job_id = 100 * revision + 10 * slot + attempt
     return Replica(
-        revision, slot, attempt, job_id, JobPhase.RUNNING, "vm", 8000 + slot, ready, address
+        revision, slot, attempt, job_id, SlurmPhase.RUNNING, "vm", 8000 + slot, ready, address
     )
 
 
@@ -101,7 +101,7 @@ def test_routable_replicas_are_published_behind_a_selectorless_service() -> None
 
 def test_a_dead_replica_job_is_replaced() -> None:
     svc, live = serving_v1()
-    dead = replace(live[1], phase=JobPhase.FAILED, ready=False)
+    dead = replace(live[1], phase=SlurmPhase.FAILED, ready=False)
     svc, result = plan(svc, SlurmObserved("models:/tiny/1", replicas=[live[0], dead]))
     assert [r.key for r in result.submit] == [replica_key(UID, 1, 1, 1)]
     assert "ReplicaReplaced" in [e.reason for e in result.plan.events]
@@ -147,14 +147,14 @@ def test_new_revision_not_ready_in_time_is_rolled_back() -> None:
 
 
 def test_replicas_are_found_by_their_key() -> None:
-    def job(job_id: int, key: str, phase: JobPhase) -> JobStatus:
+    def job(job_id: int, key: str, phase: SlurmPhase) -> JobStatus:
         return JobStatus(job_id, "n", "RUNNING", phase, "", None, None, key, "vm", "/", "", "")
 
     jobs = [
-        job(1, replica_key(UID, 1, 0, 0), JobPhase.FAILED),
-        job(2, replica_key(UID, 1, 0, 1), JobPhase.RUNNING),
-        job(3, replica_key("other", 1, 0, 0), JobPhase.RUNNING),
-        job(4, "unrelated", JobPhase.RUNNING),
+        job(1, replica_key(UID, 1, 0, 0), SlurmPhase.FAILED),
+        job(2, replica_key(UID, 1, 0, 1), SlurmPhase.RUNNING),
+        job(3, replica_key("other", 1, 0, 0), SlurmPhase.RUNNING),
+        job(4, "unrelated", SlurmPhase.RUNNING),
     ]
     found = replicas_of(UID, jobs, 9000)
     assert [(r.job_id, r.attempt, r.port) for r in found] == [(2, 1, 9000)]

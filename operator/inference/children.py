@@ -24,7 +24,7 @@ from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import pod_placement
 
 KIND = "InferenceService"
-LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
+LABEL_INFERENCE_SERVICE = "infinitecontext.dev/inferenceservice"
 LABEL_REVISION = "infinitecontext.dev/revision"
 LABEL_ROLE = "infinitecontext.dev/role"
 STABLE, CANARY = "stable", "canary"
@@ -39,7 +39,7 @@ class ChildRef:
 
 
 def selector(name: str) -> str:
-    return f"{LABEL_SERVICE}={name}"
+    return f"{LABEL_INFERENCE_SERVICE}={name}"
 
 
 def service_url(name: str, namespace: str, port: int) -> str:
@@ -66,7 +66,7 @@ def _metadata(isvc: Resource, name: str, labels: dict[str, str] | None = None) -
     return {
         "name": name,
         "namespace": isvc.namespace,
-        "labels": {LABEL_SERVICE: isvc.name, **(labels or {})},
+        "labels": {LABEL_INFERENCE_SERVICE: isvc.name, **(labels or {})},
         "ownerReferences": [owner_reference(isvc)],
     }
 
@@ -127,7 +127,7 @@ def deployment(
     template = revision.template
     options = template.kubernetes or KubernetesOptions()
     name = isvc.name if role == STABLE else f"{isvc.name}-{CANARY}"
-    match = {LABEL_SERVICE: isvc.name, LABEL_ROLE: role}
+    match = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
     pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
     pod_spec: dict[str, Any] = {
         "containers": [_container(isvc.name, template, tracking_uri)],
@@ -163,7 +163,7 @@ def service(isvc: Resource, port: int) -> dict[str, Any]:
         "kind": "Service",
         "metadata": _metadata(isvc, isvc.name),
         "spec": {
-            "selector": {LABEL_SERVICE: isvc.name},
+            "selector": {LABEL_INFERENCE_SERVICE: isvc.name},
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -174,7 +174,10 @@ def pod_disruption_budget(isvc: Resource) -> dict[str, Any]:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(isvc, isvc.name),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_SERVICE: isvc.name}}},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {LABEL_INFERENCE_SERVICE: isvc.name}},
+        },
     }
 
 
@@ -275,7 +278,7 @@ def role_service(isvc: Resource, role: str, port: int) -> dict[str, Any]:
     """A Service for one role's pods (the HTTPRoute's backends)."""
     obj = service(isvc, port)
     obj["metadata"]["name"] = f"{isvc.name}-{role}"
-    obj["spec"]["selector"] = {LABEL_SERVICE: isvc.name, LABEL_ROLE: role}
+    obj["spec"]["selector"] = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
     return obj
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from infinitecontext.crds.models import InferenceServiceSpec, Phase, SlurmOptions
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.inference.children import (
-    LABEL_SERVICE,
+    LABEL_INFERENCE_SERVICE,
     ChildRef,
     autoscaler_children,
     owner_reference,
@@ -283,7 +283,7 @@ def _meta(isvc: Resource, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": isvc.namespace,
-        "labels": {LABEL_SERVICE: isvc.name},
+        "labels": {LABEL_INFERENCE_SERVICE: isvc.name},
         "ownerReferences": [owner_reference(isvc)],
     }
 
@@ -300,7 +300,7 @@ def _slurm_status(
     ready = [x for x in serving if x.ready and x.slot < spec.replicas]
     status.replicas = len([x for x in live if x.revision == status.stable_revision]) or len(live)
     status.ready_replicas = len(ready)
-    status.selector = f"{LABEL_SERVICE}={rollout.isvc.name}"
+    status.selector = f"{LABEL_INFERENCE_SERVICE}={rollout.isvc.name}"
     if published:
         status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
     else:

@@ -1,9 +1,10 @@
 """Pure reconcilers: spec + observed state + now → a Plan (children, actions, status).
 
-Nothing here talks to Kubernetes, SLURM or MLflow: `handlers.py` observes the world,
-calls `reconcile(...)`, executes the plan's actions and writes its status. Every pass
-rebuilds the status from what was observed (level-based), so a restarted operator
-picks up where the last one stopped.
+Nothing here talks to Kubernetes, SLURM or MLflow: `handlers.py` parses the spec once
+(`parse`), `observe.py` observes the world, `reconcile(...)` plans, `apply.py` executes
+the plan's actions and the shared pass writes its status. Every pass rebuilds the
+status from what was observed (level-based), so a restarted operator picks up where
+the last one stopped.
 
 TrainingRun, Alignment and Evaluation share one state machine:
 
