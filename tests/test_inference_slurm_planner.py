@@ -77,6 +77,22 @@ def test_create_submits_one_serving_job_per_replica() -> None:
     assert condition(svc.status, "Ready")["status"] == "False"
 
 
+def test_replica_jobs_run_the_same_serve_command_as_pods() -> None:
+    """One `icx serve` argv on both backends: tensor parallelism and the drain included."""
+    from infinitecontext.operator.inference.children import server_command
+    from infinitecontext.operator.inference.planner import served_template
+
+    two_gpus = spec() | {"resources": {"cpu": "2", "memory": "4Gi", "gpusPerNode": 2}}
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, two_gpus, {})
+    _, result = plan(svc, SlurmObserved("models:/tiny/1"))
+    argv = list(result.submit[0].command)
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    parsed = InferenceServiceSpec.model_validate(two_gpus)
+    pod_argv = server_command("svc", served_template(parsed, "models:/tiny/1"))
+    for flag in ("--shutdown-timeout", "--tensor-parallel-size", "--served-model-name"):
+        assert argv[argv.index(flag) + 1] == pod_argv[pod_argv.index(flag) + 1]
+
+
 def test_ready_replicas_make_the_revision_stable_with_a_direct_url() -> None:
     svc, _ = serving_v1()
     status = svc.status
