@@ -752,11 +752,3 @@ KINDS_BY_NAME: dict[str, Kind] = {k.kind: k for k in KINDS}
 def parse_spec(kind: Kind, spec: dict[str, Any]) -> Any:
     """The typed spec of an object (raises pydantic.ValidationError)."""
     return kind.spec.model_validate(spec)
-
-
-def parse_status(kind: Kind, status: dict[str, Any] | None) -> Any:
-    """The typed status; unknown or damaged status starts afresh rather than crashing."""
-    try:
-        return kind.status.model_validate(status or {})
-    except ValueError:
-        return kind.status()

@@ -9,6 +9,8 @@ import os
 
 import typer
 
+from infinitecontext.operator.context import DEFAULT_PROMETHEUS
+
 app = typer.Typer(help="The InfiniteContext Kubernetes operator.", no_args_is_help=True)
 
 
@@ -33,6 +35,26 @@ def run(
     slurm_job_path: str = typer.Option(
         os.environ.get("ICX_SLURM_JOB_PATH", ""), help="PATH of jobs on SLURM nodes."
     ),
+    slurm_user: str = typer.Option(
+        os.environ.get("ICX_SLURM_USER", ""),
+        help="User SLURM jobs run as (default: the operator's own, else its uid).",
+    ),
+    slurm_token_file: str = typer.Option(
+        os.environ.get("ICX_SLURM_TOKEN_FILE", ""),
+        help="File with slurmrestd's JWT, re-read after a 401 (default: `scontrol token`).",
+    ),
+    prometheus_url: str = typer.Option(
+        os.environ.get("ICX_PROMETHEUS_URL", DEFAULT_PROMETHEUS),
+        help="Prometheus that KEDA queries for an InferenceService's load.",
+    ),
+    poll_seconds: float = typer.Option(
+        float(os.environ.get("ICX_OPERATOR_POLL_SECONDS", "10")),
+        help="Poll interval of TrainingRuns, Alignments and Evaluations in flight.",
+    ),
+    inference_poll_seconds: float = typer.Option(
+        float(os.environ.get("ICX_INFERENCE_POLL_SECONDS", "5")),
+        help="Poll interval of InferenceServices.",
+    ),
     kubeconfig: str | None = typer.Option(
         None, help="Kubeconfig (default: in-cluster or ~/.kube)."
     ),
@@ -43,7 +65,7 @@ def run(
         "installed later are noticed at the next start.",
     ),
 ) -> None:
-    """Reconcile TrainingRuns, Alignments and Evaluations until stopped."""
+    """Reconcile TrainingRuns, Alignments, Evaluations and InferenceServices until stopped."""
     from infinitecontext.operator.main import OperatorOptions
     from infinitecontext.operator.main import run as run_operator
 
@@ -62,6 +84,11 @@ def run(
             tracking_uri=tracking_uri,
             slurm_url=slurm_url,
             slurm_job_path=slurm_job_path,
+            slurm_user=slurm_user,
+            slurm_token_file=slurm_token_file,
+            prometheus_url=prometheus_url,
+            workload_poll_seconds=poll_seconds,
+            inference_poll_seconds=inference_poll_seconds,
             kubeconfig=kubeconfig,
             cluster_scans=cluster_scans,
         )

@@ -56,10 +56,6 @@ def set_condition(
     return sorted([*others, updated], key=lambda c: _ORDER.get(c.type, len(_ORDER)))
 
 
-def remove_condition(conditions: Sequence[Condition], type_: str) -> list[Condition]:
-    return [c for c in conditions if c.type != type_]
-
-
 # Conditions are listed in a stable order so that status diffs stay small.
 _ORDER = {
     t: i for i, t in enumerate([READY, SUBMITTED, RUNNING, SUCCEEDED, FAILED, SUSPENDED, PASSED])

@@ -1,14 +1,24 @@
-"""The few Kubernetes API calls the operator makes (thin, no logic)."""
+"""The Kubernetes API calls the operator makes (thin, no logic).
+
+`Kube` is the typed client the workload controller uses (Jobs, Services, our custom
+resources and their status); `DynamicKube` applies and lists children of any kind
+(Deployment, Service, PodDisruptionBudget, HPA, KEDA ScaledObject, EndpointSlice,
+HTTPRoute) for the InferenceService controller. Both apply server-side under the
+operator's field manager, so the operator owns exactly the fields it renders.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from typing import Any
 
 from infinitecontext.crds.models import GROUP, VERSION, Kind
 
 FIELD_MANAGER = "infinitecontext-operator"
 APPLY = "application/apply-patch+yaml"
+log = logging.getLogger(__name__)
 
 
 class Kube:
@@ -56,6 +66,81 @@ class Kube:
             GROUP, VERSION, namespace, kind.plural, name, {"status": status}
         )
         return str(updated["metadata"]["resourceVersion"])
+
+
+class DynamicKube:
+    """The dynamic client (its API discovery is cached, so one per operator)."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._forbidden_crds: set[str] = set()  # warned about once
+
+    @property
+    def dynamic(self) -> Any:
+        """Made on first use: making it reads the API server's discovery."""
+        with self._lock:
+            if self._client is None:
+                from kubernetes.dynamic import DynamicClient
+
+                self._client = DynamicClient(self.api_client)
+            return self._client
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        self.dynamic.server_side_apply(
+            resource,
+            body=obj,
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
+        """Delete if present (True: it was there). Unknown kinds (no KEDA) count as absent."""
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        try:
+            resource = self._resource(api_version, kind)
+            resource.delete(name=name, namespace=namespace, propagation_policy="Background")
+        except (NotFoundError, ResourceNotFoundError):
+            return False
+        return True
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        found = resource.get(namespace=namespace, label_selector=label_selector)
+        items: list[dict[str, Any]] = found.to_dict().get("items") or []
+        return items
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Any:
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        try:
+            resource = self._resource(api_version, kind)
+            return resource.get(name=name, namespace=namespace).to_dict()
+        except (NotFoundError, ResourceNotFoundError):
+            return None
+
+    def crd_installed(self, name: str) -> bool:
+        """Whether CRD `name` exists. Without the right to read CRDs (a namespaced
+        operator under deploy/namespaced/'s Role) it counts as not installed."""
+        from kubernetes.dynamic.exceptions import ForbiddenError
+
+        try:
+            crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None)
+        except ForbiddenError:
+            if name not in self._forbidden_crds:
+                self._forbidden_crds.add(name)
+                log.warning("no right to read CRD %s: treating it as not installed", name)
+            return False
+        return crd is not None
 
 
 def _or_none(call: Any) -> dict[str, Any] | None:

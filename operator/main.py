@@ -6,6 +6,10 @@ priorities would pause both). `--namespace` (repeatable) scopes the operator to 
 namespaces, `--all-namespaces` makes it cluster-wide. `--no-cluster-scans` keeps kopf
 from listing Namespaces and watching CRDs, the only cluster-scoped reads it makes, so
 that a Role in the watched namespace is all the operator needs (deploy/namespaced/).
+
+`run` builds one `OperatorContext` from the options and registers both controllers
+(workloads/ and inference/) on a registry of its own, explicitly: importing a module
+registers nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import kopf
 
 from infinitecontext.operator import registry
+from infinitecontext.operator.context import DEFAULT_PROMETHEUS, OperatorContext
 
 DEFAULT_SLURM_URL = "http://127.0.0.1:6820"
 
@@ -36,6 +41,16 @@ class OperatorOptions:
     slurm_url: str = DEFAULT_SLURM_URL
     slurm_job_path: str = ""
     """PATH for jobs on SLURM nodes (where `icx` is installed there)."""
+    slurm_user: str = ""
+    """The user SLURM jobs run as; empty: the operator's own (its uid without a name)."""
+    slurm_token_file: str = ""
+    """slurmrestd's JWT in a file (a mounted Secret); empty: `scontrol token`."""
+    prometheus_url: str = DEFAULT_PROMETHEUS
+    """The Prometheus KEDA queries for an InferenceService's load."""
+    workload_poll_seconds: float = 10.0
+    """How often work in flight (TrainingRun, Alignment, Evaluation) is polled."""
+    inference_poll_seconds: float = 5.0
+    """How often every InferenceService is polled."""
     kubeconfig: str | None = None
     cluster_scans: bool = True
     """kopf lists/watches Namespaces and watches CRDs; off under a namespaced Role."""
@@ -44,13 +59,44 @@ class OperatorOptions:
     whole seconds: it becomes the watch's `timeoutSeconds`, which must be an integer."""
 
 
+def build_context(options: OperatorOptions) -> OperatorContext:
+    """The one context both controllers reach the world through."""
+    from kubernetes import config
+
+    from infinitecontext.operator.kube import DynamicKube, Kube
+
+    api_client = (
+        config.new_client_from_config(config_file=options.kubeconfig)
+        if options.kubeconfig
+        else _in_cluster_or_default()
+    )
+    return OperatorContext(
+        kube=Kube(api_client),
+        dynamic=DynamicKube(api_client),
+        tracking_uri=options.tracking_uri,
+        slurm_url=options.slurm_url,
+        slurm_user=options.slurm_user,
+        slurm_token_file=options.slurm_token_file,
+        slurm_job_path=options.slurm_job_path,
+        prometheus_url=options.prometheus_url,
+        workload_poll_seconds=options.workload_poll_seconds,
+        inference_poll_seconds=options.inference_poll_seconds,
+    )
+
+
+def register_controllers(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
+    """Both controllers' handlers, into `target`."""
+    from infinitecontext.operator.inference import handlers as inference
+    from infinitecontext.operator.workloads import handlers as workloads
+
+    workloads.register(ctx, target)
+    inference.register(ctx, target)
+
+
 def _configure(options: OperatorOptions) -> Any:
+    """The on.startup handler that applies our kopf settings."""
+
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        from kubernetes import config
-
-        from infinitecontext.operator.kube import Kube
-        from infinitecontext.operator.workloads import handlers
-
         prefix = "infinitecontext.dev"
         settings.persistence.finalizer = f"{prefix}/operator"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
@@ -60,6 +106,7 @@ def _configure(options: OperatorOptions) -> Any:
         # Our own Events (kopf.event) are always posted; kopf's log lines only from WARNING.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
+        # A handler that raises is retried after this many seconds (docs/operator.md).
         settings.execution.default_backoff = 15
         _set_watch_timeouts(settings, options.watch_timeout_s)
         # A deleted object's poll timer may be mid-pass when the deletion arrives. kopf then
@@ -72,19 +119,6 @@ def _configure(options: OperatorOptions) -> Any:
         settings.peering.stealth = True
         # Off: no cluster-scoped reads (exact namespaces; CRDs as found at start).
         settings.scanning.disabled = not options.cluster_scans
-        api_client = (
-            config.new_client_from_config(config_file=options.kubeconfig)
-            if (options.kubeconfig)
-            else _in_cluster_or_default()
-        )
-        handlers.set_context(
-            handlers.Context(
-                kube=Kube(api_client),
-                tracking_uri=options.tracking_uri,
-                slurm_url=options.slurm_url,
-                slurm_job_path=options.slurm_job_path,
-            )
-        )
 
     return configure
 
@@ -130,7 +164,11 @@ def run(options: OperatorOptions) -> None:
     if options.tracking_uri:
         os.environ.setdefault("MLFLOW_TRACKING_URI", options.tracking_uri)
     registry.configure_client_environment()
-    kopf.on.startup()(_configure(options))
+    kopf_registry = kopf.OperatorRegistry()
+    # kopf logs in the way its default registry would: through the kubernetes client.
+    kopf.on.login(registry=kopf_registry)(kopf.login_via_client)
+    kopf.on.startup(registry=kopf_registry)(_configure(options))
+    register_controllers(build_context(options), kopf_registry)
     from infinitecontext.crds.models import KINDS
     from infinitecontext.operator import metrics
 
@@ -139,6 +177,7 @@ def run(options: OperatorOptions) -> None:
     standalone = options.peering is None
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
     kopf.run(
+        registry=kopf_registry,
         clusterwide=options.clusterwide,
         namespaces=options.namespaces,
         standalone=standalone,

@@ -1,5 +1,5 @@
 """JWT tokens for slurmrestd: minted locally by `scontrol token`, or handed over by a
-Kubernetes Secret (as a string, or as a mounted file that may be rotated)."""
+Kubernetes Secret as a mounted file that may be rotated."""
 
 from __future__ import annotations
 
@@ -18,17 +18,6 @@ class TokenProvider(Protocol):
     def token(self, refresh: bool = False) -> str:
         """A token for `username`; `refresh` asks for a new one after a 401."""
         ...
-
-
-@dataclass
-class StaticToken:
-    """A token given as it is, e.g. read from a Kubernetes Secret by the operator."""
-
-    username: str
-    value: str
-
-    def token(self, refresh: bool = False) -> str:
-        return self.value
 
 
 @dataclass

@@ -12,13 +12,16 @@ from typing import Any
 import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
-from infinitecontext.operator.inference.children import LABEL_REVISION, Service
+from infinitecontext.operator.inference.children import LABEL_REVISION
 from infinitecontext.operator.inference.planner import (
     DeploymentState,
     GateState,
     InferenceObserved,
+    InvalidSpec,
+    parse,
     plan_inference,
 )
+from infinitecontext.operator.resource import Resource
 
 lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
 
@@ -33,7 +36,7 @@ def argocd_health(obj: dict[str, Any], script: Path = SCRIPT) -> tuple[str, str]
     return str(result["status"]), str(result["message"] or "")
 
 
-def as_object(svc: Service) -> dict[str, Any]:
+def as_object(svc: Resource) -> dict[str, Any]:
     return {
         "apiVersion": "infinitecontext.dev/v1alpha1",
         "kind": "InferenceService",
@@ -52,8 +55,10 @@ def spec(version: str) -> dict[str, Any]:
     }
 
 
-def step(svc: Service, observed: InferenceObserved, now: datetime = T0) -> tuple[Service, Any]:
-    plan = plan_inference(svc, observed, now)
+def step(svc: Resource, observed: InferenceObserved, now: datetime = T0) -> tuple[Resource, Any]:
+    spec_ = parse(svc)
+    assert not isinstance(spec_, InvalidSpec)
+    plan = plan_inference(svc, spec_, observed, now)
     return replace(svc, status=plan.status), plan
 
 
@@ -66,10 +71,11 @@ def ready(plan: Any, name: str) -> DeploymentState | None:
     return DeploymentState(revision, n, n, n, n, n)
 
 
-def stable_on_v1() -> Service:
+def stable_on_v1() -> Resource:
     passed = GateState("Passed", "")
     svc, plan = step(
-        Service("s", "ns", "u", 1, spec("1"), {}), InferenceObserved("models:/m/1", gate=passed)
+        Resource("InferenceService", "s", "ns", "u", 1, spec("1"), {}),
+        InferenceObserved("models:/m/1", gate=passed),
     )
     assert argocd_health(as_object(svc))[0] == "Progressing"
     svc, _ = step(svc, InferenceObserved("models:/m/1", stable=ready(plan, "s")))

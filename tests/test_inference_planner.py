@@ -9,25 +9,24 @@ from typing import Any
 import pytest
 
 from infinitecontext.crds.models import RolloutGate, Thresholds
-from infinitecontext.operator.inference.children import (
-    LABEL_REVISION,
-    Service,
-    quantity,
-    server_command,
-)
+from infinitecontext.operator.inference.children import LABEL_REVISION, quantity, server_command
 from infinitecontext.operator.inference.planner import (
     DeploymentState,
     GateState,
     InferenceObserved,
     InferencePlan,
+    InvalidSpec,
     canary_replicas,
     canary_steps,
     gate_verdict,
+    invalid_plan,
+    parse,
     plan_inference,
     rollback_patch,
     rollback_target,
     stable_replicas_beside,
 )
+from infinitecontext.operator.resource import Resource
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 V1, V2, V3 = "models:/tiny/1", "models:/tiny/2", "models:/tiny/3"
@@ -37,12 +36,19 @@ def spec(version: str = "1", **fields: Any) -> dict[str, Any]:
     return {"model": {"mlflow": {"name": "tiny", "version": version}}, **fields}
 
 
-def service(spec_: dict[str, Any], status: dict[str, Any] | None = None, gen: int = 1) -> Service:
-    return Service("svc", "ns", "uid-1", gen, spec_, status or {})
+def service(spec_: dict[str, Any], status: dict[str, Any] | None = None, gen: int = 1) -> Resource:
+    return Resource("InferenceService", "svc", "ns", "uid-1", gen, spec_, status or {})
 
 
-def run(svc: Service, observed: InferenceObserved, now: datetime) -> tuple[Service, InferencePlan]:
-    plan = plan_inference(svc, observed, now)
+def run(
+    svc: Resource, observed: InferenceObserved, now: datetime
+) -> tuple[Resource, InferencePlan]:
+    """One pass as the handler plans it: parse, then the Invalid path or the planner."""
+    spec = parse(svc)
+    if isinstance(spec, InvalidSpec):
+        plan = invalid_plan(svc, spec, now)
+    else:
+        plan = plan_inference(svc, spec, observed, now)
     return replace(svc, status=plan.status), plan
 
 
@@ -77,7 +83,7 @@ def outcomes(status: dict[str, Any]) -> dict[int, str]:
     return {r["revision"]: r["outcome"] for r in status["revisions"]}
 
 
-def serve_v1(spec_: dict[str, Any]) -> Service:
+def serve_v1(spec_: dict[str, Any]) -> Resource:
     """An InferenceService whose revision 1 (V1) is stable and fully ready (its gate, if
     any, passed)."""
     passed = GateState("Passed", "")
@@ -184,7 +190,7 @@ def test_rolling_update_new_model_version_becomes_a_stable_revision() -> None:
 
 def test_a_quiet_pass_changes_nothing() -> None:
     svc = serve_v1(spec())
-    dep = children(plan_inference(svc, InferenceObserved(model_uri=V1), T0))["Deployment/svc"]
+    dep = children(run(svc, InferenceObserved(model_uri=V1), T0)[1])["Deployment/svc"]
     observed = InferenceObserved(model_uri=V1, stable=rolled_out(dep))
     again, plan = run(svc, observed, T0 + timedelta(hours=1))
     assert again.status == svc.status and plan.events == []

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infinitecontext.crds.models import InferenceServiceSpec
-from infinitecontext.operator.inference.children import Service
 from infinitecontext.operator.inference.slurm import (
     Replica,
     SlurmObserved,
@@ -17,8 +16,9 @@ from infinitecontext.operator.inference.slurm import (
     replica_key,
     replicas_of,
 )
+from infinitecontext.operator.resource import Resource
 from infinitecontext.slurm_bridge.models import JobStatus
-from infinitecontext.slurm_bridge.states import Phase as JobPhase
+from infinitecontext.slurm_bridge.states import Phase as SlurmPhase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0f0e-uid"
@@ -35,7 +35,7 @@ def spec(version: str = "1", replicas: int = 2, deadline: int = 600) -> dict[str
     }
 
 
-def plan(svc: Service, observed: SlurmObserved, now: datetime = T0) -> tuple[Service, SlurmPlan]:
+def plan(svc: Resource, observed: SlurmObserved, now: datetime = T0) -> tuple[Resource, SlurmPlan]:
     parsed = InferenceServiceSpec.model_validate(svc.spec)
     result = plan_slurm_service(svc, parsed, observed, now)
     return replace(svc, status=result.plan.status), result
@@ -46,7 +46,7 @@ def running(
 ) -> Replica:
     job_id = 100 * revision + 10 * slot + attempt
     return Replica(
-        revision, slot, attempt, job_id, JobPhase.RUNNING, "vm", 8000 + slot, ready, address
+        revision, slot, attempt, job_id, SlurmPhase.RUNNING, "vm", 8000 + slot, ready, address
     )
 
 
@@ -54,8 +54,8 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def serving_v1(replicas: int = 2) -> tuple[Service, list[Replica]]:
-    svc = Service("svc", "ns", UID, 1, spec(replicas=replicas), {})
+def serving_v1(replicas: int = 2) -> tuple[Resource, list[Replica]]:
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, spec(replicas=replicas), {})
     svc, _ = plan(svc, SlurmObserved("models:/tiny/1"))
     live = [running(1, slot) for slot in range(replicas)]
     svc, _ = plan(svc, SlurmObserved("models:/tiny/1", replicas=live))
@@ -63,18 +63,34 @@ def serving_v1(replicas: int = 2) -> tuple[Service, list[Replica]]:
 
 
 def test_create_submits_one_serving_job_per_replica() -> None:
-    svc = Service("svc", "ns", UID, 1, spec(), {})
-    svc, result = plan(svc, SlurmObserved("models:/tiny/1", server_command=["/venv/bin/icx"]))
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, spec(), {})
+    svc, result = plan(svc, SlurmObserved("models:/tiny/1"))
     assert [r.key for r in result.submit] == [replica_key(UID, 1, 0, 0), replica_key(UID, 1, 1, 0)]
     first = result.submit[0]
     argv = list(first.command)
-    assert argv[:3] == ["/venv/bin/icx", "serve", "models:/tiny/1"]
+    assert argv[:3] == ["icx", "serve", "models:/tiny/1"]
     assert argv[argv.index("--port") + 1] == "8000"
     assert list(result.submit[1].command)[argv.index("--port") + 1] == "8001"
     assert first.cpus_per_node == 2 and first.memory_mb == 4096
     assert first.working_directory == "/srv/icx"
     assert svc.status["phase"] == "Progressing"
     assert condition(svc.status, "Ready")["status"] == "False"
+
+
+def test_replica_jobs_run_the_same_serve_command_as_pods() -> None:
+    """One `icx serve` argv on both backends: tensor parallelism and the drain included."""
+    from infinitecontext.operator.inference.children import server_command
+    from infinitecontext.operator.inference.planner import served_template
+
+    two_gpus = spec() | {"resources": {"cpu": "2", "memory": "4Gi", "gpusPerNode": 2}}
+    svc = Resource("InferenceService", "svc", "ns", UID, 1, two_gpus, {})
+    _, result = plan(svc, SlurmObserved("models:/tiny/1"))
+    argv = list(result.submit[0].command)
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    parsed = InferenceServiceSpec.model_validate(two_gpus)
+    pod_argv = server_command("svc", served_template(parsed, "models:/tiny/1"))
+    for flag in ("--shutdown-timeout", "--tensor-parallel-size", "--served-model-name"):
+        assert argv[argv.index(flag) + 1] == pod_argv[pod_argv.index(flag) + 1]
 
 
 def test_ready_replicas_make_the_revision_stable_with_a_direct_url() -> None:
@@ -101,7 +117,7 @@ def test_routable_replicas_are_published_behind_a_selectorless_service() -> None
 
 def test_a_dead_replica_job_is_replaced() -> None:
     svc, live = serving_v1()
-    dead = replace(live[1], phase=JobPhase.FAILED, ready=False)
+    dead = replace(live[1], phase=SlurmPhase.FAILED, ready=False)
     svc, result = plan(svc, SlurmObserved("models:/tiny/1", replicas=[live[0], dead]))
     assert [r.key for r in result.submit] == [replica_key(UID, 1, 1, 1)]
     assert "ReplicaReplaced" in [e.reason for e in result.plan.events]
@@ -147,14 +163,14 @@ def test_new_revision_not_ready_in_time_is_rolled_back() -> None:
 
 
 def test_replicas_are_found_by_their_key() -> None:
-    def job(job_id: int, key: str, phase: JobPhase) -> JobStatus:
+    def job(job_id: int, key: str, phase: SlurmPhase) -> JobStatus:
         return JobStatus(job_id, "n", "RUNNING", phase, "", None, None, key, "vm", "/", "", "")
 
     jobs = [
-        job(1, replica_key(UID, 1, 0, 0), JobPhase.FAILED),
-        job(2, replica_key(UID, 1, 0, 1), JobPhase.RUNNING),
-        job(3, replica_key("other", 1, 0, 0), JobPhase.RUNNING),
-        job(4, "unrelated", JobPhase.RUNNING),
+        job(1, replica_key(UID, 1, 0, 0), SlurmPhase.FAILED),
+        job(2, replica_key(UID, 1, 0, 1), SlurmPhase.RUNNING),
+        job(3, replica_key("other", 1, 0, 0), SlurmPhase.RUNNING),
+        job(4, "unrelated", SlurmPhase.RUNNING),
     ]
     found = replicas_of(UID, jobs, 9000)
     assert [(r.job_id, r.attempt, r.port) for r in found] == [(2, 1, 9000)]

@@ -11,12 +11,13 @@ import pytest
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.crds.models import RegisteredModel
+from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import JobObservation
 from infinitecontext.operator.workloads.planner import (
     InputModel,
     Observed,
-    Resource,
     RunObservation,
+    parse,
     reconcile,
 )
 
@@ -46,7 +47,7 @@ def as_object(resource: Resource, status: dict[str, Any]) -> dict[str, Any]:
 
 
 def pass_(resource: Resource, observed: Observed) -> tuple[Resource, dict[str, Any]]:
-    status = reconcile(resource, observed, NOW).status
+    status = reconcile(resource, parse(resource), observed, NOW).status
     return Resource(**{**resource.__dict__, "status": status}), as_object(resource, status)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from infinitecontext.crds.models import EvaluationSpec, RegisteredModel
 from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import JobObservation
 from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
@@ -15,13 +16,13 @@ from infinitecontext.operator.workloads.planner import (
     Observed,
     Plan,
     RegisterModel,
-    Resource,
     RunObservation,
     SubmitSlurm,
     TagModelVersion,
     evaluation_results,
     input_from_object,
     judge_from_object,
+    parse,
     reconcile,
 )
 
@@ -45,7 +46,7 @@ def condition(plan: Plan, type_: str) -> dict[str, Any]:
 
 
 def step(res: Resource, observed: Observed, now: datetime = NOW) -> tuple[Resource, Plan]:
-    plan = reconcile(res, observed, now)
+    plan = reconcile(res, parse(res), observed, now)
     return Resource(
         res.kind, res.name, res.namespace, res.uid, res.generation, res.spec, plan.status
     ), plan
@@ -65,7 +66,6 @@ def test_new_training_run_submits_a_job_and_says_so() -> None:
     assert condition(plan, "Submitted")["status"] == "True"
     assert condition(plan, "Ready")["status"] == "False"
     assert [e.reason for e in plan.events] == ["Submitted"]
-    assert plan.requeue_after
 
 
 def test_running_job_reports_progress_from_the_run() -> None:
@@ -154,15 +154,12 @@ def test_semantic_errors_are_invalid_too() -> None:
     assert condition(plan, "Ready")["reason"] == "InvalidSpec"
 
 
-def test_unreachable_backend_is_shown_and_retried_with_backoff() -> None:
+def test_unreachable_backend_is_shown_and_nothing_is_done() -> None:
     res, _ = step(resource(), observed())
-    _, first = step(res, observed(unavailable="MLflow: ConnectionError", failures=0))
-    _, later = step(res, observed(unavailable="MLflow: ConnectionError", failures=4))
-    ready = condition(first, "Ready")
+    _, plan = step(res, observed(unavailable="MLflow: ConnectionError"))
+    ready = condition(plan, "Ready")
     assert ready["status"] == "Unknown" and ready["reason"] == "BackendUnavailable"
-    assert first.actions == []
-    assert first.requeue_after is not None and later.requeue_after is not None
-    assert later.requeue_after > first.requeue_after
+    assert plan.actions == []
 
 
 def test_suspend_then_resume_on_kubernetes_toggles_the_job() -> None:

@@ -3,7 +3,7 @@
 The Deployment runs the server image's entrypoint (`icx serve`, server_image/) with its
 probes, drain and model cache; the Service and PodDisruptionBudget select every pod of
 the InferenceService (stable and canary Deployments alike); the HPA or KEDA
-ScaledObject scales the InferenceService's own scale subresource. `inference.py`
+ScaledObject scales the InferenceService's own scale subresource. `planner.py`
 decides which of them a pass applies.
 """
 
@@ -19,27 +19,16 @@ from infinitecontext.crds.models import (
     Revision,
     ServedTemplate,
 )
+from infinitecontext.operator.inference.serve import PRESTOP_SLEEP_SECONDS, serve_argv
+from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import pod_placement
 
 KIND = "InferenceService"
-LABEL_SERVICE = "infinitecontext.dev/inferenceservice"
+LABEL_INFERENCE_SERVICE = "infinitecontext.dev/inferenceservice"
 LABEL_REVISION = "infinitecontext.dev/revision"
 LABEL_ROLE = "infinitecontext.dev/role"
 STABLE, CANARY = "stable", "canary"
 MODEL_CACHE = "/models"
-PRESTOP_SLEEP_SECONDS = 5
-
-
-@dataclass(frozen=True)
-class Service:
-    """The InferenceService as read from the API server."""
-
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ class ChildRef:
 
 
 def selector(name: str) -> str:
-    return f"{LABEL_SERVICE}={name}"
+    return f"{LABEL_INFERENCE_SERVICE}={name}"
 
 
 def service_url(name: str, namespace: str, port: int) -> str:
@@ -62,41 +51,31 @@ def quantity(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
-def owner_reference(svc: Service) -> dict[str, Any]:
+def owner_reference(isvc: Resource) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": svc.name,
-        "uid": svc.uid,
+        "name": isvc.name,
+        "uid": isvc.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def _metadata(svc: Service, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def _metadata(isvc: Resource, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
-        "namespace": svc.namespace,
-        "labels": {LABEL_SERVICE: svc.name, **(labels or {})},
-        "ownerReferences": [owner_reference(svc)],
+        "namespace": isvc.namespace,
+        "labels": {LABEL_INFERENCE_SERVICE: isvc.name, **(labels or {})},
+        "ownerReferences": [owner_reference(isvc)],
     }
 
 
 def server_command(name: str, template: ServedTemplate) -> list[str]:
-    """`icx serve` as the server image runs it (served under the InferenceService's name,
-    so clients keep their `model` field across model versions)."""
+    """`icx serve` as the server image runs it."""
     server = template.server
-    drain = max(server.termination_grace_period_seconds - PRESTOP_SLEEP_SECONDS - 10, 1)
-    argv = ["icx", "serve", template.model_uri, "--served-model-name", name]
-    argv += ["--port", str(server.port), "--shutdown-timeout", str(drain)]
-    argv += ["--cache-dir", MODEL_CACHE]
-    if template.resources.gpus_per_node > 1:
-        argv += ["--tensor-parallel-size", str(template.resources.gpus_per_node)]
-    if server.max_model_len is not None:
-        argv += ["--max-model-len", str(server.max_model_len)]
-    for extra in server.extra_args:
-        argv.append(f"--vllm-arg={extra}")
-    return argv
+    gpus = template.resources.gpus_per_node
+    return serve_argv(template.model_uri, name, server, gpus, server.port, MODEL_CACHE)
 
 
 def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
@@ -137,7 +116,7 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
 
 
 def deployment(
-    svc: Service,
+    isvc: Resource,
     role: str,
     revision: Revision,
     replicas: int,
@@ -147,11 +126,11 @@ def deployment(
     assert revision.template is not None
     template = revision.template
     options = template.kubernetes or KubernetesOptions()
-    name = svc.name if role == STABLE else f"{svc.name}-{CANARY}"
-    match = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
+    name = isvc.name if role == STABLE else f"{isvc.name}-{CANARY}"
+    match = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
     pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
     pod_spec: dict[str, Any] = {
-        "containers": [_container(svc.name, template, tracking_uri)],
+        "containers": [_container(isvc.name, template, tracking_uri)],
         "terminationGracePeriodSeconds": template.server.termination_grace_period_seconds,
         "volumes": [
             {"name": "model-cache", "emptyDir": {}},
@@ -162,7 +141,7 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(svc, name, {LABEL_ROLE: role}),
+        "metadata": _metadata(isvc, name, {LABEL_ROLE: role}),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": match},
@@ -178,40 +157,43 @@ def deployment(
     }
 
 
-def service(svc: Service, port: int) -> dict[str, Any]:
+def service(isvc: Resource, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(svc, svc.name),
+        "metadata": _metadata(isvc, isvc.name),
         "spec": {
-            "selector": {LABEL_SERVICE: svc.name},
+            "selector": {LABEL_INFERENCE_SERVICE: isvc.name},
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
-def pod_disruption_budget(svc: Service) -> dict[str, Any]:
+def pod_disruption_budget(isvc: Resource) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(svc, svc.name),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_SERVICE: svc.name}}},
+        "metadata": _metadata(isvc, isvc.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {LABEL_INFERENCE_SERVICE: isvc.name}},
+        },
     }
 
 
-def _scale_target(svc: Service) -> dict[str, str]:
+def _scale_target(isvc: Resource) -> dict[str, str]:
     """The InferenceService itself (its scale subresource), on either backend."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": svc.name}
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": isvc.name}
 
 
-def horizontal_pod_autoscaler(svc: Service, scaling: Autoscaling) -> dict[str, Any]:
+def horizontal_pod_autoscaler(isvc: Resource, scaling: Autoscaling) -> dict[str, Any]:
     stabilization = scaling.scale_down_stabilization_seconds
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(svc, svc.name),
+        "metadata": _metadata(isvc, isvc.name),
         "spec": {
-            "scaleTargetRef": _scale_target(svc),
+            "scaleTargetRef": _scale_target(isvc),
             "minReplicas": max(scaling.min_replicas, 1),
             "maxReplicas": scaling.max_replicas,
             "metrics": [
@@ -231,19 +213,19 @@ def horizontal_pod_autoscaler(svc: Service, scaling: Autoscaling) -> dict[str, A
     }
 
 
-def prometheus_query(svc: Service, metric: str) -> str:
+def prometheus_query(isvc: Resource, metric: str) -> str:
     """The metric summed over this service's pods (stable and canary Deployments)."""
-    pods = f"{svc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
-    return f'sum({metric}{{namespace="{svc.namespace}",pod=~"{pods}"}})'
+    pods = f"{isvc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
+    return f'sum({metric}{{namespace="{isvc.namespace}",pod=~"{pods}"}})'
 
 
-def scaled_object(svc: Service, scaling: Autoscaling, prometheus_url: str) -> dict[str, Any]:
+def scaled_object(isvc: Resource, scaling: Autoscaling, prometheus_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _metadata(svc, svc.name),
+        "metadata": _metadata(isvc, isvc.name),
         "spec": {
-            "scaleTargetRef": _scale_target(svc),
+            "scaleTargetRef": _scale_target(isvc),
             "minReplicaCount": scaling.min_replicas,
             "maxReplicaCount": scaling.max_replicas,
             "advanced": {
@@ -262,7 +244,7 @@ def scaled_object(svc: Service, scaling: Autoscaling, prometheus_url: str) -> di
                     "metricType": "AverageValue",
                     "metadata": {
                         "serverAddress": prometheus_url,
-                        "query": prometheus_query(svc, scaling.metric),
+                        "query": prometheus_query(isvc, scaling.metric),
                         "threshold": str(scaling.target),
                     },
                 }
@@ -276,42 +258,42 @@ KEDA_REF = ("keda.sh/v1alpha1", "ScaledObject")
 
 
 def autoscaler_children(
-    svc: Service, scaling: Autoscaling, keda: bool, prometheus_url: str
+    isvc: Resource, scaling: Autoscaling, keda: bool, prometheus_url: str
 ) -> tuple[list[dict[str, Any]], list[ChildRef]]:
     """The HPA or the ScaledObject to apply, and the one(s) to delete (`keda`: KEDA's
     CRD is installed)."""
     use_keda = scaling.engine == "keda" or (scaling.engine == "auto" and keda)
-    hpa_ref, keda_ref = ChildRef(*HPA_REF, svc.name), ChildRef(*KEDA_REF, svc.name)
+    hpa_ref, keda_ref = ChildRef(*HPA_REF, isvc.name), ChildRef(*KEDA_REF, isvc.name)
     if not scaling.enabled:
         return [], [hpa_ref, *([keda_ref] if keda else [])]
     if use_keda:
-        return [scaled_object(svc, scaling, prometheus_url)], [hpa_ref]
-    return [horizontal_pod_autoscaler(svc, scaling)], [keda_ref] if keda else []
+        return [scaled_object(isvc, scaling, prometheus_url)], [hpa_ref]
+    return [horizontal_pod_autoscaler(isvc, scaling)], [keda_ref] if keda else []
 
 
 HTTPROUTE_REF = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 
 
-def role_service(svc: Service, role: str, port: int) -> dict[str, Any]:
+def role_service(isvc: Resource, role: str, port: int) -> dict[str, Any]:
     """A Service for one role's pods (the HTTPRoute's backends)."""
-    obj = service(svc, port)
-    obj["metadata"]["name"] = f"{svc.name}-{role}"
-    obj["spec"]["selector"] = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
+    obj = service(isvc, port)
+    obj["metadata"]["name"] = f"{isvc.name}-{role}"
+    obj["spec"]["selector"] = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
     return obj
 
 
-def http_route(svc: Service, gateway: str, port: int, canary_percent: int) -> dict[str, Any]:
+def http_route(isvc: Resource, gateway: str, port: int, canary_percent: int) -> dict[str, Any]:
     """Traffic through `gateway`: all to the stable pods, or `canary_percent` to the canary."""
     namespace, _, name = gateway.rpartition("/")
     parent: dict[str, Any] = {"name": name}
     if namespace:
         parent["namespace"] = namespace
-    backends = [{"name": f"{svc.name}-{STABLE}", "port": port, "weight": 100 - canary_percent}]
+    backends = [{"name": f"{isvc.name}-{STABLE}", "port": port, "weight": 100 - canary_percent}]
     if canary_percent:
-        backends.append({"name": f"{svc.name}-{CANARY}", "port": port, "weight": canary_percent})
+        backends.append({"name": f"{isvc.name}-{CANARY}", "port": port, "weight": canary_percent})
     return {
         "apiVersion": HTTPROUTE_REF[0],
         "kind": HTTPROUTE_REF[1],
-        "metadata": _metadata(svc, svc.name),
+        "metadata": _metadata(isvc, isvc.name),
         "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]},
     }

@@ -1,10 +1,11 @@
 """InferenceService: pure planners of revisions, rollouts, rollbacks and children.
 
-`plan_inference(resource, observed, now)` takes the object, what the handler observed
-(the resolved model version, the two Deployments, crash-looping revisions, the gate's
-Evaluation) and the time, and returns the next status and the objects to apply or
-delete (rendered by `inference_children.py`). Nothing here talks to the API server;
-`inference_handlers.py` does.
+`parse(isvc)` types the spec once per pass (an invalid one goes to `invalid_plan`);
+`plan_inference(isvc, spec, observed, now)` takes the object, its spec, what
+`observe.py` observed (the resolved model version, the two Deployments, crash-looping
+revisions, the gate's Evaluation) and the time, and returns the next status and the
+objects to apply or delete (rendered by `children.py`). Nothing here talks to the API
+server; `apply.py` does. SLURM-backed services are planned by `slurm.py`.
 
 Revisions. Each distinct served template (model version, resources, Kubernetes and
 server options) is a revision, numbered from 1. At most one revision is `Progressing`;
@@ -45,7 +46,6 @@ from infinitecontext.operator.inference.children import (
     LABEL_ROLE,
     STABLE,
     ChildRef,
-    Service,
     autoscaler_children,
     deployment,
     http_route,
@@ -55,10 +55,9 @@ from infinitecontext.operator.inference.children import (
     service,
     service_url,
 )
-from infinitecontext.operator.workloads.planner import Event
+from infinitecontext.operator.resource import Event, Resource
 
 HISTORY_LIMIT = 10
-DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
@@ -122,7 +121,8 @@ class InferenceObserved:
     gateway_api: bool = False
     """The Gateway API's HTTPRoute CRD is installed."""
     tracking_uri: str = ""
-    prometheus_url: str = DEFAULT_PROMETHEUS
+    prometheus_url: str = ""
+    """Where KEDA queries the load (the operator's setting)."""
 
 
 @dataclass(frozen=True)
@@ -268,15 +268,15 @@ def crashlooping_revisions(pods: list[dict[str, Any]]) -> dict[int, str]:
 class RolloutState:
     """The next status of one pass, with the events it produces."""
 
-    def __init__(self, svc: Service, spec: InferenceServiceSpec, now: datetime) -> None:
-        self.svc, self.spec, self.now = svc, spec, now
-        self.status = _parse_status(svc.status)
-        self.status.observed_generation = svc.generation
+    def __init__(self, isvc: Resource, spec: InferenceServiceSpec, now: datetime) -> None:
+        self.isvc, self.spec, self.now = isvc, spec, now
+        self.status = _parse_status(isvc.status)
+        self.status.observed_generation = isvc.generation
         self.events: list[Event] = []
 
     # -- lookups
     def revision(self, number: int | None) -> Revision | None:
-        return next((r for r in self.status.revisions if r.revision == number), None)
+        return next((rev for rev in self.status.revisions if rev.revision == number), None)
 
     @property
     def stable(self) -> Revision | None:
@@ -284,16 +284,18 @@ class RolloutState:
 
     @property
     def progressing(self) -> Revision | None:
-        return next((r for r in self.status.revisions if r.outcome == "Progressing"), None)
+        return next((rev for rev in self.status.revisions if rev.outcome == "Progressing"), None)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
     def was_stable(self, digest: str | None) -> bool:
         return any(
-            r.template_hash == digest
-            and (r.outcome == "Stable" or (r.outcome == "Superseded" and r.reason == REPLACED))
-            for r in self.status.revisions
+            rev.template_hash == digest
+            and (
+                rev.outcome == "Stable" or (rev.outcome == "Superseded" and rev.reason == REPLACED)
+            )
+            for rev in self.status.revisions
         )
 
     # -- transitions
@@ -309,7 +311,7 @@ class RolloutState:
                 self.end(current, "Superseded", ABANDONED)
                 self.event("RolloutAborted", f"spec is back at revision {stable.revision}")
             return
-        latest = max(self.status.revisions, key=lambda r: r.revision, default=None)
+        latest = max(self.status.revisions, key=lambda rev: rev.revision, default=None)
         if latest is not None and latest.template_hash == digest:
             return  # the spec still asks for a revision that was rolled back: stay put
         if current is not None:
@@ -376,60 +378,62 @@ def _parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
 
 def _trim(revisions: list[Revision], keep: int | None) -> list[Revision]:
     """The newest HISTORY_LIMIT revisions, always with the stable one."""
-    newest = sorted(revisions, key=lambda r: r.revision)[-HISTORY_LIMIT:]
-    kept = [r for r in revisions if r.revision == keep and r not in newest]
-    return sorted(kept + newest, key=lambda r: r.revision)
+    newest = sorted(revisions, key=lambda rev: rev.revision)[-HISTORY_LIMIT:]
+    kept = [rev for rev in revisions if rev.revision == keep and rev not in newest]
+    return sorted(kept + newest, key=lambda rev: rev.revision)
 
 
-def advance(r: RolloutState, observed: InferenceObserved) -> str:
+def advance(rollout: RolloutState, observed: InferenceObserved) -> str:
     """Move the progressing revision on; returns the Progressing condition's reason."""
-    revision = r.progressing
+    revision = rollout.progressing
     if revision is None:
         return ""
     if revision.revision in observed.crashlooping:
-        r.roll_back(revision, "CrashLoopBackOff", observed.crashlooping[revision.revision])
+        rollout.roll_back(revision, "CrashLoopBackOff", observed.crashlooping[revision.revision])
         return ""
-    gated = r.spec.rollout.gate is not None and not r.was_stable(revision.template_hash)
+    gated = rollout.spec.rollout.gate is not None and not rollout.was_stable(revision.template_hash)
     gate = observed.gate or GateState("Waiting", "the gate's Evaluation was not observed")
     if gated and gate.verdict == "Failed":
-        r.roll_back(revision, "GateFailed", gate.message)
+        rollout.roll_back(revision, "GateFailed", gate.message)
         return ""
     may_take_all = not gated or gate.verdict == "Passed"
-    if r.spec.rollout.strategy == "Canary" and r.stable is not None:
-        return _advance_canary(r, revision, observed, may_take_all)
-    return _advance_rolling(r, revision, observed, may_take_all)
+    if rollout.spec.rollout.strategy == "Canary" and rollout.stable is not None:
+        return _advance_canary(rollout, revision, observed, may_take_all)
+    return _advance_rolling(rollout, revision, observed, may_take_all)
 
 
 def _advance_rolling(
-    r: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
+    rollout: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
 ) -> str:
-    if not may_take_all and r.status.step_started is None:
+    if not may_take_all and rollout.status.step_started is None:
         return "WaitingForGate"  # once rolling, only a failed gate stops it
-    r.start_step()
+    rollout.start_step()
     deployed = observed.stable
     if deployed is not None and deployed.revision == revision.revision and deployed.rolled_out:
-        r.promote(revision)
+        rollout.promote(revision)
         return ""
-    if r.past_deadline():
-        r.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(r))
+    if rollout.past_deadline():
+        rollout.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(rollout))
         return ""
     return "RollingUpdate"
 
 
 def _advance_canary(
-    r: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
+    rollout: RolloutState, revision: Revision, observed: InferenceObserved, may_take_all: bool
 ) -> str:
-    steps = canary_steps(r.spec.rollout.canary_percent, r.spec.rollout.steps)
-    if r.status.canary_revision != revision.revision or r.status.canary_percent is None:
-        r.status.canary_revision, r.status.canary_percent = revision.revision, steps[0]
-        r.status.step_started = r.now
-        r.event("CanaryStarted", f"revision {revision.revision} takes {steps[0]}% of replicas")
-    percent = r.status.canary_percent
+    steps = canary_steps(rollout.spec.rollout.canary_percent, rollout.spec.rollout.steps)
+    if rollout.status.canary_revision != revision.revision or rollout.status.canary_percent is None:
+        rollout.status.canary_revision, rollout.status.canary_percent = revision.revision, steps[0]
+        rollout.status.step_started = rollout.now
+        rollout.event(
+            "CanaryStarted", f"revision {revision.revision} takes {steps[0]}% of replicas"
+        )
+    percent = rollout.status.canary_percent
     if percent >= 100:  # promoting: the stable Deployment rolls to the new revision
-        rolling = _advance_rolling(r, revision, observed, True)
+        rolling = _advance_rolling(rollout, revision, observed, True)
         return "Promoting" if rolling else ""
     canary = observed.canary
-    total = r.spec.replicas
+    total = rollout.spec.replicas
     ready = (
         canary is not None
         and canary.revision == revision.revision
@@ -437,23 +441,23 @@ def _advance_canary(
         and canary.rolled_out
     )
     if not ready:
-        if r.past_deadline():
-            r.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(r))
+        if rollout.past_deadline():
+            rollout.roll_back(revision, "ProgressDeadlineExceeded", _deadline_message(rollout))
             return ""
         return "CanaryStep"
-    started = r.start_step()
-    if (r.now - started).total_seconds() < r.spec.rollout.step_interval_seconds:
+    started = rollout.start_step()
+    if (rollout.now - started).total_seconds() < rollout.spec.rollout.step_interval_seconds:
         return "CanaryStep"
     following = next(s for s in steps if s > percent)
     if following >= 100 and not may_take_all:
         return "WaitingForGate"
-    r.status.canary_percent, r.status.step_started = following, r.now
-    r.event("CanaryStep", f"revision {revision.revision} takes {following}% of replicas")
+    rollout.status.canary_percent, rollout.status.step_started = following, rollout.now
+    rollout.event("CanaryStep", f"revision {revision.revision} takes {following}% of replicas")
     return "Promoting" if following >= 100 else "CanaryStep"
 
 
-def _deadline_message(r: RolloutState) -> str:
-    seconds = r.spec.rollout.progress_deadline_seconds
+def _deadline_message(rollout: RolloutState) -> str:
+    seconds = rollout.spec.rollout.progress_deadline_seconds
     return f"not ready within progressDeadlineSeconds ({seconds} s)"
 
 
@@ -461,81 +465,81 @@ def _deadline_message(r: RolloutState) -> str:
 
 
 def kubernetes_children(
-    r: RolloutState, observed: InferenceObserved
+    rollout: RolloutState, observed: InferenceObserved
 ) -> tuple[list[dict[str, Any]], list[ChildRef]]:
     """Deployments, Service, PDB and autoscaler for the status this pass arrived at."""
-    svc, spec, status = r.svc, r.spec, r.status
+    isvc, spec, status = rollout.isvc, rollout.spec, rollout.status
     total = spec.replicas
     deadline = spec.rollout.progress_deadline_seconds
     uri = observed.tracking_uri
     apply: list[dict[str, Any]] = []
-    canary_ref = ChildRef("apps/v1", "Deployment", f"{svc.name}-{CANARY}")
+    canary_ref = ChildRef("apps/v1", "Deployment", f"{isvc.name}-{CANARY}")
     delete: list[ChildRef] = []
-    progressing, stable = r.progressing, r.stable
-    canary = r.revision(status.canary_revision)
+    progressing, stable = rollout.progressing, rollout.stable
+    canary = rollout.revision(status.canary_revision)
     percent = status.canary_percent or 0
     if canary is not None and progressing is canary and percent < 100:
         n = canary_replicas(total, percent)
-        apply.append(deployment(svc, CANARY, canary, n, deadline, uri))
+        apply.append(deployment(isvc, CANARY, canary, n, deadline, uri))
         if stable is not None:
             beside = stable_replicas_beside(total, n)
-            apply.append(deployment(svc, STABLE, stable, beside, deadline, uri))
+            apply.append(deployment(isvc, STABLE, stable, beside, deadline, uri))
     else:
         rolling = progressing is not None and status.step_started is not None
         target = progressing if rolling else stable
         if target is not None:
-            apply.append(deployment(svc, STABLE, target, total, deadline, uri))
+            apply.append(deployment(isvc, STABLE, target, total, deadline, uri))
         # While promoting, the canary keeps serving until the stable Deployment has rolled.
         promoting = canary is not None and progressing is canary and percent >= 100
         if canary is not None and promoting and observed.canary is not None:
-            apply.append(deployment(svc, CANARY, canary, observed.canary.replicas, deadline, uri))
+            apply.append(deployment(isvc, CANARY, canary, observed.canary.replicas, deadline, uri))
         else:
             delete.append(canary_ref)
     if apply:
-        apply += [service(svc, spec.server.port), pod_disruption_budget(svc)]
+        apply += [service(isvc, spec.server.port), pod_disruption_budget(isvc)]
         scalers, unused = autoscaler_children(
-            svc, spec.autoscaling, observed.keda, observed.prometheus_url
+            isvc, spec.autoscaling, observed.keda, observed.prometheus_url
         )
         apply += scalers
         delete += unused
         splitting = canary is not None and progressing is canary and percent < 100
-        routes, unused = gateway_children(r, observed, percent if splitting else 0)
+        routes, unused = gateway_children(rollout, observed, percent if splitting else 0)
         apply += routes
         delete += unused
     return apply, delete
 
 
 def gateway_children(
-    r: RolloutState, observed: InferenceObserved, canary_percent: int
+    rollout: RolloutState, observed: InferenceObserved, canary_percent: int
 ) -> tuple[list[dict[str, Any]], list[ChildRef]]:
     """With a Gateway named and the Gateway API installed, an HTTPRoute weighted by the
     canary's share over per-role Services (the replica split stays as it is)."""
-    gateway, port = r.spec.rollout.gateway, r.spec.server.port
+    gateway, port = rollout.spec.rollout.gateway, rollout.spec.server.port
     if not observed.gateway_api:
         return [], []
     if gateway is None:
-        return [], [ChildRef(*HTTPROUTE_REF, r.svc.name)]
-    services = [role_service(r.svc, role, port) for role in (STABLE, CANARY)]
-    return [*services, http_route(r.svc, gateway, port, canary_percent)], []
+        return [], [ChildRef(*HTTPROUTE_REF, rollout.isvc.name)]
+    services = [role_service(rollout.isvc, role, port) for role in (STABLE, CANARY)]
+    return [*services, http_route(rollout.isvc, gateway, port, canary_percent)], []
 
 
 # ---------------------------------------------------------------- status
 
 
-def _conditions(r: RolloutState, observed: InferenceObserved, progress_reason: str) -> None:
-    status, spec = r.status, r.spec
+def _conditions(rollout: RolloutState, observed: InferenceObserved, progress_reason: str) -> None:
+    status, spec = rollout.status, rollout.spec
     deployments = [d for d in (observed.stable, observed.canary) if d is not None]
     status.replicas = sum(d.status_replicas for d in deployments)
     status.ready_replicas = sum(d.ready_replicas for d in deployments)
-    status.selector = selector(r.svc.name)
-    status.url = service_url(r.svc.name, r.svc.namespace, spec.server.port)
+    status.selector = selector(rollout.isvc.name)
+    status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
 
     def set_(type_: str, value: cond.Status, reason: str, message: str = "") -> None:
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, reason, message, r.now, r.svc.generation
+            status.conditions, type_, value, reason, message, rollout.now, rollout.isvc.generation
         )
 
-    stable = r.stable
+    stable = rollout.stable
     if status.ready_replicas > 0:
         set_(AVAILABLE, "True", "MinimumReplicasAvailable", f"{status.ready_replicas} ready")
     elif spec.replicas == 0:
@@ -543,16 +547,16 @@ def _conditions(r: RolloutState, observed: InferenceObserved, progress_reason: s
     else:
         set_(AVAILABLE, "False", "NoReplicaReady", "no replica is ready yet")
 
-    progressing = r.progressing
+    progressing = rollout.progressing
     if progressing is not None:
-        message = _progress_message(r, progressing, progress_reason, observed)
+        message = _progress_message(rollout, progressing, progress_reason, observed)
         set_(PROGRESSING, "True", progress_reason or "NewRevision", message)
     elif observed.model_uri is None:
         set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
     else:
         set_(PROGRESSING, "False", "RolloutComplete", "no rollout in progress")
 
-    failed = _desired_rolled_back(r, observed)
+    failed = _desired_rolled_back(rollout, observed)
     if failed is not None:
         message = (
             f"revision {failed.revision} ({failed.model_version}) was rolled back: "
@@ -585,26 +589,26 @@ def _conditions(r: RolloutState, observed: InferenceObserved, progress_reason: s
 
 
 def _progress_message(
-    r: RolloutState, revision: Revision, reason: str, observed: InferenceObserved
+    rollout: RolloutState, revision: Revision, reason: str, observed: InferenceObserved
 ) -> str:
     head = f"revision {revision.revision} ({revision.model_version})"
     if reason == "WaitingForGate":
         gate = observed.gate.message if observed.gate else "not observed"
         return f"{head} waits for its gate: {gate}"
-    if r.status.canary_percent is not None and reason == "CanaryStep":
-        return f"{head} is a canary at {r.status.canary_percent}% of replicas"
+    if rollout.status.canary_percent is not None and reason == "CanaryStep":
+        return f"{head} is a canary at {rollout.status.canary_percent}% of replicas"
     if reason == "Promoting":
         return f"{head} is being promoted to all replicas"
     return f"{head} is rolling out"
 
 
-def _desired_rolled_back(r: RolloutState, observed: InferenceObserved) -> Revision | None:
+def _desired_rolled_back(rollout: RolloutState, observed: InferenceObserved) -> Revision | None:
     """The revision the spec asks for, when it is the one that was rolled back."""
     if observed.model_uri is None:
         return None
-    digest = template_hash(served_template(r.spec, observed.model_uri))
+    digest = template_hash(served_template(rollout.spec, observed.model_uri))
     latest = max(
-        (x for x in r.status.revisions if x.template_hash == digest),
+        (x for x in rollout.status.revisions if x.template_hash == digest),
         key=lambda x: x.revision,
         default=None,
     )
@@ -614,29 +618,44 @@ def _desired_rolled_back(r: RolloutState, observed: InferenceObserved) -> Revisi
 # ---------------------------------------------------------------- the planner
 
 
-def plan_inference(svc: Service, observed: InferenceObserved, now: datetime) -> InferencePlan:
-    """The next status and children of a Kubernetes-backed InferenceService."""
+@dataclass(frozen=True)
+class InvalidSpec:
+    """Why the spec cannot be served (the planner's InvalidSpec path says so)."""
+
+    message: str
+
+
+def parse(isvc: Resource) -> InferenceServiceSpec | InvalidSpec:
+    """The typed spec, parsed once at the top of a pass (either backend)."""
     try:
-        spec = InferenceServiceSpec.model_validate(svc.spec)
+        spec = InferenceServiceSpec.model_validate(isvc.spec)
         check_semantics(spec)
     except (ValidationError, ValueError) as error:
-        return _invalid(svc, now, error)
-    r = RolloutState(svc, spec, now)
+        return InvalidSpec(_error_text(error))
+    return spec
+
+
+def plan_inference(
+    isvc: Resource, spec: InferenceServiceSpec, observed: InferenceObserved, now: datetime
+) -> InferencePlan:
+    """The next status and children of a Kubernetes-backed InferenceService."""
+    rollout = RolloutState(isvc, spec, now)
     if observed.model_uri is not None:
-        r.track(served_template(spec, observed.model_uri))
-    reason = advance(r, observed)
-    apply, delete = kubernetes_children(r, observed)
-    _conditions(r, observed, reason)
-    status = r.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return InferencePlan(status, apply, delete, _with_phase_event(svc, r))
+        rollout.track(served_template(spec, observed.model_uri))
+    reason = advance(rollout, observed)
+    apply, delete = kubernetes_children(rollout, observed)
+    _conditions(rollout, observed, reason)
+    status = rollout.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return InferencePlan(status, apply, delete, _with_phase_event(isvc, rollout))
 
 
-def _with_phase_event(svc: Service, r: RolloutState) -> list[Event]:
-    before = (svc.status or {}).get("phase")
-    if before == r.status.phase:
-        return r.events
-    ready = cond.find(r.status.conditions, cond.READY)
-    return [*r.events, Event("Normal", str(r.status.phase), ready.message if ready else "")]
+def _with_phase_event(isvc: Resource, rollout: RolloutState) -> list[Event]:
+    before = (isvc.status or {}).get("phase")
+    if before == rollout.status.phase:
+        return rollout.events
+    ready = cond.find(rollout.status.conditions, cond.READY)
+    phase_event = Event("Normal", str(rollout.status.phase), ready.message if ready else "")
+    return [*rollout.events, phase_event]
 
 
 def check_semantics(spec: InferenceServiceSpec) -> None:
@@ -648,22 +667,25 @@ def check_semantics(spec: InferenceServiceSpec) -> None:
         raise ValueError("autoscaling: minReplicas must not exceed maxReplicas")
 
 
-def _invalid(svc: Service, now: datetime, error: Exception) -> InferencePlan:
-    status = _parse_status(svc.status)
-    status.observed_generation = svc.generation
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return str(error)
+
+
+def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> InferencePlan:
+    """Degraded with `InvalidSpec`; nothing is applied or deleted (either backend)."""
+    status = _parse_status(isvc.status)
+    status.observed_generation = isvc.generation
     status.phase = Phase.DEGRADED
-    text = (
-        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        if isinstance(error, ValidationError)
-        else str(error)
-    )
+    text = invalid.message[:1000]
     for type_ in (cond.READY, DEGRADED):
         value: cond.Status = "False" if type_ == cond.READY else "True"
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, "InvalidSpec", text[:1000], now, svc.generation
+            status.conditions, type_, value, "InvalidSpec", text, now, isvc.generation
         )
     dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text[:1000])])
+    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text)])
 
 
 # ---------------------------------------------------------------- manual rollback
@@ -673,19 +695,21 @@ def rollback_target(status: dict[str, Any], to_revision: int | None) -> Revision
     """The revision `icx rollback` returns to: the one asked for, else the stable one
     when the spec asks for a rolled-back revision, else the previous stable one."""
     parsed = _parse_status(status)
-    by_number = {r.revision: r for r in parsed.revisions}
+    by_number = {rev.revision: rev for rev in parsed.revisions}
     if to_revision is not None:
         if to_revision not in by_number:
             raise ValueError(f"revision {to_revision} is not in the history {sorted(by_number)}")
         return by_number[to_revision]
-    latest = max(parsed.revisions, key=lambda r: r.revision, default=None)
+    latest = max(parsed.revisions, key=lambda rev: rev.revision, default=None)
     stable = by_number.get(parsed.stable_revision or -1)
     if latest is not None and latest.outcome in ("RolledBack", "Progressing") and stable:
         return stable
-    previous = [r for r in parsed.revisions if r.outcome == "Superseded" and r.reason == REPLACED]
+    previous = [
+        rev for rev in parsed.revisions if rev.outcome == "Superseded" and rev.reason == REPLACED
+    ]
     if not previous:
         raise ValueError("no earlier stable revision to roll back to")
-    return max(previous, key=lambda r: r.revision)
+    return max(previous, key=lambda rev: rev.revision)
 
 
 def rollback_patch(revision: Revision) -> dict[str, Any]:

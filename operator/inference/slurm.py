@@ -16,37 +16,29 @@ Kubernetes clients reach the replicas through the selector-less Service `<name>`
 one EndpointSlice per replica, published when the replica's node resolves to a
 routable (non-loopback) address; `status.url` is that Service's URL then, else the
 first ready replica's own `http://node:port`.
+
+Pure: `observe.py` lists the jobs and probes the replicas, `apply.py` submits and
+cancels what `plan_slurm_service` decides.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-import os
 import re
-import socket
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from infinitecontext.crds.models import (
-    INFERENCE_SERVICE,
-    InferenceServiceSpec,
-    Phase,
-    SlurmOptions,
-)
+from infinitecontext.crds.models import InferenceServiceSpec, Phase, SlurmOptions
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.inference.children import (
-    LABEL_SERVICE,
+    LABEL_INFERENCE_SERVICE,
     ChildRef,
-    Service,
     autoscaler_children,
     owner_reference,
     service_url,
 )
 from infinitecontext.operator.inference.planner import (
     AVAILABLE,
-    DEFAULT_PROMETHEUS,
     DEGRADED,
     PROGRESSING,
     ROLLED_BACK,
@@ -54,11 +46,11 @@ from infinitecontext.operator.inference.planner import (
     RolloutState,
     served_template,
 )
-from infinitecontext.operator.workloads import handlers
-from infinitecontext.operator.workloads.planner import Event
+from infinitecontext.operator.inference.serve import serve_argv
+from infinitecontext.operator.resource import Event, Resource
 from infinitecontext.operator.workloads.slurm import cpus, memory_mb
 from infinitecontext.slurm_bridge.models import JobRequest, JobStatus
-from infinitecontext.slurm_bridge.states import Phase as JobPhase
+from infinitecontext.slurm_bridge.states import Phase as SlurmPhase
 
 _KEY = re.compile(r"^(?P<uid>.+)\.v(?P<rev>\d+)\.r(?P<slot>\d+)\.a(?P<attempt>\d+)$")
 MAX_ATTEMPTS = 5
@@ -71,7 +63,7 @@ class Replica:
     slot: int
     attempt: int
     job_id: int
-    phase: JobPhase
+    phase: SlurmPhase
     node: str
     port: int
     ready: bool = False
@@ -80,7 +72,7 @@ class Replica:
 
     @property
     def alive(self) -> bool:
-        return self.phase in (JobPhase.PENDING, JobPhase.RUNNING, JobPhase.UNKNOWN)
+        return self.phase in (SlurmPhase.PENDING, SlurmPhase.RUNNING, SlurmPhase.UNKNOWN)
 
     @property
     def url(self) -> str:
@@ -104,30 +96,26 @@ def replicas_of(uid: str, jobs: list[JobStatus], base_port: int) -> list[Replica
         seen = newest.get((rev, slot))
         if seen is None or (replica.attempt, replica.job_id) > (seen.attempt, seen.job_id):
             newest[(rev, slot)] = replica
-    return sorted(newest.values(), key=lambda r: (r.revision, r.slot))
+    return sorted(newest.values(), key=lambda replica: (replica.revision, replica.slot))
 
 
 def replica_request(
-    svc: Service,
+    isvc: Resource,
     spec: InferenceServiceSpec,
     model_uri: str,
     key: str,
     port: int,
-    server_command: list[str],
     tracking_uri: str,
 ) -> JobRequest:
     options = spec.slurm or SlurmOptions()
-    argv = [*server_command, "serve", model_uri, "--served-model-name", svc.name]
-    argv += ["--host", "0.0.0.0", "--port", str(port)]
-    argv += ["--cache-dir", f"{options.working_directory}/icx-models"]
-    if spec.server.max_model_len is not None:
-        argv += ["--max-model-len", str(spec.server.max_model_len)]
-    argv += [f"--vllm-arg={extra}" for extra in spec.server.extra_args]
-    environment = {"ICX_OWNER": f"InferenceService/{svc.namespace}/{svc.name}"}
+    cache = f"{options.working_directory}/icx-models"
+    gpus = spec.resources.gpus_per_node
+    argv = serve_argv(model_uri, isvc.name, spec.server, gpus, port, cache)
+    environment = {"ICX_OWNER": f"InferenceService/{isvc.namespace}/{isvc.name}"}
     if tracking_uri:
         environment["MLFLOW_TRACKING_URI"] = tracking_uri
     return JobRequest(
-        name=f"icx-serve-{svc.namespace}-{svc.name}"[:200],
+        name=f"icx-serve-{isvc.namespace}-{isvc.name}"[:200],
         command=argv,
         key=key,
         nodes=1,
@@ -152,12 +140,11 @@ class SlurmObserved:
     model_uri: str | None
     model_message: str = ""
     replicas: list[Replica] = field(default_factory=list)
-    server_command: list[str] = field(default_factory=lambda: ["icx"])
     tracking_uri: str = ""
     job_path: str = ""
-    keda: bool = False
-    prometheus_url: str = DEFAULT_PROMETHEUS
     """PATH of the replica jobs (the operator's --slurm-job-path), where `icx` is found."""
+    keda: bool = False
+    prometheus_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,60 +155,60 @@ class SlurmPlan:
 
 
 def plan_slurm_service(
-    svc: Service, spec: InferenceServiceSpec, observed: SlurmObserved, now: datetime
+    isvc: Resource, spec: InferenceServiceSpec, observed: SlurmObserved, now: datetime
 ) -> SlurmPlan:
-    r = RolloutState(svc, spec, now)
+    rollout = RolloutState(isvc, spec, now)
     if observed.model_uri is not None:
-        r.track(served_template(spec, observed.model_uri))
+        rollout.track(served_template(spec, observed.model_uri))
     by_rev: dict[int, list[Replica]] = {}
     for replica in observed.replicas:
         by_rev.setdefault(replica.revision, []).append(replica)
-    _advance(r, by_rev)
-    wanted = {x.revision for x in (r.stable, r.progressing) if x is not None}
+    _advance(rollout, by_rev)
+    wanted = {x.revision for x in (rollout.stable, rollout.progressing) if x is not None}
     submit, cancel = [], []
     for revision in wanted:
-        model = next(x.model_version for x in r.status.revisions if x.revision == revision)
+        model = next(x.model_version for x in rollout.status.revisions if x.revision == revision)
         subs, cans = _replica_actions(
-            svc, spec, observed, revision, model, by_rev.get(revision, [])
+            isvc, spec, observed, revision, model, by_rev.get(revision, [])
         )
         submit += subs
         cancel += cans
     cancel += [x.job_id for x in observed.replicas if x.revision not in wanted and x.alive]
-    serving = by_rev.get(r.status.stable_revision or -1, [])
-    apply, delete = _endpoints(svc, spec, serving, observed.replicas)
+    serving = by_rev.get(rollout.status.stable_revision or -1, [])
+    apply, delete = _endpoints(isvc, spec, serving, observed.replicas)
     # The same autoscaler as on Kubernetes: it scales the scale subresource, i.e. jobs.
     scalers, unused = autoscaler_children(
-        svc, spec.autoscaling, observed.keda, observed.prometheus_url
+        isvc, spec.autoscaling, observed.keda, observed.prometheus_url
     )
     apply, delete = apply + scalers, delete + unused
-    _slurm_status(r, spec, observed, serving, bool(apply))
-    status = r.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    events = list(r.events)
+    _slurm_status(rollout, spec, observed, serving, bool(apply))
+    status = rollout.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    events = list(rollout.events)
     if any(not s.key.endswith(".a0") for s in submit):
         events.append(Event("Warning", "ReplicaReplaced", "a replica job ended; resubmitted"))
     return SlurmPlan(InferencePlan(status, apply, delete, events), submit, cancel)
 
 
-def _advance(r: RolloutState, by_rev: dict[int, list[Replica]]) -> None:
+def _advance(rollout: RolloutState, by_rev: dict[int, list[Replica]]) -> None:
     """Promote the new revision when all its replicas are ready; roll it back on the
     deadline or when its jobs keep dying."""
-    revision = r.progressing
+    revision = rollout.progressing
     if revision is None:
         return
-    replicas = [x for x in by_rev.get(revision.revision, []) if x.slot < r.spec.replicas]
+    replicas = [x for x in by_rev.get(revision.revision, []) if x.slot < rollout.spec.replicas]
     if any(x.attempt >= MAX_ATTEMPTS for x in replicas):
-        r.roll_back(revision, "ReplicaJobsFailing", f"jobs died {MAX_ATTEMPTS} times")
+        rollout.roll_back(revision, "ReplicaJobsFailing", f"jobs died {MAX_ATTEMPTS} times")
         return
-    r.start_step()
-    if len([x for x in replicas if x.ready]) >= r.spec.replicas:
-        r.promote(revision)
-    elif r.past_deadline():
-        seconds = r.spec.rollout.progress_deadline_seconds
-        r.roll_back(revision, "ProgressDeadlineExceeded", f"not ready within {seconds} s")
+    rollout.start_step()
+    if len([x for x in replicas if x.ready]) >= rollout.spec.replicas:
+        rollout.promote(revision)
+    elif rollout.past_deadline():
+        seconds = rollout.spec.rollout.progress_deadline_seconds
+        rollout.roll_back(revision, "ProgressDeadlineExceeded", f"not ready within {seconds} s")
 
 
 def _replica_actions(
-    svc: Service,
+    isvc: Resource,
     spec: InferenceServiceSpec,
     observed: SlurmObserved,
     revision: int,
@@ -235,11 +222,9 @@ def _replica_actions(
         if current is not None and current.alive:
             continue
         attempt = 0 if current is None else current.attempt + 1
-        key = replica_key(svc.uid, revision, slot, attempt)
+        key = replica_key(isvc.uid, revision, slot, attempt)
         port = spec.server.port + slot
-        request = replica_request(
-            svc, spec, model_uri, key, port, observed.server_command, observed.tracking_uri
-        )
+        request = replica_request(isvc, spec, model_uri, key, port, observed.tracking_uri)
         if observed.job_path:
             request = replace(
                 request, environment={**request.environment, "PATH": observed.job_path}
@@ -250,33 +235,33 @@ def _replica_actions(
 
 
 def _endpoints(
-    svc: Service, spec: InferenceServiceSpec, serving: list[Replica], every: list[Replica]
+    isvc: Resource, spec: InferenceServiceSpec, serving: list[Replica], every: list[Replica]
 ) -> tuple[list[dict[str, Any]], list[ChildRef]]:
     routable = [x for x in serving if x.ready and x.address and x.slot < spec.replicas]
     apply: list[dict[str, Any]] = []
     if routable:
-        apply.append(selectorless_service(svc, spec.server.port))
-        apply += [endpoint_slice(svc, x) for x in routable]
-    published = {f"{svc.name}-r{x.slot}" for x in routable}
-    slots = {f"{svc.name}-r{x.slot}" for x in every}
+        apply.append(selectorless_service(isvc, spec.server.port))
+        apply += [endpoint_slice(isvc, x) for x in routable]
+    published = {f"{isvc.name}-r{x.slot}" for x in routable}
+    slots = {f"{isvc.name}-r{x.slot}" for x in every}
     delete = [
         ChildRef("discovery.k8s.io/v1", "EndpointSlice", n) for n in sorted(slots - published)
     ]
     return apply, delete
 
 
-def selectorless_service(svc: Service, port: int) -> dict[str, Any]:
+def selectorless_service(isvc: Resource, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(svc, svc.name),
+        "metadata": _meta(isvc, isvc.name),
         "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]},
     }
 
 
-def endpoint_slice(svc: Service, replica: Replica) -> dict[str, Any]:
-    meta = _meta(svc, f"{svc.name}-r{replica.slot}")
-    meta["labels"]["kubernetes.io/service-name"] = svc.name
+def endpoint_slice(isvc: Resource, replica: Replica) -> dict[str, Any]:
+    meta = _meta(isvc, f"{isvc.name}-r{replica.slot}")
+    meta["labels"]["kubernetes.io/service-name"] = isvc.name
     meta["labels"]["endpointslice.kubernetes.io/managed-by"] = "infinitecontext.dev"
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -294,36 +279,36 @@ def endpoint_slice(svc: Service, replica: Replica) -> dict[str, Any]:
     }
 
 
-def _meta(svc: Service, name: str) -> dict[str, Any]:
+def _meta(isvc: Resource, name: str) -> dict[str, Any]:
     return {
         "name": name,
-        "namespace": svc.namespace,
-        "labels": {LABEL_SERVICE: svc.name},
-        "ownerReferences": [owner_reference(svc)],
+        "namespace": isvc.namespace,
+        "labels": {LABEL_INFERENCE_SERVICE: isvc.name},
+        "ownerReferences": [owner_reference(isvc)],
     }
 
 
 def _slurm_status(
-    r: RolloutState,
+    rollout: RolloutState,
     spec: InferenceServiceSpec,
     observed: SlurmObserved,
     serving: list[Replica],
     published: bool,
 ) -> None:
-    status = r.status
+    status = rollout.status
     live = [x for x in observed.replicas if x.alive]
     ready = [x for x in serving if x.ready and x.slot < spec.replicas]
     status.replicas = len([x for x in live if x.revision == status.stable_revision]) or len(live)
     status.ready_replicas = len(ready)
-    status.selector = f"{LABEL_SERVICE}={r.svc.name}"
+    status.selector = f"{LABEL_INFERENCE_SERVICE}={rollout.isvc.name}"
     if published:
-        status.url = service_url(r.svc.name, r.svc.namespace, spec.server.port)
+        status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
     else:
         status.url = ready[0].url if ready else None
 
     def set_(type_: str, value: cond.Status, reason: str, message: str = "") -> None:
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, reason, message, r.now, r.svc.generation
+            status.conditions, type_, value, reason, message, rollout.now, rollout.isvc.generation
         )
 
     nodes = ", ".join(f"{x.node}:{x.port}" for x in ready)
@@ -333,7 +318,7 @@ def _slurm_status(
     else:
         set_(AVAILABLE, "False", "NoReplicaReady", "no replica job answers /ready yet")
         set_(cond.READY, "False", "NotServing", "no replica job answers /ready yet")
-    progressing = r.progressing
+    progressing = rollout.progressing
     if progressing is not None:
         message = f"revision {progressing.revision} ({progressing.model_version}) is starting"
         set_(PROGRESSING, "True", "NewRevision", message)
@@ -358,109 +343,8 @@ def _slurm_status(
     )
 
 
-# ---------------------------------------------------------------- I/O
-
-
-def routable_address(node: str) -> str | None:
-    """The node's address if Kubernetes clients can route to it (not loopback)."""
-    try:
-        address = socket.gethostbyname(node)
-    except OSError:
-        return None
-    ip = ipaddress.ip_address(address)
-    return None if ip.is_loopback or ip.is_link_local or ip.is_unspecified else address
-
-
-def probe_ready(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/ready", timeout=5.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def observe_replicas(ctx: handlers.Context, svc: Service, port: int) -> list[Replica]:
-    jobs = ctx.slurm().list()
-    found = []
-    for replica in replicas_of(svc.uid, jobs, port):
-        running = replica.phase == JobPhase.RUNNING and bool(replica.node)
-        ready = running and probe_ready(replica.url)
-        address = routable_address(replica.node) if ready else None
-        found.append(_with(replica, ready, address))
-    return found
-
-
-def _with(replica: Replica, ready: bool, address: str | None) -> Replica:
-    return replace(replica, ready=ready, address=address)
-
-
-def reconcile_slurm_service(
-    ctx: handlers.Context, svc: Service, spec: InferenceServiceSpec, now: datetime
-) -> InferencePlan:
-    """One pass of a SLURM-backed InferenceService (called by inference_handlers)."""
-    from infinitecontext.operator.inference.handlers import inference_kube, resolve_model
-    from infinitecontext.slurm_bridge.errors import SlurmUnavailable
-
-    model = resolve_model(ctx, svc, spec)
-    try:
-        replicas = observe_replicas(ctx, svc, spec.server.port)
-    except SlurmUnavailable as error:
-        return _unavailable(svc, str(error))
-    observed = SlurmObserved(
-        model.uri,
-        model.message,
-        replicas,
-        tracking_uri=spec.mlflow.tracking_uri or ctx.tracking_uri,
-        job_path=ctx.slurm_job_path,
-        keda=spec.autoscaling.enabled and inference_kube(ctx).keda_installed(),
-        prometheus_url=os.environ.get("ICX_PROMETHEUS_URL", DEFAULT_PROMETHEUS),
-    )
-    result = plan_slurm_service(svc, spec, observed, now)
-    slurm = ctx.slurm()
-    for request in result.submit:
-        slurm.submit(request)
-    for job_id in result.cancel:
-        slurm.cancel(job_id)
-    kube = inference_kube(ctx)
-    for obj in result.plan.apply:
-        kube.apply(obj)
-    for ref in result.plan.delete:
-        kube.delete(ref, svc.namespace)
-    return result.plan
-
-
-def _unavailable(svc: Service, message: str) -> InferencePlan:
+def unavailable_plan(isvc: Resource, message: str) -> InferencePlan:
     """SLURM did not answer: keep the status, say so, try again on the next timer."""
     return InferencePlan(
-        dict(svc.status), events=[Event("Warning", "SlurmUnavailable", message[:500])]
+        dict(isvc.status), events=[Event("Warning", "SlurmUnavailable", message[:500])]
     )
-
-
-def cancel_all(ctx: handlers.Context, body: Any, logger: logging.Logger) -> None:
-    """Cancel every replica job of the service (its finalizer)."""
-    import kopf
-
-    from infinitecontext.slurm_bridge.errors import SlurmUnavailable
-
-    uid = body["metadata"]["uid"]
-    try:
-        slurm = ctx.slurm()
-        for replica in replicas_of(uid, slurm.list(), 0):
-            if replica.alive:
-                slurm.cancel(replica.job_id)
-                logger.info("cancelled replica job %s", replica.job_id)
-    except SlurmUnavailable as error:
-        raise kopf.TemporaryError(f"SLURM unavailable, retrying: {error}", delay=15) from error
-
-
-__all__ = [
-    "INFERENCE_SERVICE",
-    "Replica",
-    "SlurmObserved",
-    "cancel_all",
-    "plan_slurm_service",
-    "reconcile_slurm_service",
-    "replica_key",
-    "replicas_of",
-]

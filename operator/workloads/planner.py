@@ -1,9 +1,10 @@
 """Pure reconcilers: spec + observed state + now → a Plan (children, actions, status).
 
-Nothing here talks to Kubernetes, SLURM or MLflow: `handlers.py` observes the world,
-calls `reconcile(...)`, executes the plan's actions and writes its status. Every pass
-rebuilds the status from what was observed (level-based), so a restarted operator
-picks up where the last one stopped.
+Nothing here talks to Kubernetes, SLURM or MLflow: `handlers.py` parses the spec once
+(`parse`), `observe.py` observes the world, `reconcile(...)` plans, `apply.py` executes
+the plan's actions and the shared pass writes its status. Every pass rebuilds the
+status from what was observed (level-based), so a restarted operator picks up where
+the last one stopped.
 
 TrainingRun, Alignment and Evaluation share one state machine:
 
@@ -40,6 +41,7 @@ from infinitecontext.crds.models import (
     parse_spec,
 )
 from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.resource import Event, Resource
 from infinitecontext.operator.workloads.jobs import JobObservation, render_children
 from infinitecontext.operator.workloads.recipe import (
     JUDGE_ERRORS_METRIC,
@@ -59,31 +61,11 @@ from infinitecontext.operator.workloads.recipe import (
 from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
 
-POLL_SECONDS = 10.0
-WAIT_FOR_INPUT_SECONDS = 15.0
-MAX_BACKOFF_SECONDS = 300.0
 TAG_PREFIX = "infinitecontext."
 FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
 
 
 # ---------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Resource:
-    """The custom resource as read from the API server."""
-
-    kind: str
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
-
-    @property
-    def owner(self) -> Owner:
-        return Owner(self.kind, self.name, self.namespace, self.uid)
 
 
 @dataclass(frozen=True)
@@ -128,8 +110,6 @@ class Observed:
     """The judge InferenceService of an Evaluation (`spec.judge.inferenceService`)."""
     unavailable: str | None = None
     """SLURM or MLflow could not be reached: why."""
-    failures: int = 0
-    """Consecutive unreachable passes (for the backoff)."""
     tracking_uri: str = ""
     slurm_job_path: str = ""
     """PATH of jobs on SLURM nodes (where `icx` is installed there); operator setting."""
@@ -173,18 +153,10 @@ Action = ApplyChildren | SubmitSlurm | CancelSlurm | RegisterModel | TagModelVer
 
 
 @dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Plan:
     status: dict[str, Any]
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
 
     @property
     def needs_another_pass(self) -> bool:
@@ -219,47 +191,68 @@ class _Builder:
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
-    def plan(self, requeue_after: float | None = None) -> Plan:
+    def plan(self) -> Plan:
         if self.status.phase != self.previous_phase:
             ready = cond.find(self.status.conditions, cond.READY)
             message = ready.message if ready and ready.message else str(self.status.phase)
             warning = self.status.phase in (Phase.FAILED, Phase.INVALID)
             self.event(str(self.status.phase), message, warning)
         status = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return Plan(status, self.actions, self.events, requeue_after)
+        return Plan(status, self.actions, self.events)
 
 
-def reconcile(resource: Resource, observed: Observed, now: datetime) -> Plan:
+@dataclass(frozen=True)
+class InvalidSpec:
+    """Why the spec cannot be run (the planner's Invalid phase says so)."""
+
+    message: str
+
+
+def owner_of(resource: Resource) -> Owner:
+    return Owner(resource.kind, resource.name, resource.namespace, resource.uid)
+
+
+def parse(resource: Resource) -> WorkloadSpec | InvalidSpec:
+    """The typed spec, checked as far as our code can before anything runs; parsed once
+    at the top of a pass, and handed to the observer, the planner and the applier."""
+    try:
+        spec: WorkloadSpec = parse_spec(KINDS_BY_NAME[resource.kind], resource.spec)
+        check_semantics(spec)
+        validate_recipe(owner_of(resource), spec)
+    except (ValidationError, ValueError) as error:
+        return InvalidSpec(_error_text(error))
+    return spec
+
+
+def reconcile(
+    resource: Resource, spec: WorkloadSpec | InvalidSpec, observed: Observed, now: datetime
+) -> Plan:
     """The next step of a TrainingRun, Alignment or Evaluation."""
     kind = KINDS_BY_NAME[resource.kind]
     status = _status(kind.status, resource.status)
-    b = _Builder(status, now, resource.generation)
-    try:
-        spec = parse_spec(kind, resource.spec)
-        check_semantics(spec)
-        validate_recipe(resource.owner, spec)
-    except (ValidationError, ValueError) as error:
-        b.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
-        return b.plan()
+    builder = _Builder(status, now, resource.generation)
+    if isinstance(spec, InvalidSpec):
+        builder.phase(Phase.INVALID, "False", "InvalidSpec", spec.message)
+        return builder.plan()
     if status.phase in FINAL and status.phase != Phase.INVALID:
-        return b.plan()  # finished work stays finished; only observedGeneration moves
+        return builder.plan()  # finished work stays finished; only observedGeneration moves
     if observed.unavailable:
-        return _unavailable(b, observed)
+        return _unavailable(builder, observed)
     if isinstance(spec, AlignmentSpec | EvaluationSpec):
         if observed.input is None or not observed.input.ready:
-            return _waiting(b, observed.input)
-        b.status.input_model = observed.input.model
+            return _waiting(builder, observed.input)
+        builder.status.input_model = observed.input.model
     if isinstance(spec, EvaluationSpec):
-        waiting = _resolve_judge(b, spec, observed)
+        waiting = _resolve_judge(builder, spec, observed)
         if waiting is not None:
-            return _waiting(b, waiting)
+            return _waiting(builder, waiting)
     if spec.suspend:
-        return _suspend(b, resource, spec, observed)
-    if cond.is_true(b.status.conditions, cond.SUSPENDED):
-        b.condition(cond.SUSPENDED, "False", "Resumed", "resumed from the last checkpoint")
-        b.event("Resumed", "resumed from the last checkpoint")
-        return _resume(b, resource, spec, observed)
-    return _follow_job(b, resource, spec, observed)
+        return _suspend(builder, resource, spec, observed)
+    if cond.is_true(builder.status.conditions, cond.SUSPENDED):
+        builder.condition(cond.SUSPENDED, "False", "Resumed", "resumed from the last checkpoint")
+        builder.event("Resumed", "resumed from the last checkpoint")
+        return _resume(builder, resource, spec, observed)
+    return _follow_job(builder, resource, spec, observed)
 
 
 def _status(model: type[Any], raw: dict[str, Any]) -> WorkloadStatus:
@@ -299,20 +292,21 @@ def check_semantics(spec: WorkloadSpec) -> None:
         cpus(spec.resources.cpu)
 
 
-def _unavailable(b: _Builder, observed: Observed) -> Plan:
-    b.condition(cond.READY, "Unknown", "BackendUnavailable", observed.unavailable or "")
-    delay = min(MAX_BACKOFF_SECONDS, 5.0 * 2 ** min(observed.failures, 6))
-    return b.plan(requeue_after=delay)
+def _unavailable(builder: _Builder, observed: Observed) -> Plan:
+    builder.condition(cond.READY, "Unknown", "BackendUnavailable", observed.unavailable or "")
+    return builder.plan()
 
 
-def _resolve_judge(b: _Builder, spec: EvaluationSpec, observed: Observed) -> InputModel | None:
+def _resolve_judge(
+    builder: _Builder, spec: EvaluationSpec, observed: Observed
+) -> InputModel | None:
     """Record the judge endpoint the job will use (None) or say what is awaited.
 
     Resolved once, before the job is submitted: the job carries that URL, so a judge
     InferenceService that stops serving later does not send a running job back to
     Waiting (the job then reports the judge as unreachable).
     """
-    status = b.status
+    status = builder.status
     if spec.judge is None or not isinstance(status, EvaluationStatus):
         return None
     if status.judge is not None and status.job is not None:
@@ -332,38 +326,40 @@ def _resolve_judge(b: _Builder, spec: EvaluationSpec, observed: Observed) -> Inp
     return None
 
 
-def _judge_of(b: _Builder) -> JudgeEndpoint | None:
-    return b.status.judge if isinstance(b.status, EvaluationStatus) else None
+def _judge_of(builder: _Builder) -> JudgeEndpoint | None:
+    return builder.status.judge if isinstance(builder.status, EvaluationStatus) else None
 
 
-def _waiting(b: _Builder, found: InputModel | None) -> Plan:
+def _waiting(builder: _Builder, found: InputModel | None) -> Plan:
     reason = found.reason if found else "WaitingForInput"
     message = found.message if found else "the input model is not resolved yet"
-    b.phase(Phase.WAITING, "False", reason, message)
-    return b.plan(requeue_after=WAIT_FOR_INPUT_SECONDS)
+    builder.phase(Phase.WAITING, "False", reason, message)
+    return builder.plan()
 
 
-def _suspend(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+def _suspend(builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
     job = observed.job
     active = job is not None and job.phase in ("Pending", "Running")
     if active and spec.backend == Backend.KUBERNETES:
-        b.actions.append(ApplyChildren(_children(resource, spec, b, observed, suspend=True)))
+        builder.actions.append(
+            ApplyChildren(_children(resource, spec, builder, observed, suspend=True))
+        )
     if active and spec.backend == Backend.SLURM and job and job.slurm_job_id:
-        b.actions.append(CancelSlurm(job.slurm_job_id))
-    b.condition(cond.SUSPENDED, "True", "Suspended", "spec.suspend is true")
-    b.condition(cond.RUNNING, "False", "Suspended", "")
-    b.phase(Phase.SUSPENDED, "False", "Suspended", "spec.suspend is true")
-    return b.plan(requeue_after=POLL_SECONDS if active else None)
+        builder.actions.append(CancelSlurm(job.slurm_job_id))
+    builder.condition(cond.SUSPENDED, "True", "Suspended", "spec.suspend is true")
+    builder.condition(cond.RUNNING, "False", "Suspended", "")
+    builder.phase(Phase.SUSPENDED, "False", "Suspended", "spec.suspend is true")
+    return builder.plan()
 
 
-def _resume(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+def _resume(builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
     if spec.backend == Backend.SLURM:
-        return _submit(b, resource, spec, observed, attempt=_attempt(b) + 1)
-    return _submit(b, resource, spec, observed, attempt=_attempt(b))
+        return _submit(builder, resource, spec, observed, attempt=_attempt(builder) + 1)
+    return _submit(builder, resource, spec, observed, attempt=_attempt(builder))
 
 
-def _attempt(b: _Builder) -> int:
-    return b.status.job.attempt if b.status.job else 0
+def _attempt(builder: _Builder) -> int:
+    return builder.status.job.attempt if builder.status.job else 0
 
 
 def lineage_tags(resource: Resource, parent: RegisteredModel | None) -> dict[str, str]:
@@ -379,68 +375,76 @@ def lineage_tags(resource: Resource, parent: RegisteredModel | None) -> dict[str
 
 
 def _children(
-    resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed, suspend: bool
+    resource: Resource, spec: WorkloadSpec, builder: _Builder, observed: Observed, suspend: bool
 ) -> list[dict[str, Any]]:
-    return render_children(resource.owner, spec, _work(resource, spec, b, observed), suspend)
+    return render_children(
+        owner_of(resource), spec, _work(resource, spec, builder, observed), suspend
+    )
 
 
 def _work(
-    resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed
+    resource: Resource, spec: WorkloadSpec, builder: _Builder, observed: Observed
 ) -> WorkloadCommand:
     """The job's command and environment, from the spec and what status has resolved."""
-    judge = _judge_of(b)
-    return command(resource.owner, spec, observed.tracking_uri, b.status.input_model, judge)
+    judge = _judge_of(builder)
+    return command(
+        owner_of(resource), spec, observed.tracking_uri, builder.status.input_model, judge
+    )
 
 
 def _submit(
-    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, attempt: int
+    builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, attempt: int
 ) -> Plan:
     if spec.backend == Backend.KUBERNETES:
-        children = _children(resource, spec, b, observed, suspend=False)
-        b.actions.append(ApplyChildren(children))
-        b.status.job = ChildJob(
+        children = _children(resource, spec, builder, observed, suspend=False)
+        builder.actions.append(ApplyChildren(children))
+        builder.status.job = ChildJob(
             backend=Backend.KUBERNETES, name=children[-1]["metadata"]["name"], attempt=attempt
         )
     else:
-        work = _work(resource, spec, b, observed)
+        work = _work(resource, spec, builder, observed)
         if observed.slurm_job_path:
             work.environment["PATH"] = observed.slurm_job_path
-        b.actions.append(SubmitSlurm(slurm_request(resource.owner, spec, work, attempt), attempt))
-        b.status.job = ChildJob(backend=Backend.SLURM, attempt=attempt)
-    b.condition(cond.SUBMITTED, "True", "Submitted", f"{spec.backend} job submitted")
-    b.phase(Phase.SUBMITTED, "False", "Submitted", f"{spec.backend} job submitted")
-    b.status.start_time = b.status.start_time or b.now
-    return b.plan(requeue_after=POLL_SECONDS)
+        builder.actions.append(
+            SubmitSlurm(slurm_request(owner_of(resource), spec, work, attempt), attempt)
+        )
+        builder.status.job = ChildJob(backend=Backend.SLURM, attempt=attempt)
+    builder.condition(cond.SUBMITTED, "True", "Submitted", f"{spec.backend} job submitted")
+    builder.phase(Phase.SUBMITTED, "False", "Submitted", f"{spec.backend} job submitted")
+    builder.status.start_time = builder.status.start_time or builder.now
+    return builder.plan()
 
 
-def _follow_job(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
+def _follow_job(
+    builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed
+) -> Plan:
     job = observed.job
     if job is None:
-        return _submit(b, resource, spec, observed, attempt=_attempt(b))
-    _record_job(b, job)
+        return _submit(builder, resource, spec, observed, attempt=_attempt(builder))
+    _record_job(builder, job)
     if observed.run is not None:
-        b.status.run_id = observed.run.run_id
+        builder.status.run_id = observed.run.run_id
     if job.phase == "Suspended":  # the Job is still suspended from before: resume it
-        return _submit(b, resource, spec, observed, attempt=_attempt(b))
+        return _submit(builder, resource, spec, observed, attempt=_attempt(builder))
     if job.phase == "Succeeded":
-        return _succeeded(b, resource, spec, observed)
+        return _succeeded(builder, resource, spec, observed)
     if job.phase == "Failed":
-        return _failed(b, resource, spec, observed, job)
-    if _past_deadline(b, spec):
-        return _deadline(b, spec, job)
+        return _failed(builder, resource, spec, observed, job)
+    if _past_deadline(builder, spec):
+        return _deadline(builder, spec, job)
     if job.phase == "Running":
-        b.condition(cond.RUNNING, "True", "Running", job.message)
-        b.status.progress = _progress(observed.run, b.status.progress)
-        b.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
+        builder.condition(cond.RUNNING, "True", "Running", job.message)
+        builder.status.progress = _progress(observed.run, builder.status.progress)
+        builder.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
-        b.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
-    return b.plan(requeue_after=POLL_SECONDS)
+        builder.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
+    return builder.plan()
 
 
-def _record_job(b: _Builder, job: JobObservation) -> None:
-    previous = b.status.job or ChildJob(backend=Backend.KUBERNETES)
+def _record_job(builder: _Builder, job: JobObservation) -> None:
+    previous = builder.status.job or ChildJob(backend=Backend.KUBERNETES)
     backend = Backend.SLURM if job.slurm_job_id is not None else previous.backend
-    b.status.job = previous.model_copy(
+    builder.status.job = previous.model_copy(
         update={
             "backend": backend,
             "name": job.name or previous.name,
@@ -459,72 +463,85 @@ def _progress(run: RunObservation | None, previous: Progress | None) -> Progress
     )
 
 
-def _past_deadline(b: _Builder, spec: WorkloadSpec) -> bool:
+def _past_deadline(builder: _Builder, spec: WorkloadSpec) -> bool:
     # Kubernetes enforces the Job's own activeDeadlineSeconds; SLURM gets a time limit
     # too, but a job that waited in the queue is measured from submission here.
     if spec.backend != Backend.SLURM or spec.active_deadline_seconds is None:
         return False
-    started = b.status.start_time
-    return started is not None and (b.now - started).total_seconds() > spec.active_deadline_seconds
+    started = builder.status.start_time
+    return (
+        started is not None
+        and (builder.now - started).total_seconds() > spec.active_deadline_seconds
+    )
 
 
-def _deadline(b: _Builder, spec: WorkloadSpec, job: JobObservation) -> Plan:
+def _deadline(builder: _Builder, spec: WorkloadSpec, job: JobObservation) -> Plan:
     if job.slurm_job_id is not None:
-        b.actions.append(CancelSlurm(job.slurm_job_id))
+        builder.actions.append(CancelSlurm(job.slurm_job_id))
     message = f"ran longer than activeDeadlineSeconds={spec.active_deadline_seconds}"
-    return _finish_failed(b, "DeadlineExceeded", message)
+    return _finish_failed(builder, "DeadlineExceeded", message)
 
 
 def _failed(
-    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, job: JobObservation
+    builder: _Builder,
+    resource: Resource,
+    spec: WorkloadSpec,
+    observed: Observed,
+    job: JobObservation,
 ) -> Plan:
-    attempt = _attempt(b)
+    attempt = _attempt(builder)
     if job.retryable and attempt < spec.retry_policy.backoff_limit:
-        b.event("Retrying", f"{job.message}; submitting attempt {attempt + 2}", warning=True)
-        return _submit(b, resource, spec, observed, attempt=attempt + 1)
-    return _finish_failed(b, job.reason or "JobFailed", job.message or "the job failed")
+        builder.event("Retrying", f"{job.message}; submitting attempt {attempt + 2}", warning=True)
+        return _submit(builder, resource, spec, observed, attempt=attempt + 1)
+    return _finish_failed(builder, job.reason or "JobFailed", job.message or "the job failed")
 
 
-def _finish_failed(b: _Builder, reason: str, message: str) -> Plan:
-    b.condition(cond.RUNNING, "False", reason, "")
-    b.condition(cond.FAILED, "True", reason, message)
-    b.status.completion_time = b.now
-    b.phase(Phase.FAILED, "False", reason, message)
-    return b.plan()
+def _finish_failed(builder: _Builder, reason: str, message: str) -> Plan:
+    builder.condition(cond.RUNNING, "False", reason, "")
+    builder.condition(cond.FAILED, "True", reason, message)
+    builder.status.completion_time = builder.now
+    builder.phase(Phase.FAILED, "False", reason, message)
+    return builder.plan()
 
 
-def _succeeded(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed) -> Plan:
-    b.condition(cond.RUNNING, "False", "Completed", "")
+def _succeeded(
+    builder: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed
+) -> Plan:
+    builder.condition(cond.RUNNING, "False", "Completed", "")
     run = observed.run
     if run is None:
         message = f"the job finished but logged no MLflow run named {run_name(resource.uid)}"
-        return _finish_failed(b, "NoMlflowRun", message)
-    b.status.progress = _progress(run, b.status.progress)
+        return _finish_failed(builder, "NoMlflowRun", message)
+    builder.status.progress = _progress(run, builder.status.progress)
     if isinstance(spec, EvaluationSpec):
-        return _evaluated(b, resource, spec, run)
-    return _register(b, resource, spec, observed, run)
+        return _evaluated(builder, resource, spec, run)
+    return _register(builder, resource, spec, observed, run)
 
 
 def _register(
-    b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Observed, run: RunObservation
+    builder: _Builder,
+    resource: Resource,
+    spec: WorkloadSpec,
+    observed: Observed,
+    run: RunObservation,
 ) -> Plan:
     if observed.registered is not None:
-        b.status.model = observed.registered
+        builder.status.model = observed.registered
         message = f"registered {observed.registered.uri}"
-        b.condition(cond.SUCCEEDED, "True", "ModelRegistered", message)
-        b.status.completion_time = b.status.completion_time or b.now
-        b.phase(Phase.SUCCEEDED, "True", "ModelRegistered", message)
-        return b.plan()
+        builder.condition(cond.SUCCEEDED, "True", "ModelRegistered", message)
+        builder.status.completion_time = builder.status.completion_time or builder.now
+        builder.phase(Phase.SUCCEEDED, "True", "ModelRegistered", message)
+        return builder.plan()
     if not run.has_model:
         message = f"run {run.run_id} has no '{MODEL_ARTIFACT_PATH}' artifact to register"
-        return _finish_failed(b, "NoModelArtifact", message)
+        return _finish_failed(builder, "NoModelArtifact", message)
     name = registered_model_name(resource, spec)
-    tags = lineage_tags(resource, b.status.input_model)
-    b.actions.append(
+    tags = lineage_tags(resource, builder.status.input_model)
+    builder.actions.append(
         RegisterModel(name, f"runs:/{run.run_id}/{MODEL_ARTIFACT_PATH}", run.run_id, tags)
     )
-    b.phase(Phase.RUNNING, "False", "RegisteringModel", f"registering {name}")
-    return b.plan(requeue_after=0)
+    builder.phase(Phase.RUNNING, "False", "RegisteringModel", f"registering {name}")
+    return builder.plan()
 
 
 def registered_model_name(resource: Resource, spec: WorkloadSpec) -> str:
@@ -551,14 +568,16 @@ def evaluation_results(spec: EvaluationSpec, metrics: dict[str, float]) -> Evalu
     )
 
 
-def _evaluated(b: _Builder, resource: Resource, spec: EvaluationSpec, run: RunObservation) -> Plan:
+def _evaluated(
+    builder: _Builder, resource: Resource, spec: EvaluationSpec, run: RunObservation
+) -> Plan:
     results = evaluation_results(spec, run.metrics)
     if results.passkey_accuracy is None:
         metric = mean_accuracy_metric(spec.passkey.task)
-        return _finish_failed(b, "NoResults", f"run {run.run_id} logged no {metric}")
-    status = b.status
+        return _finish_failed(builder, "NoResults", f"run {run.run_id} logged no {metric}")
+    status = builder.status
     if spec.judge is not None and results.judge_score is None:
-        return _judge_failed(b, spec, run, results)
+        return _judge_failed(builder, spec, run, results)
     status.results = results  # type: ignore[attr-defined]
     status.model = status.input_model
     model = status.input_model
@@ -569,21 +588,21 @@ def _evaluated(b: _Builder, resource: Resource, spec: EvaluationSpec, run: RunOb
         tags[f"{prefix}run_id"] = run.run_id
         if results.judge_score is not None:
             tags[f"{prefix}judge_score"] = f"{results.judge_score:.4f}"
-        b.actions.append(TagModelVersion(model.name, model.version, tags))
+        builder.actions.append(TagModelVersion(model.name, model.version, tags))
     verdict = "passed" if results.passed else "did not pass"
     message = f"passkey accuracy {results.passkey_accuracy or 0:.3f}"
     if results.judge_score is not None:
         message += f", judge score {results.judge_score:.3f}"
     message += f": {verdict} the thresholds"
-    b.condition(cond.PASSED, "True" if results.passed else "False", "Evaluated", message)
-    b.condition(cond.SUCCEEDED, "True", "Evaluated", message)
-    status.completion_time = status.completion_time or b.now
-    b.phase(Phase.SUCCEEDED, "True", "Evaluated", message)
-    return b.plan()
+    builder.condition(cond.PASSED, "True" if results.passed else "False", "Evaluated", message)
+    builder.condition(cond.SUCCEEDED, "True", "Evaluated", message)
+    status.completion_time = status.completion_time or builder.now
+    builder.phase(Phase.SUCCEEDED, "True", "Evaluated", message)
+    return builder.plan()
 
 
 def _judge_failed(
-    b: _Builder, spec: EvaluationSpec, run: RunObservation, results: EvaluationResults
+    builder: _Builder, spec: EvaluationSpec, run: RunObservation, results: EvaluationResults
 ) -> Plan:
     """The grid ran but the judge gave no score: Failed with the judge's reason, the
     passkey results kept in status (not passed), no tags on the model version."""
@@ -591,7 +610,7 @@ def _judge_failed(
     items = int(metrics.get(JUDGE_ITEMS_METRIC, 0))
     errors = int(metrics.get(JUDGE_ERRORS_METRIC, 0))
     unparsable = int(metrics.get(JUDGE_UNPARSABLE_METRIC, 0))
-    judge = _judge_of(b)
+    judge = _judge_of(builder)
     where = judge.url if judge else "the judge"
     accuracy = f"passkey accuracy {results.passkey_accuracy or 0:.3f}"
     if items == 0:
@@ -610,10 +629,10 @@ def _judge_failed(
             f"unparsable, {errors} request errors; judge.guided: true constrains the "
             f"format); {accuracy}"
         )
-    b.status.results = results.model_copy(update={"passed": False})  # type: ignore[attr-defined]
-    b.status.model = b.status.input_model
-    b.condition(cond.PASSED, "False", reason, message)
-    return _finish_failed(b, reason, message)
+    builder.status.results = results.model_copy(update={"passed": False})  # type: ignore[attr-defined]
+    builder.status.model = builder.status.input_model
+    builder.condition(cond.PASSED, "False", reason, message)
+    return _finish_failed(builder, reason, message)
 
 
 def judge_from_object(name: str, obj: dict[str, Any] | None) -> JudgeInput:
@@ -651,18 +670,19 @@ __all__ = [
     "Action",
     "ApplyChildren",
     "CancelSlurm",
-    "Event",
     "InputModel",
+    "InvalidSpec",
     "JudgeInput",
     "Observed",
     "Plan",
     "RegisterModel",
-    "Resource",
     "RunObservation",
     "SubmitSlurm",
     "TagModelVersion",
     "evaluation_results",
     "input_from_object",
     "judge_from_object",
+    "owner_of",
+    "parse",
     "reconcile",
 ]

@@ -38,7 +38,6 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
     os.environ["KUBECONFIG"] = str(operator_account)  # kopf's own login reads it
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)  # reads $KUBECONFIG now
-    inference_handlers.register(registry, poll_seconds=1.0)
     options = main.OperatorOptions(
         kubeconfig=str(operator_account),
         # SLURM replica jobs find this venv's `icx` first.
@@ -46,7 +45,9 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
         # short streams: a watch lost while the tests re-apply CRDs comes back within
         # the tests' waits
         watch_timeout_s=20,
+        inference_poll_seconds=1.0,
     )
+    inference_handlers.register(main.build_context(options), registry)
     kopf.on.startup(registry=registry)(main._configure(options))
     stop, ready = threading.Event(), threading.Event()
 

@@ -1,0 +1,47 @@
+"""Carry out a workload plan's actions through the operator's context."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from infinitecontext.operator import registry
+from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.workloads.planner import (
+    ApplyChildren,
+    CancelSlurm,
+    Plan,
+    RegisterModel,
+    SubmitSlurm,
+    TagModelVersion,
+)
+
+log = logging.getLogger(__name__)
+
+
+def execute(ctx: OperatorContext, plan: Plan, tracking_uri: str) -> dict[str, Any]:
+    """Carry out the plan's actions; the status, updated with what they returned."""
+    status = dict(plan.status)
+    for action in plan.actions:
+        if isinstance(action, ApplyChildren):
+            for obj in action.objects:
+                ctx.kube.apply(obj)
+        elif isinstance(action, SubmitSlurm):
+            ref = ctx.slurm().submit(action.request)
+            log.info(
+                "SLURM job %s for %s (created: %s, PATH=%s)",
+                ref.job_id,
+                action.request.key,
+                ref.created,
+                action.request.environment.get("PATH", "<node default>"),
+            )
+            status["job"] = {**status.get("job", {}), "slurmJobId": ref.job_id}
+        elif isinstance(action, CancelSlurm):
+            ctx.slurm().cancel(action.job_id)
+        elif isinstance(action, RegisterModel):
+            mlflow = registry.client(tracking_uri)
+            registry.register(mlflow, action.name, action.source, action.run_id, action.tags)
+        elif isinstance(action, TagModelVersion):
+            mlflow = registry.client(tracking_uri)
+            registry.tag_version(mlflow, action.name, action.version, action.tags)
+    return status
