@@ -104,7 +104,7 @@ def model_config(recipe: SFTRecipe) -> MLAConfig:
     if spec.init_from:
         cfg = hf.from_hf_config(json.loads((Path(spec.init_from) / "config.json").read_text()))
     else:
-        cfg = preset(spec.preset)
+        cfg = spec.config or preset(spec.preset)
     cfg = cfg.replace(**spec.overrides)
     if spec.yarn_factor > 1:
         original = spec.yarn_original_length or cfg.max_position_embeddings

@@ -29,11 +29,11 @@ from infinitecontext.crds.models import (
     EvaluationResults,
     EvaluationSpec,
     EvaluationStatus,
-    JudgeEndpoint,
     LengthResult,
     Phase,
     Progress,
     RegisteredModel,
+    ResolvedJudge,
     TrainingRunSpec,
     WorkloadSpec,
     WorkloadStatus,
@@ -48,13 +48,15 @@ from infinitecontext.operator.workloads.recipe import (
     JUDGE_UNPARSABLE_METRIC,
     MODEL_ARTIFACT_PATH,
     Owner,
+    Recipe,
     WorkloadCommand,
     accuracy_by_length,
     command,
     judge_endpoint,
     mean_accuracy_metric,
+    recipe_for,
     run_name,
-    validate_recipe,
+    step_count,
 )
 from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
@@ -101,7 +103,7 @@ class JudgeInput:
     """The resolved judge of an Evaluation whose `spec.judge` names an InferenceService."""
 
     ready: bool
-    endpoint: JudgeEndpoint | None = None
+    endpoint: ResolvedJudge | None = None
     reason: str = "WaitingForInput"
     message: str = ""
 
@@ -206,6 +208,8 @@ class _Builder:
         self.generation = generation
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        self.recipe: Recipe | None = None
+        """The job's recipe, built from the spec once per pass."""
 
     def condition(self, type_: str, status: cond.Status, reason: str, message: str = "") -> None:
         self.status.conditions = cond.set_condition(
@@ -237,7 +241,7 @@ def reconcile(resource: Resource, observed: Observed, now: datetime) -> Plan:
     try:
         spec = parse_spec(kind, resource.spec)
         check_semantics(spec)
-        validate_recipe(resource.owner, spec)
+        b.recipe = recipe_for(resource.owner, spec, _judge_of(b))
     except (ValidationError, ValueError) as error:
         b.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
         return b.plan()
@@ -250,9 +254,12 @@ def reconcile(resource: Resource, observed: Observed, now: datetime) -> Plan:
             return _waiting(b, observed.input)
         b.status.input_model = observed.input.model
     if isinstance(spec, EvaluationSpec):
+        judge = _judge_of(b)
         waiting = _resolve_judge(b, spec, observed)
         if waiting is not None:
             return _waiting(b, waiting)
+        if _judge_of(b) != judge:  # resolved in this pass: the recipe names it
+            b.recipe = recipe_for(resource.owner, spec, _judge_of(b))
     if spec.suspend:
         return _suspend(b, resource, spec, observed)
     if cond.is_true(b.status.conditions, cond.SUSPENDED):
@@ -318,7 +325,7 @@ def _resolve_judge(b: _Builder, spec: EvaluationSpec, observed: Observed) -> Inp
     if status.judge is not None and status.job is not None:
         return None
     if spec.judge.url:
-        status.judge = JudgeEndpoint(url=spec.judge.url, served_model=spec.judge.served_model)
+        status.judge = ResolvedJudge(url=spec.judge.url, served_model=spec.judge.served_model)
         return None
     found = observed.judge
     if found is None or not found.ready or found.endpoint is None:
@@ -332,7 +339,7 @@ def _resolve_judge(b: _Builder, spec: EvaluationSpec, observed: Observed) -> Inp
     return None
 
 
-def _judge_of(b: _Builder) -> JudgeEndpoint | None:
+def _judge_of(b: _Builder) -> ResolvedJudge | None:
     return b.status.judge if isinstance(b.status, EvaluationStatus) else None
 
 
@@ -387,9 +394,9 @@ def _children(
 def _work(
     resource: Resource, spec: WorkloadSpec, b: _Builder, observed: Observed
 ) -> WorkloadCommand:
-    """The job's command and environment, from the spec and what status has resolved."""
-    judge = _judge_of(b)
-    return command(resource.owner, spec, observed.tracking_uri, b.status.input_model, judge)
+    """The job's command, environment and recipe, from the spec and what status has resolved."""
+    assert b.recipe is not None  # built at the start of the pass
+    return command(resource.owner, spec, b.recipe, observed.tracking_uri, b.status.input_model)
 
 
 def _submit(
@@ -430,7 +437,7 @@ def _follow_job(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: O
         return _deadline(b, spec, job)
     if job.phase == "Running":
         b.condition(cond.RUNNING, "True", "Running", job.message)
-        b.status.progress = _progress(observed.run, b.status.progress)
+        b.status.progress = _progress(observed.run, b.status.progress, b.recipe)
         b.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
         b.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
@@ -450,13 +457,14 @@ def _record_job(b: _Builder, job: JobObservation) -> None:
     )
 
 
-def _progress(run: RunObservation | None, previous: Progress | None) -> Progress | None:
+def _progress(
+    run: RunObservation | None, previous: Progress | None, recipe: Recipe | None
+) -> Progress | None:
     if run is None:
         return previous
     loss = run.metrics.get("loss", run.metrics.get("train_loss"))
-    return Progress(
-        step=run.step, loss=loss, total_steps=previous.total_steps if previous else None
-    )
+    total = step_count(recipe) if recipe is not None else None
+    return Progress(step=run.step, loss=loss, total_steps=total)
 
 
 def _past_deadline(b: _Builder, spec: WorkloadSpec) -> bool:
@@ -499,7 +507,7 @@ def _succeeded(b: _Builder, resource: Resource, spec: WorkloadSpec, observed: Ob
     if run is None:
         message = f"the job finished but logged no MLflow run named {run_name(resource.uid)}"
         return _finish_failed(b, "NoMlflowRun", message)
-    b.status.progress = _progress(run, b.status.progress)
+    b.status.progress = _progress(run, b.status.progress, b.recipe)
     if isinstance(spec, EvaluationSpec):
         return _evaluated(b, resource, spec, run)
     return _register(b, resource, spec, observed, run)
