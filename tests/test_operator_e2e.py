@@ -425,11 +425,8 @@ def test_an_evaluation_waits_for_its_judge_inference_service_then_gets_its_url(
     )
     url = f"http://judge.{kube_namespace}.svc.cluster.local:8000/v1"
     assert submitted["status"]["judge"] == {"url": url, "servedModel": "judge"}
-    job = get(icx_crds, "job", "judged-evalu", kube_namespace)
-    env = {
-        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    judge = yaml.safe_load(env["ICX_RECIPE"])["judge"]
+    recipe = get(icx_crds, "configmap", "judged-evalu", kube_namespace)["data"]["recipe.yaml"]
+    judge = yaml.safe_load(recipe)["judge"]
     assert (judge["url"], judge["model"]) == (url, "judge")
 
 
