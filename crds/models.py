@@ -83,14 +83,18 @@ class KubernetesOptions(Spec):
     """ServiceAccount of the pods (the namespace's `default` when unset)."""
 
 
+# Partition, account and QoS names as SLURM accepts them (slurm_bridge/models.py).
+SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
 class SlurmOptions(Spec):
     """Options of the slurm backend (batch jobs through the SLURM bridge)."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
+    partition: SlurmName | None = None
+    account: SlurmName | None = None
+    qos: SlurmName | None = None
     time_limit_minutes: Annotated[int, Field(ge=1)] | None = None
-    working_directory: str = "/tmp"
+    working_directory: Annotated[str, Field(pattern="^/")] = "/tmp"
     """Absolute directory on the SLURM nodes where the job runs and writes its logs."""
     container_image: str | None = None
     """Run inside this container image (SLURM's --container), if the cluster supports it."""
