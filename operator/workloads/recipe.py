@@ -236,7 +236,8 @@ def model_spec(model: ModelArchitecture) -> ModelSpec:
     """A preset by name, or the full MLAConfig as it is (YaRN scaling included)."""
     if model.config is not None:
         return ModelSpec(config=model.config)
-    assert model.preset is not None  # the CRD's CEL rule: exactly one of preset, config
+    if model.preset is None:  # the API server's CEL rule refuses this already
+        raise ValueError("spec.model: set exactly one of: preset, config")
     return ModelSpec(preset=model.preset)
 
 
