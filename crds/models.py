@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from infinitecontext.model.config import MLAConfig
+from infinitecontext.trainer.recipe import TaskName
 
 GROUP = "infinitecontext.dev"
 VERSION = "v1alpha1"
@@ -82,14 +83,18 @@ class KubernetesOptions(Spec):
     """ServiceAccount of the pods (the namespace's `default` when unset)."""
 
 
+# Partition, account and QoS names as SLURM accepts them (slurm_bridge/models.py).
+SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
 class SlurmOptions(Spec):
     """Options of the slurm backend (batch jobs through the SLURM bridge)."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
+    partition: SlurmName | None = None
+    account: SlurmName | None = None
+    qos: SlurmName | None = None
     time_limit_minutes: Annotated[int, Field(ge=1)] | None = None
-    working_directory: str = "/tmp"
+    working_directory: Annotated[str, Field(pattern="^/")] = "/tmp"
     """Absolute directory on the SLURM nodes where the job runs and writes its logs."""
     container_image: str | None = None
     """Run inside this container image (SLURM's --container), if the cluster supports it."""
@@ -115,7 +120,7 @@ class Checkpoint(Spec):
     """Claim mounted at `path` (kubernetes backend); an emptyDir when unset."""
 
 
-class MlflowSpec(Spec):
+class MlflowOptions(Spec):
     """MLflow experiment and model registry names."""
 
     tracking_uri: str | None = None
@@ -176,7 +181,7 @@ class WorkloadSpec(Spec):
     kubernetes: KubernetesOptions | None = None
     slurm: SlurmOptions | None = None
     resources: Resources = Field(default_factory=Resources)
-    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    mlflow: MlflowOptions = Field(default_factory=MlflowOptions)
     suspend: bool = False
     """Stop the work (the job is deleted or cancelled); clearing it resumes from the last
     checkpoint."""
@@ -188,7 +193,7 @@ class WorkloadSpec(Spec):
 # ---------------------------------------------------------------- TrainingRun
 
 
-class ModelSpec(Spec):
+class ModelArchitecture(Spec):
     """The architecture: a named preset, or a full MLA config (transformers' field names)."""
 
     model_config = ConfigDict(
@@ -196,9 +201,6 @@ class ModelSpec(Spec):
     )
     preset: PresetName | None = None
     config: MLAConfig | None = None
-
-
-TaskName = Literal["passkey", "multikey", "multivalue"]
 
 
 class SyntheticData(Spec):
@@ -219,7 +221,7 @@ class SyntheticData(Spec):
 DATA_URI_PREFIXES = ("/", "file:///", "runs:/", "mlflow-artifacts:/")
 
 
-class DataSpec(Spec):
+class TrainingData(Spec):
     """Training data: the synthetic task generator, or a dataset URI."""
 
     model_config = ConfigDict(
@@ -263,7 +265,7 @@ class Hyperparameters(Spec):
     log_every: Annotated[int, Field(ge=1)] = 10
 
 
-class CurriculumStage(Spec):
+class LengthStage(Spec):
     """One stage of the context-length curriculum: seqLen until step untilStep."""
 
     seq_len: Annotated[int, Field(ge=16)]
@@ -294,10 +296,10 @@ class TrainingRunSpec(WorkloadSpec):
             ]
         }
     )
-    model: ModelSpec
-    data: DataSpec = Field(default_factory=lambda: DataSpec(synthetic=SyntheticData()))
+    model: ModelArchitecture
+    data: TrainingData = Field(default_factory=lambda: TrainingData(synthetic=SyntheticData()))
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    curriculum: Annotated[list[CurriculumStage], Field(max_length=16)] = Field(default_factory=list)
+    curriculum: Annotated[list[LengthStage], Field(max_length=16)] = Field(default_factory=list)
     """Stages run in order; untilStep must grow from stage to stage."""
     checkpoint: TrainingCheckpoint = Field(default_factory=TrainingCheckpoint)
     tracking: Annotated[list[Tracker], Field(min_length=1, max_length=2)] = Field(
@@ -535,6 +537,7 @@ class ChildJob(Spec):
 class Progress(Spec):
     step: int | None = None
     total_steps: int | None = None
+    """The recipe's step count (TrainingRun, Alignment)."""
     loss: float | None = None
 
 
@@ -610,7 +613,7 @@ class AlignmentStatus(WorkloadStatus):
     pass
 
 
-class JudgeEndpoint(Spec):
+class ResolvedJudge(Spec):
     """The judge endpoint the evaluation job was given (resolved before submission)."""
 
     url: str
@@ -619,7 +622,7 @@ class JudgeEndpoint(Spec):
 
 class EvaluationStatus(WorkloadStatus):
     results: EvaluationResults | None = None
-    judge: JudgeEndpoint | None = None
+    judge: ResolvedJudge | None = None
 
 
 class InferenceServiceStatus(Spec):

@@ -38,6 +38,7 @@ class Kube:
         calls = {
             "Job": self.batch.patch_namespaced_job,
             "Service": self.core.patch_namespaced_service,
+            "ConfigMap": self.core.patch_namespaced_config_map,
         }
         calls[obj["kind"]](
             meta["name"],

@@ -65,6 +65,9 @@ class JobRequest:
     stderr_path: str | None = None
     container_image: str | None = None
     torchrun: TorchrunSpec | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
+    """Files the batch script writes before the command runs: path (absolute, or relative
+    to `working_directory`) → text, written verbatim through a quoted here-doc."""
 
     def __post_init__(self) -> None:
         validate_request(self)
@@ -116,6 +119,7 @@ def validate_request(request: JobRequest) -> None:
             raise InvalidJobRequest(f"{label} {ident!r} must match {_IDENTIFIER.pattern}")
     _validate_environment(request.environment)
     _validate_paths(request)
+    _validate_files(request.files)
 
 
 def _validate_environment(environment: Mapping[str, str]) -> None:
@@ -139,6 +143,19 @@ def _validate_paths(request: JobRequest) -> None:
     ):
         if path is not None:
             _check_text(label, path, max_len=4096)
+
+
+# Ends the quoted here-doc that carries a file in the batch script (render.py).
+FILE_END_MARKER = "ICX_FILE_EOF"
+
+
+def _validate_files(files: Mapping[str, str]) -> None:
+    for path, text in files.items():
+        _check_text("file path", path, max_len=4096)
+        if "\x00" in text:
+            raise InvalidJobRequest(f"file {path} contains NUL")
+        if FILE_END_MARKER in text.split("\n"):
+            raise InvalidJobRequest(f"file {path} has a line {FILE_END_MARKER}, the here-doc's end")
 
 
 def _check_text(label: str, value: str, max_len: int) -> None:

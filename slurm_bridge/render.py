@@ -8,16 +8,20 @@ No user string is ever placed where a shell or sbatch would interpret it:
   the `sbatch` process (`--export=ALL`), never through the script;
 - command arguments are quoted for bash; one that holds a newline or another control
   character is written in ANSI-C quoting (`$'…\\n…'`), so the script never gains a
-  line that the user wrote.
+  line that the user wrote;
+- a file the job needs (the operator's recipe) is written by `cat` from a here-doc
+  whose end marker is quoted (`<<'ICX_FILE_EOF'`), so bash expands nothing in it; the
+  request refuses a file with a line equal to the marker (models.py).
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
+from infinitecontext.slurm_bridge.models import FILE_END_MARKER, JobRequest, TorchrunSpec
 
 # The environment a job starts from; the request's environment is laid over it.
 BASE_ENVIRONMENT: Mapping[str, str] = {
@@ -61,8 +65,18 @@ def render_script(request: JobRequest) -> str:
         "# Rendered by infinitecontext.slurm_bridge; every user value below is quoted.",
         "set -euo pipefail",
     ]
+    for path, text in request.files.items():
+        lines += file_lines(path, text)
     lines += _launch_lines(request)
     return "\n".join(lines) + "\n"
+
+
+def file_lines(path: str, text: str) -> list[str]:
+    """Write `text` to `path` (its folder created) from a quoted here-doc."""
+    folder = posixpath.dirname(path)
+    lines = [f"mkdir -p -- {bash_quote(folder)}"] if folder else []
+    body = text if text.endswith("\n") or not text else text + "\n"
+    return [*lines, f"cat > {bash_quote(path)} <<'{FILE_END_MARKER}'", body + FILE_END_MARKER]
 
 
 def _launch_lines(request: JobRequest) -> list[str]:

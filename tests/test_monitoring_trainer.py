@@ -58,18 +58,18 @@ def test_wandb_runs_offline_without_an_api_key(tmp_path, monkeypatch):
 
 
 def test_training_run_tracking_reaches_the_recipe():
+    import yaml
+
     from infinitecontext.crds.models import TrainingRunSpec
-    from infinitecontext.operator.workloads.recipe import sft_recipe
-    from infinitecontext.trainer.recipe import SFTRecipe, from_dict
+    from infinitecontext.operator.workloads.recipe import Owner, recipe_for
+    from infinitecontext.trainer.recipe import SFTRecipe, dump, from_dict
 
     spec = TrainingRunSpec.model_validate(
         {"model": {"preset": "tiny"}, "tracking": ["mlflow", "wandb"]}
     )
-    owner = type(
-        "Owner", (), {"name": "run", "uid": "u-1", "namespace": "ns", "kind": "TrainingRun"}
-    )
-    recipe = from_dict(SFTRecipe, sft_recipe(spec, owner()))  # type: ignore[arg-type]
-    assert recipe.tracking == ("mlflow", "wandb")
+    recipe = recipe_for(Owner("TrainingRun", "run", "ns", "u-1"), spec)
+    assert isinstance(recipe, SFTRecipe) and recipe.tracking == ("mlflow", "wandb")
+    assert from_dict(SFTRecipe, yaml.safe_load(dump(recipe))).tracking == ("mlflow", "wandb")
 
 
 def test_sft_logs_to_wandb_offline_and_serves_metrics(tmp_path, monkeypatch):

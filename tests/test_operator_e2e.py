@@ -104,7 +104,10 @@ def resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pod_as_a_node(cluster: KubeCluster, namespace: str, job: str, workdir: Path) -> None:
-    """Run the Job pod's own command and environment here, then mark the pod done."""
+    """Run the Job pod's own command and environment here, then mark the pod done.
+
+    ConfigMap volumes (the recipe) are written to a local folder, as the kubelet would
+    mount them, and the command names that folder instead of the mount path."""
     pods = json.loads(
         cluster.kubectl("get", "pods", "-n", namespace, "-l", f"job-name={job}", "-o", "json")
     )["items"]
@@ -112,9 +115,18 @@ def run_pod_as_a_node(cluster: KubeCluster, namespace: str, job: str, workdir: P
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env |= {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(workdir)}
-    result = subprocess.run(
-        container["command"], env=env, capture_output=True, text=True, timeout=900
-    )
+    command = list(container["command"])
+    volumes = {volume["name"]: volume for volume in pod["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        config_map = volumes[mount["name"]].get("configMap")
+        if config_map is None:
+            continue
+        local = workdir / "configmaps" / config_map["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        for key, text in get(cluster, "configmap", config_map["name"], namespace)["data"].items():
+            (local / key).write_text(text)
+        command = [arg.replace(mount["mountPath"], str(local)) for arg in command]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
@@ -425,11 +437,8 @@ def test_an_evaluation_waits_for_its_judge_inference_service_then_gets_its_url(
     )
     url = f"http://judge.{kube_namespace}.svc.cluster.local:8000/v1"
     assert submitted["status"]["judge"] == {"url": url, "servedModel": "judge"}
-    job = get(icx_crds, "job", "judged-evalu", kube_namespace)
-    env = {
-        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    judge = yaml.safe_load(env["ICX_RECIPE"])["judge"]
+    recipe = get(icx_crds, "configmap", "judged-evalu", kube_namespace)["data"]["recipe.yaml"]
+    judge = yaml.safe_load(recipe)["judge"]
     assert (judge["url"], judge["model"]) == (url, "judge")
 
 

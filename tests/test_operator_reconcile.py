@@ -60,7 +60,7 @@ def test_new_training_run_submits_a_job_and_says_so() -> None:
     _, plan = step(resource(), observed())
     [apply] = plan.actions
     assert isinstance(apply, ApplyChildren)
-    assert [o["kind"] for o in apply.objects] == ["Job"]
+    assert [o["kind"] for o in apply.objects] == ["ConfigMap", "Job"]
     assert plan.status["phase"] == "Submitted"
     assert plan.status["observedGeneration"] == 1
     assert condition(plan, "Submitted")["status"] == "True"
@@ -75,7 +75,7 @@ def test_running_job_reports_progress_from_the_run() -> None:
     _, plan = step(res, observed(job=job, run=run))
     assert plan.actions == []
     assert plan.status["phase"] == "Running"
-    assert plan.status["progress"] == {"step": 4, "loss": 2.5}
+    assert plan.status["progress"] == {"step": 4, "totalSteps": 8, "loss": 2.5}
     assert plan.status["runId"] == "run-9"
     assert condition(plan, "Running")["status"] == "True"
 
@@ -321,9 +321,8 @@ def _recipe_of(plan: Plan) -> dict[str, Any]:
 
     [apply] = plan.actions
     assert isinstance(apply, ApplyChildren)
-    container = apply.objects[-1]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    return dict(yaml.safe_load(env["ICX_RECIPE"]))
+    config_map = apply.objects[0]
+    return dict(yaml.safe_load(config_map["data"]["recipe.yaml"]))
 
 
 def test_judge_from_object() -> None:
@@ -382,6 +381,8 @@ def test_evaluation_with_a_judge_url_and_rubric_runs_the_judge_after_the_grid() 
         "api": "completions",
         "guided": True,
         "max_items": 16,
+        "max_tokens": 512,
+        "timeout": 120.0,
     }
     [apply] = plan.actions
     assert isinstance(apply, ApplyChildren)

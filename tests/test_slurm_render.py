@@ -70,11 +70,28 @@ def test_rendered_script_has_no_user_line():
         {"stdout_path": "/tmp/x\n#SBATCH"},
         {"nodes": 0},
         {"memory_mb": -1},
+        {"files": {"/w/recipe.yaml": "a: 1\nICX_FILE_EOF\nb: 2\n"}},
+        {"files": {"/w/recipe.yaml": "nul \x00"}},
+        {"files": {"/w/two\nlines.yaml": "a: 1\n"}},
     ],
 )
 def test_invalid_requests_are_refused(fields):
     with pytest.raises(InvalidJobRequest):
         _request(**fields)
+
+
+def test_files_are_written_verbatim_by_a_quoted_here_doc(tmp_path):
+    """Every hostile text (one a line) lands in the file byte for byte; bash expands
+    nothing, so no command in it runs."""
+    text = "\n".join(
+        [*HOSTILE, f"$(touch {tmp_path}/pwned)", "ICX_FILE_EOF ", " ICX_FILE_EOF", "no newline"]
+    )
+    path = tmp_path / "dir with space" / "recipe.yaml"
+    script = render_script(_request(command=["cat", str(path)], files={str(path): text}))
+    done = subprocess.run(["bash", "-c", script], capture_output=True, check=True)
+    assert path.read_text() == text + "\n"  # the here-doc ends the last line
+    assert done.stdout.decode() == text + "\n"
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_options_travel_as_fields_not_script_lines():

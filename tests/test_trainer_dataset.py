@@ -175,14 +175,16 @@ def test_the_synthetic_path_is_unchanged(tokenizer_json: str) -> None:
 
 
 def job_command(spec: dict, workdir: Path, tracking_uri: str) -> tuple[list[str], dict[str, str]]:
-    """The TrainingRun's job command and environment, exactly as the operator renders them."""
+    """The TrainingRun's job command and environment, exactly as the operator renders them
+    for SLURM, with the recipe file written where the batch script's here-doc puts it."""
     from infinitecontext.crds.models import TrainingRunSpec
-    from infinitecontext.operator.workloads.recipe import Owner, command, validate_recipe
+    from infinitecontext.operator.workloads.recipe import Owner, command, recipe_for
 
     owner = Owner("TrainingRun", "jsonl", "ns", "uid-jsonl")
-    parsed = TrainingRunSpec.model_validate(spec)
-    validate_recipe(owner, parsed)
-    work = command(owner, parsed, tracking_uri)
+    parsed = TrainingRunSpec.model_validate({**spec, "backend": "slurm"})
+    work = command(owner, parsed, recipe_for(owner, parsed), tracking_uri)
+    Path(work.recipe_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(work.recipe_path).write_text(work.recipe)
     env = dict(work.environment) | {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": str(workdir),
@@ -237,17 +239,18 @@ def test_training_from_a_jsonl_artifact_through_the_job_command_and_exact_resume
     }
     argv, env = job_command(spec, tmp_path, mlflow_server.url)
     log = run(argv, env)
-    result = json.loads((tmp_path / "job" / "result.json").read_text())
-    assert result["step"] == 6 and "run id:" in log
-    training = client.get_run(result["run_id"])
+    [training] = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "attributes.run_name = 'icx-uid-jsonl'",
+    )
+    assert f"run id: {training.info.run_id}" in log
     assert training.data.params["data.uri"] == spec["data"]["uri"]
-    assert training.info.run_name == "icx-uid-jsonl"
-    assert sorted(m.step for m in client.get_metric_history(result["run_id"], "loss")) == list(
+    assert sorted(m.step for m in client.get_metric_history(training.info.run_id, "loss")) == list(
         range(1, 7)
     )
     assert (tmp_path / "job" / "model" / "model.safetensors").exists()
 
-    # The recipe the job wrote, stopped after step 2 and resumed: the same losses.
+    # The job's recipe, stopped after step 2 and resumed: the same losses.
     recipe = yaml.safe_load((tmp_path / "job" / "recipe.yaml").read_text())
     recipe["mlflow"] = {}
     path = tmp_path / "recipe.yaml"

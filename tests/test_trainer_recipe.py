@@ -8,8 +8,10 @@ import pytest
 from infinitecontext.trainer.recipe import (
     DPORecipe,
     EvalSpec,
+    ModelSpec,
     RecipeError,
     SFTRecipe,
+    dump,
     from_dict,
     load,
 )
@@ -22,6 +24,33 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def test_shipped_sft_recipes_load(name):
     recipe = load(RECIPES / name, SFTRecipe)
     assert recipe.train.steps > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("small-yarn.yaml", SFTRecipe),
+        ("small-dpo.yaml", DPORecipe),
+        ("passkey-eval.yaml", EvalSpec),
+    ],
+)
+def test_dump_writes_what_load_reads_back(name, cls, tmp_path):
+    recipe = load(RECIPES / name, cls)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(dump(recipe))
+    assert load(path, cls) == recipe
+
+
+def test_a_full_model_config_is_a_typed_mla_config(tmp_path):
+    from infinitecontext.model.config import MLAConfig
+    from infinitecontext.trainer.sft import model_config
+
+    config = MLAConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2).with_yarn(2.0, 1024)
+    recipe = SFTRecipe(output_dir="x", model=ModelSpec(config=config))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(dump(recipe))
+    loaded = load(path, SFTRecipe)
+    assert loaded.model.config == config and model_config(loaded) == config
 
 
 def test_shipped_dpo_and_eval_recipes_load():

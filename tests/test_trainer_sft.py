@@ -32,7 +32,7 @@ def sft(output_dir: Path, *extra: str, recipe: Path = TINY_RECIPE) -> str:
 
 def test_fsdp_run_logs_to_mlflow_and_exports_a_transformers_model(tiny_sft_run):
     result = tiny_sft_run.result
-    assert result["step"] == 8 and result["run_id"]
+    assert result["run_id"]
     assert f"mlflow run id: {result['run_id']}" in tiny_sft_run.log
     assert "tok/s" in tiny_sft_run.log and "ETA" in tiny_sft_run.log
     client = mlflow.MlflowClient(tiny_sft_run.tracking_uri)

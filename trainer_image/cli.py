@@ -15,7 +15,9 @@ import typer
 train_app = typer.Typer(help="Train: SFT (FSDP2, torchrun) and DPO (TRL).", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate: passkey/NIAH grid and LLM-as-a-judge.", no_args_is_help=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", help="A YAML recipe (recipes/*.yaml).")]
+ConfigOption = Annotated[
+    Path, typer.Option("--recipe", "--config", help="A YAML recipe (recipes/*.yaml).")
+]
 OutputOption = Annotated[
     Path | None, typer.Option(help="Overrides the recipe's output_dir (also: $ICX_OUTPUT_DIR).")
 ]
@@ -72,7 +74,9 @@ def passkey(
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (…/v1).")] = None,
     served_model: Annotated[str | None, typer.Option(help="The endpoint's model name.")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer dir (endpoint)")] = None,
-    config: Annotated[Path | None, typer.Option(help="An EvalSpec YAML (grid, trials …).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--recipe", "--config", help="An EvalSpec YAML (grid, trials …).")
+    ] = None,
     lengths: Annotated[str | None, typer.Option(help="Comma list, e.g. 1024,4096.")] = None,
     depths: Annotated[str | None, typer.Option(help="Comma list in [0,1].")] = None,
     trials: Annotated[int | None, typer.Option(help="Samples per cell.")] = None,

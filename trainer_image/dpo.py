@@ -31,7 +31,7 @@ from infinitecontext.trainer.data import (
 )
 from infinitecontext.trainer.evaluate import GridResult, evaluate_grid, model_dir_generator
 from infinitecontext.trainer.recipe import DPORecipe, flatten, to_dict
-from infinitecontext.trainer.tracking import Tracker, system_info, write_result
+from infinitecontext.trainer.tracking import Tracker, system_info
 
 log = logging.getLogger(__name__)
 BOS_TEXT = "<bos>"  # model/tokenizer.py's special token 0; TRL's tokenization adds none
@@ -177,7 +177,6 @@ def run_dpo(recipe: DPORecipe) -> dict[str, Any]:
         "before": before.to_json() if before else None,
         "after": after.to_json() if after else None,
     }
-    write_result(out / "result.json", result)
     tracker.end()
     print(f"run id: {tracker.run_id}; model: {export_dir}", flush=True)
     return result

@@ -1,9 +1,10 @@
 """Recipes: typed, validated descriptions of an SFT, DPO or evaluation run.
 
-Plain frozen dataclasses (no torch, no pydantic), so that the operator can build them
-from a CRD spec and the trainer image can load them from YAML. `from_dict` checks
-every field's type and rejects unknown keys, naming the path of the first bad one
-(`train.curriculum[1].seq_len: expected int, got 'long'`).
+Plain frozen dataclasses (no torch, no pydantic), so that the operator builds them
+from a CRD spec (operator/workloads/recipe.py, the one adapter) and the trainer image
+loads them from YAML. `dump` writes the file the job reads; `load` and `from_dict`
+check every field's type and reject unknown keys, naming the path of the first bad
+one (`train.curriculum[1].seq_len: expected int, got 'long'`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
+from infinitecontext.model.config import MLAConfig
 
 T = TypeVar("T")
 TaskName = Literal["passkey", "multikey", "multivalue", "multiquery"]
@@ -32,8 +35,10 @@ class RecipeError(ValueError):
 class ModelSpec:
     preset: str = "tiny"
     """A model preset (infinitecontext.model.config.PRESETS)."""
+    config: MLAConfig | None = None
+    """A full architecture, used instead of the preset (a TrainingRun's `model.config`)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """MLAConfig fields to change from the preset (e.g. max_position_embeddings)."""
+    """MLAConfig fields to change from the preset or config (e.g. max_position_embeddings)."""
     init_from: str | None = None
     """A HF model directory to continue from instead of a random init (extension stage)."""
     yarn_factor: float = 1.0
@@ -232,8 +237,8 @@ class DPORecipe:
 
 
 def check_sft(recipe: SFTRecipe) -> None:
-    t = recipe.train
-    _positive(t, "steps", "tokens_per_step", "micro_batch_tokens", "seq_len", "log_every")
+    train = recipe.train
+    _positive(train, "steps", "tokens_per_step", "micro_batch_tokens", "seq_len", "log_every")
     _positive(recipe.checkpoint, "every_steps", "keep")
     if not recipe.data.tasks:
         raise RecipeError("data.tasks must name at least one task")
@@ -241,14 +246,14 @@ def check_sft(recipe: SFTRecipe) -> None:
     if not 0 < recipe.data.min_length_fraction <= 1:
         raise RecipeError("data.min_length_fraction must be in (0, 1]")
     previous = 0
-    for i, stage in enumerate(t.curriculum):
+    for i, stage in enumerate(train.curriculum):
         if stage.seq_len <= 0 or stage.until_step <= previous:
             raise RecipeError(
                 f"train.curriculum[{i}]: seq_len must be positive and until_step must grow "
                 f"(got seq_len={stage.seq_len}, until_step={stage.until_step} after {previous})"
             )
         previous = stage.until_step
-    if recipe.optim.warmup_steps >= t.steps:
+    if recipe.optim.warmup_steps >= train.steps:
         raise RecipeError("optim.warmup_steps must be smaller than train.steps")
 
 
@@ -345,6 +350,28 @@ def to_dict(recipe: object) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
 
+def dump(recipe: object) -> str:
+    """The recipe as the YAML file a job reads (`load` reads it back to an equal recipe).
+
+    A string with a line break or another control character (a judge rubric) is written
+    double-quoted with escapes, so every value stays on its own line: a SLURM batch
+    script carries the file in a here-doc whose end marker no line can imitate."""
+    return yaml.dump(to_dict(recipe), Dumper=_RecipeDumper, sort_keys=False, width=2**31)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """SafeDumper that double-quotes strings with control characters (see `dump`)."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if not value.isprintable() else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RecipeDumper.add_representer(str, _string)
+_RecipeDumper.add_representer(tuple, yaml.SafeDumper.represent_list)
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """{"train": {"steps": 3}} → {"train.steps": "3"}: MLflow parameters."""
     flat: dict[str, str] = {}
@@ -364,6 +391,7 @@ __all__ = [
     "JudgeSpec",
     "RecipeError",
     "SFTRecipe",
+    "dump",
     "from_dict",
     "load",
 ]

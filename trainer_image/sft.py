@@ -11,8 +11,8 @@ GPUs with NCCL (launch with torchrun for more than one process):
    one only, parallel.set_micro_batch), sequence-length curriculum,
    a log line with tokens/s, MFU and ETA every `log_every` steps, MLflow metrics
    every step, a DCP checkpoint every `checkpoint.every_steps` and at the end;
-5. export the Hugging Face directory, log it to MLflow as artifact `model`, print
-   the run id and write `output_dir/result.json` for the operator.
+5. export the Hugging Face directory, log it to MLflow as artifact `model` and print
+   the run id (the operator finds the run by its name, `mlflow.run_name`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +40,7 @@ from infinitecontext.trainer.batches import StepBatches, plan_step
 from infinitecontext.trainer.data import train_tokenizer
 from infinitecontext.trainer.metrics import TrainerMetrics
 from infinitecontext.trainer.recipe import SFTRecipe, flatten, to_dict
-from infinitecontext.trainer.tracking import Observer, Tracker, system_info, write_result
+from infinitecontext.trainer.tracking import Observer, Tracker, system_info
 from infinitecontext.trainer.wandb_tracking import WandbTracker
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def run_sft(recipe: SFTRecipe, resume: bool = True, stop_at_step: int | None = N
         if stop_at_step is not None and state.step < recipe.train.steps:
             return SFTResult(tracker.run_id, out / "model", state.step, metrics)
         export_dir = export_model(model, cfg, out / "model", tokenizer_dir, world.is_main)
-        finish(recipe, tracker, export_dir, state.step, metrics, world.is_main)
+        finish(tracker, export_dir, world.is_main)
         return SFTResult(tracker.run_id, export_dir, state.step, metrics)
     finally:
         parallel.close_world()
@@ -112,7 +111,7 @@ def model_config(recipe: SFTRecipe) -> MLAConfig:
     if spec.init_from:
         cfg = hf.from_hf_config(json.loads((Path(spec.init_from) / "config.json").read_text()))
     else:
-        cfg = preset(spec.preset)
+        cfg = spec.config or preset(spec.preset)
     cfg = cfg.replace(**spec.overrides)
     if spec.yarn_factor > 1:
         original = spec.yarn_original_length or cfg.max_position_embeddings
@@ -352,26 +351,9 @@ def export_model(
     return directory
 
 
-def finish(
-    recipe: SFTRecipe,
-    tracker: Tracker,
-    export_dir: Path,
-    step: int,
-    metrics: dict[str, float],
-    is_main: bool,
-) -> None:
+def finish(tracker: Tracker, export_dir: Path, is_main: bool) -> None:
     if not is_main:
         return
     tracker.log_artifacts(export_dir, "model")
-    result: dict[str, Any] = {
-        "kind": "sft",
-        "run_id": tracker.run_id,
-        "tracking_uri": tracker.tracking_uri,
-        "artifact_uri": tracker.artifact_uri("model"),
-        "export_dir": str(export_dir.resolve()),
-        "step": step,
-        "metrics": metrics,
-    }
-    write_result(Path(recipe.output_dir) / "result.json", result)
     tracker.end()
     print(f"run id: {tracker.run_id}; model: {export_dir}", flush=True)

@@ -6,7 +6,6 @@ mlflow is imported only when a tracking URI is configured, so the trainer runs
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -145,11 +144,3 @@ def system_info(world_size: int, backend: str) -> dict[str, Any]:
             "device_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30),
         }
     return info
-
-
-def write_result(path: Path, result: dict[str, Any]) -> None:
-    """The file the operator reads: run id, artifact URI, export path, final metrics."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

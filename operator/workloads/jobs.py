@@ -1,4 +1,8 @@
-"""Kubernetes children of a workload: a Job, or an Indexed Job plus a headless Service.
+"""Kubernetes children of a workload: the recipe ConfigMap and a Job, or an Indexed Job
+plus a headless Service.
+
+The recipe (recipe.py) is a ConfigMap named after the Job, owned by the custom resource
+and mounted read-only at `/etc/icx` in the trainer container.
 
 Several nodes run as one Indexed Job whose pods find each other through a headless
 Service (`<job>-<index>.<service>`): pod 0 is torchrun's rendezvous host and each
@@ -15,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
-from infinitecontext.operator.workloads.recipe import Owner, WorkloadCommand
+from infinitecontext.operator.workloads.recipe import (
+    RECIPE_DIR,
+    RECIPE_FILE,
+    Owner,
+    WorkloadCommand,
+)
 
 API_VERSION = "infinitecontext.dev/v1alpha1"
 MANAGED_BY = "infinitecontext-operator"
@@ -79,10 +88,21 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
 def render_children(
     owner: Owner, spec: WorkloadSpec, work: WorkloadCommand, suspend: bool
 ) -> list[dict[str, Any]]:
-    """The Job, and for several nodes the headless Service before it."""
+    """The recipe ConfigMap, for several nodes the headless Service, and the Job (last)."""
     nodes = spec.resources.nodes
-    children = [headless_service(owner)] if nodes > 1 else []
+    children = [recipe_config_map(owner, work)]
+    if nodes > 1:
+        children.append(headless_service(owner))
     return [*children, job(owner, spec, work, suspend)]
+
+
+def recipe_config_map(owner: Owner, work: WorkloadCommand) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, job_name(owner)),
+        "data": {RECIPE_FILE: work.recipe},
+    }
 
 
 def headless_service(owner: Owner) -> dict[str, Any]:
@@ -171,10 +191,16 @@ def _pod_spec(
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": container_resources(spec.resources),
     }
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    recipe_volume = {"name": "recipe", "configMap": {"name": job_name(owner)}}
+    container["volumeMounts"] = [{"name": "recipe", "mountPath": RECIPE_DIR, "readOnly": True}]
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [recipe_volume],
+    }
     if checkpoint is not None:
-        container["volumeMounts"] = [{"name": "checkpoints", "mountPath": checkpoint.path}]
-        pod["volumes"] = [checkpoint_volume(checkpoint)]
+        container["volumeMounts"].append({"name": "checkpoints", "mountPath": checkpoint.path})
+        pod["volumes"].append(checkpoint_volume(checkpoint))
     if nodes > 1:
         pod["subdomain"] = job_name(owner)
     pod.update(pod_placement(options))

@@ -30,11 +30,11 @@ from infinitecontext.crds.models import (
     EvaluationResults,
     EvaluationSpec,
     EvaluationStatus,
-    JudgeEndpoint,
     LengthResult,
     Phase,
     Progress,
     RegisteredModel,
+    ResolvedJudge,
     TrainingRunSpec,
     WorkloadSpec,
     WorkloadStatus,
@@ -50,13 +50,15 @@ from infinitecontext.operator.workloads.recipe import (
     JUDGE_UNPARSABLE_METRIC,
     MODEL_ARTIFACT_PATH,
     Owner,
+    Recipe,
     WorkloadCommand,
     accuracy_by_length,
     command,
     judge_endpoint,
     mean_accuracy_metric,
+    recipe_for,
     run_name,
-    validate_recipe,
+    step_count,
 )
 from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
@@ -83,7 +85,7 @@ class JudgeInput:
     """The resolved judge of an Evaluation whose `spec.judge` names an InferenceService."""
 
     ready: bool
-    endpoint: JudgeEndpoint | None = None
+    endpoint: ResolvedJudge | None = None
     reason: str = "WaitingForInput"
     message: str = ""
 
@@ -178,6 +180,8 @@ class _Builder:
         self.generation = generation
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        self.recipe: Recipe | None = None
+        """The job's recipe, built from the spec once per pass."""
 
     def condition(self, type_: str, status: cond.Status, reason: str, message: str = "") -> None:
         self.status.conditions = cond.set_condition(
@@ -218,7 +222,6 @@ def parse(resource: Resource) -> WorkloadSpec | InvalidSpec:
     try:
         spec: WorkloadSpec = parse_spec(KINDS_BY_NAME[resource.kind], resource.spec)
         check_semantics(spec)
-        validate_recipe(owner_of(resource), spec)
     except (ValidationError, ValueError) as error:
         return InvalidSpec(_error_text(error))
     return spec
@@ -234,6 +237,11 @@ def reconcile(
     if isinstance(spec, InvalidSpec):
         builder.phase(Phase.INVALID, "False", "InvalidSpec", spec.message)
         return builder.plan()
+    try:  # the recipe is the spec in the trainer's terms; what it refuses is Invalid too
+        builder.recipe = recipe_for(owner_of(resource), spec, _judge_of(builder))
+    except ValueError as error:
+        builder.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
+        return builder.plan()
     if status.phase in FINAL and status.phase != Phase.INVALID:
         return builder.plan()  # finished work stays finished; only observedGeneration moves
     if observed.unavailable:
@@ -243,9 +251,12 @@ def reconcile(
             return _waiting(builder, observed.input)
         builder.status.input_model = observed.input.model
     if isinstance(spec, EvaluationSpec):
+        judge = _judge_of(builder)
         waiting = _resolve_judge(builder, spec, observed)
         if waiting is not None:
             return _waiting(builder, waiting)
+        if _judge_of(builder) != judge:  # resolved in this pass: the recipe names it
+            builder.recipe = recipe_for(owner_of(resource), spec, _judge_of(builder))
     if spec.suspend:
         return _suspend(builder, resource, spec, observed)
     if cond.is_true(builder.status.conditions, cond.SUSPENDED):
@@ -312,7 +323,7 @@ def _resolve_judge(
     if status.judge is not None and status.job is not None:
         return None
     if spec.judge.url:
-        status.judge = JudgeEndpoint(url=spec.judge.url, served_model=spec.judge.served_model)
+        status.judge = ResolvedJudge(url=spec.judge.url, served_model=spec.judge.served_model)
         return None
     found = observed.judge
     if found is None or not found.ready or found.endpoint is None:
@@ -326,7 +337,7 @@ def _resolve_judge(
     return None
 
 
-def _judge_of(builder: _Builder) -> JudgeEndpoint | None:
+def _judge_of(builder: _Builder) -> ResolvedJudge | None:
     return builder.status.judge if isinstance(builder.status, EvaluationStatus) else None
 
 
@@ -385,10 +396,10 @@ def _children(
 def _work(
     resource: Resource, spec: WorkloadSpec, builder: _Builder, observed: Observed
 ) -> WorkloadCommand:
-    """The job's command and environment, from the spec and what status has resolved."""
-    judge = _judge_of(builder)
+    """The job's command, environment and recipe, from the spec and what status has resolved."""
+    assert builder.recipe is not None  # built at the start of the pass
     return command(
-        owner_of(resource), spec, observed.tracking_uri, builder.status.input_model, judge
+        owner_of(resource), spec, builder.recipe, observed.tracking_uri, builder.status.input_model
     )
 
 
@@ -434,7 +445,7 @@ def _follow_job(
         return _deadline(builder, spec, job)
     if job.phase == "Running":
         builder.condition(cond.RUNNING, "True", "Running", job.message)
-        builder.status.progress = _progress(observed.run, builder.status.progress)
+        builder.status.progress = _progress(observed.run, builder.status.progress, builder.recipe)
         builder.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
         builder.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
@@ -454,13 +465,14 @@ def _record_job(builder: _Builder, job: JobObservation) -> None:
     )
 
 
-def _progress(run: RunObservation | None, previous: Progress | None) -> Progress | None:
+def _progress(
+    run: RunObservation | None, previous: Progress | None, recipe: Recipe | None
+) -> Progress | None:
     if run is None:
         return previous
     loss = run.metrics.get("loss", run.metrics.get("train_loss"))
-    return Progress(
-        step=run.step, loss=loss, total_steps=previous.total_steps if previous else None
-    )
+    total = step_count(recipe) if recipe is not None else None
+    return Progress(step=run.step, loss=loss, total_steps=total)
 
 
 def _past_deadline(builder: _Builder, spec: WorkloadSpec) -> bool:
@@ -512,7 +524,7 @@ def _succeeded(
     if run is None:
         message = f"the job finished but logged no MLflow run named {run_name(resource.uid)}"
         return _finish_failed(builder, "NoMlflowRun", message)
-    builder.status.progress = _progress(run, builder.status.progress)
+    builder.status.progress = _progress(run, builder.status.progress, builder.recipe)
     if isinstance(spec, EvaluationSpec):
         return _evaluated(builder, resource, spec, run)
     return _register(builder, resource, spec, observed, run)

@@ -1,37 +1,58 @@
 """What a job runs: the trainer's recipe, command line and environment, per kind.
 
-This is the one place that knows the trainer's interface (`trainer_image/recipe.py`
-and the `icx train sft|dpo` / `icx eval` commands); the Kubernetes and SLURM renderers
-both take `WorkloadCommand` from here. The recipe is rendered as one line of YAML and travels in
-the `ICX_RECIPE` environment variable (no ConfigMap, no shared file); a fixed shell
-prologue writes it to the work directory, downloads the input model from MLflow for
-Alignment and Evaluation, and execs `icx`. The MLflow run is named `icx-<uid>`, which
-is how the operator finds it again, on either backend and after any restart.
+`recipe_for` is the one adapter from a CRD spec to the trainer's typed recipe
+(`trainer_image/recipe.py`): the only place where a spec field is renamed or regrouped
+(`hyperparameters.learningRate` → `optim.lr`). The planner builds it once per pass,
+and building it is the validation: a spec the trainer would refuse is Invalid. `command`
+renders it once into the YAML text that ships as a file, never as an environment value:
+a ConfigMap mounted at `RECIPE_PATH` on Kubernetes (jobs.py), a quoted here-doc of the
+SLURM batch script in the work directory (slurm.py). A fixed shell prologue downloads the
+input model from MLflow for Alignment and Evaluation and execs `icx … --recipe FILE`.
+The MLflow run is named `icx-<uid>`, which is how the operator finds it again, on either
+backend and after any restart.
 
-User values (a dataset URI, a judge URL and rubric) only ever travel inside the
-recipe, i.e. as one environment value: never in the shell text or the argv.
+User values (a dataset URI, a judge URL and rubric) only ever travel inside the recipe
+file: never in the shell text, the argv or the environment.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import yaml
 
 from infinitecontext.crds.models import (
     AlignmentSpec,
+    Backend,
     EvaluationSpec,
-    JudgeEndpoint,
-    ModelSpec,
+    ModelArchitecture,
     RegisteredModel,
+    ResolvedJudge,
     SyntheticData,
+    TrainingData,
     TrainingRunSpec,
     WorkloadSpec,
 )
+from infinitecontext.trainer.recipe import (
+    CheckpointSpec,
+    CurriculumStage,
+    DataSpec,
+    DPORecipe,
+    EvalSpec,
+    JudgeSpec,
+    MlflowSpec,
+    ModelSpec,
+    OptimSpec,
+    ParallelSpec,
+    SFTRecipe,
+    TrainSpec,
+    dump,
+)
 
-RECIPE_ENV = "ICX_RECIPE"
+Recipe = SFTRecipe | DPORecipe | EvalSpec
+# Where the Kubernetes backend mounts the recipe ConfigMap (read-only).
+RECIPE_DIR = "/etc/icx"
+RECIPE_FILE = "recipe.yaml"
+RECIPE_PATH = f"{RECIPE_DIR}/{RECIPE_FILE}"
 # Where the job logs its model (TrainingRun, Alignment), relative to the run's artifacts.
 MODEL_ARTIFACT_PATH = "model"
 # Metrics an evaluation job logs (trainer_image/evaluate.py: `{task}_acc_{length}`,
@@ -40,18 +61,19 @@ JUDGE_METRIC = "judge_score"
 JUDGE_ITEMS_METRIC = "judge_items"
 JUDGE_ERRORS_METRIC = "judge_request_errors"
 JUDGE_UNPARSABLE_METRIC = "judge_unparsable"
-# Stands in for an InferenceService judge's URL while the spec alone is validated.
-UNRESOLVED_JUDGE = JudgeEndpoint(url="http://judge.unresolved.invalid/v1")
+# Stands in for an InferenceService judge's URL until it is resolved: the recipe can be
+# built (validated) before, and `command` refuses to ship it.
+UNRESOLVED_JUDGE = ResolvedJudge(url="http://judge.unresolved.invalid/v1")
 _LENGTH_KEY = re.compile(r"^(?P<task>[a-z]+)_acc_(?P<n>\d+)(?P<k>k?)$")
 
-# Runs in the job before the trainer: fixed text, user values only through the env.
+# Runs in the job before the trainer: fixed text, user values only in the recipe file.
 PROLOGUE = """set -eu
-work="$ICX_WORK_DIR"; mkdir -p "$work"
-printf '%s\\n' "$ICX_RECIPE" > "$work/recipe.yaml"
+mkdir -p "$ICX_WORK_DIR"
 if [ -n "${ICX_INPUT_MODEL_URI:-}" ]; then
-  mlflow artifacts download --artifact-uri "$ICX_INPUT_MODEL_URI" --dst-path "$work/input-model"
+  mlflow artifacts download --artifact-uri "$ICX_INPUT_MODEL_URI" \\
+    --dst-path "$ICX_WORK_DIR/input-model"
 fi
-exec "$@" --config "$work/recipe.yaml"
+exec "$@"
 """
 
 _SUBCOMMAND = {
@@ -75,6 +97,10 @@ class Owner:
 class WorkloadCommand:
     argv: list[str]
     environment: dict[str, str]
+    recipe: str
+    """The recipe file's text."""
+    recipe_path: str
+    """Where the job reads it (the argv names it)."""
 
 
 def run_name(uid: str) -> str:
@@ -95,199 +121,181 @@ def work_dir(spec: WorkloadSpec) -> str:
     return checkpoint.path if checkpoint is not None else "/tmp/icx-work"
 
 
-def _mlflow(spec: WorkloadSpec, owner: Owner) -> dict[str, Any]:
-    return {"experiment": spec.mlflow.experiment, "run_name": run_name(owner.uid)}
+def recipe_path(spec: WorkloadSpec) -> str:
+    """The mounted ConfigMap on Kubernetes; on SLURM, the work directory (which must be
+    on a shared filesystem for several nodes, as the checkpoints must)."""
+    return RECIPE_PATH if spec.backend == Backend.KUBERNETES else f"{work_dir(spec)}/{RECIPE_FILE}"
 
 
-def _model(model: ModelSpec) -> dict[str, Any]:
-    if model.preset is not None:
-        return {"preset": model.preset}
-    import dataclasses
-
-    assert model.config is not None
-    fields = dataclasses.asdict(model.config)
-    yarn = fields.pop("yarn")
-    result: dict[str, Any] = {"preset": "tiny", "overrides": fields}
-    if yarn["factor"] > 1:
-        result["overrides"]["max_position_embeddings"] = yarn["original_max_position_embeddings"]
-        result["yarn_factor"] = yarn["factor"]
-        result["yarn_original_length"] = yarn["original_max_position_embeddings"]
-    return result
+# ---------------------------------------------------------------- the adapter
 
 
-def _synthetic_data(synthetic: SyntheticData) -> dict[str, Any]:
-    """The synthetic task generator's parameters, as a recipe's `data` section."""
-    return {
-        "tasks": list(synthetic.tasks),
-        "seed": synthetic.seed,
-        "digits": synthetic.digits,
-        "num_needles": synthetic.num_needles,
-        "min_length_fraction": synthetic.min_length_fraction,
-        "tokenizer_sentences": synthetic.tokenizer_sentences,
-    }
+def recipe_for(owner: Owner, spec: WorkloadSpec, judge: ResolvedJudge | None = None) -> Recipe:
+    """The trainer's recipe for a workload (RecipeError, a ValueError, if it refuses).
 
-
-def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> dict[str, Any]:
-    """A `trainer.recipe.SFTRecipe` as plain data."""
-    h = spec.hyperparameters
-    synthetic = spec.data.synthetic
-    if synthetic is not None:
-        data = _synthetic_data(synthetic)
-    else:  # a JSONL dataset: the trainer fetches, indexes and shuffles it (seeded)
-        data = {"uri": spec.data.uri, "seed": h.seed}
-    return {
-        "name": owner.name,
-        "output_dir": spec.checkpoint.path,
-        "model": _model(spec.model),
-        "data": data,
-        "train": {
-            "steps": h.steps,
-            "tokens_per_step": h.tokens_per_step,
-            "micro_batch_tokens": h.micro_batch_tokens,
-            "seq_len": h.seq_len,
-            "curriculum": [
-                {"seq_len": s.seq_len, "until_step": s.until_step} for s in spec.curriculum
-            ],
-            "seed": h.seed,
-            "log_every": h.log_every,
-        },
-        "optim": {
-            "lr": h.learning_rate,
-            "min_lr_ratio": h.min_lr_ratio,
-            "warmup_steps": h.warmup_steps,
-            "weight_decay": h.weight_decay,
-            "grad_clip": h.grad_clip,
-        },
-        "parallel": {"mixed_precision": h.precision},
-        "checkpoint": {"every_steps": spec.checkpoint.every_steps, "keep": spec.checkpoint.keep},
-        "mlflow": _mlflow(spec, owner),
-        "tracking": list(dict.fromkeys(spec.tracking)),
-    }
-
-
-def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> dict[str, Any]:
-    """A `trainer.recipe.DPORecipe` as plain data."""
-    d, p = spec.dpo, spec.preference_data
-    return {
-        "name": owner.name,
-        "model_dir": f"{spec.checkpoint.path}/input-model",
-        "output_dir": spec.checkpoint.path,
-        "pairs": p.pairs,
-        "length": p.length,
-        "rejected": p.rejected,
-        "data": _synthetic_data(p.synthetic),
-        "beta": d.beta,
-        "loss_type": d.loss_type,
-        "lr": d.learning_rate,
-        "steps": d.steps,
-        "batch_size": d.batch_size,
-        "grad_accum": d.grad_accum,
-        "warmup_steps": d.warmup_steps,
-        "bf16": d.bf16,
-        "seed": d.seed,
-        "mlflow": _mlflow(spec, owner),
-    }
-
-
-def eval_recipe(
-    spec: EvaluationSpec, owner: Owner, judge: JudgeEndpoint | None = None
-) -> dict[str, Any]:
-    """A `trainer.recipe.EvalSpec` as plain data (the model directory is an argument).
-
-    With `spec.judge`, `judge` is the endpoint it resolved to (an InferenceService's
-    URL is only known to the operator); the job grades the grid's answers there.
-    """
-    g = spec.passkey
-    result: dict[str, Any] = {
-        "lengths": list(g.lengths),
-        "depths": list(g.depths),
-        "trials": g.samples,
-        "task": g.task,
-        "seed": g.seed,
-        "yarn_factor": g.yarn_factor,
-    }
-    if spec.judge is not None:
-        if judge is None:
-            raise ValueError("spec.judge: the judge endpoint is not resolved")
-        result["judge"] = {
-            "url": judge.url,
-            "model": judge.served_model,
-            "rubric": spec.judge.rubric or "",
-            "api": spec.judge.api,
-            "guided": spec.judge.guided,
-            "max_items": spec.judge.max_items,
-        }
-    return result
-
-
-def judge_endpoint(url: str, served_model: str | None = None) -> JudgeEndpoint:
-    """An OpenAI-compatible base URL: an InferenceService's `status.url` gets `/v1`."""
-    base = url.rstrip("/")
-    return JudgeEndpoint(
-        url=base if base.endswith("/v1") else f"{base}/v1", served_model=served_model
-    )
-
-
-def recipe(owner: Owner, spec: WorkloadSpec, judge: JudgeEndpoint | None = None) -> dict[str, Any]:
+    `judge` is where an Evaluation's judge was resolved to (status.judge); without it a
+    `judge.url` is used as given and an InferenceService judge gets a placeholder."""
     if isinstance(spec, TrainingRunSpec):
         return sft_recipe(spec, owner)
     if isinstance(spec, AlignmentSpec):
         return dpo_recipe(spec, owner)
     if isinstance(spec, EvaluationSpec):
-        return eval_recipe(spec, owner, judge)
+        return eval_recipe(spec, judge)
     raise ValueError(f"{owner.kind} runs no job")
 
 
-def recipe_text(owner: Owner, spec: WorkloadSpec, judge: JudgeEndpoint | None = None) -> str:
-    """The recipe as one line of flow-style YAML: SLURM's REST environment mangles
-    newlines (a rubric's are escaped as \\n inside a quoted scalar), and JSON would
-    write 1e-05, which PyYAML reads back as a string."""
-    data = recipe(owner, spec, judge)
-    text = yaml.dump(
-        data, Dumper=_OneLineDumper, default_flow_style=True, sort_keys=False, width=2**31
-    ).strip()
-    if "\n" in text:  # cannot happen with the dumper below; never send a broken recipe
-        raise ValueError("the recipe does not fit on one line")
-    return text
+def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> SFTRecipe:
+    hyper = spec.hyperparameters
+    return SFTRecipe(
+        name=owner.name,
+        output_dir=spec.checkpoint.path,
+        model=model_spec(spec.model),
+        data=data_spec(spec.data, hyper.seed),
+        train=TrainSpec(
+            steps=hyper.steps,
+            tokens_per_step=hyper.tokens_per_step,
+            micro_batch_tokens=hyper.micro_batch_tokens,
+            seq_len=hyper.seq_len,
+            curriculum=tuple(CurriculumStage(s.seq_len, s.until_step) for s in spec.curriculum),
+            seed=hyper.seed,
+            log_every=hyper.log_every,
+        ),
+        optim=OptimSpec(
+            lr=hyper.learning_rate,
+            min_lr_ratio=hyper.min_lr_ratio,
+            warmup_steps=hyper.warmup_steps,
+            weight_decay=hyper.weight_decay,
+            grad_clip=hyper.grad_clip,
+        ),
+        parallel=ParallelSpec(mixed_precision=hyper.precision),
+        checkpoint=CheckpointSpec(
+            every_steps=spec.checkpoint.every_steps, keep=spec.checkpoint.keep
+        ),
+        mlflow=mlflow_spec(spec, owner),
+        tracking=tuple(dict.fromkeys(spec.tracking)),
+    )
 
 
-class _OneLineDumper(yaml.SafeDumper):
-    """Strings with line breaks (a rubric) as double-quoted scalars, whose `\\n` escapes
-    keep the document on one line (plain or single-quoted style would break the line)."""
+def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> DPORecipe:
+    dpo, pairs = spec.dpo, spec.preference_data
+    return DPORecipe(
+        name=owner.name,
+        model_dir=f"{spec.checkpoint.path}/input-model",
+        output_dir=spec.checkpoint.path,
+        pairs=pairs.pairs,
+        length=pairs.length,
+        rejected=pairs.rejected,
+        data=synthetic_data_spec(pairs.synthetic),
+        beta=dpo.beta,
+        loss_type=dpo.loss_type,
+        lr=dpo.learning_rate,
+        steps=dpo.steps,
+        batch_size=dpo.batch_size,
+        grad_accum=dpo.grad_accum,
+        warmup_steps=dpo.warmup_steps,
+        bf16=dpo.bf16,
+        seed=dpo.seed,
+        mlflow=mlflow_spec(spec, owner),
+    )
 
 
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = '"' if not value.isprintable() else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+def eval_recipe(spec: EvaluationSpec, judge: ResolvedJudge | None = None) -> EvalSpec:
+    """The grid (the model directory and the run name are arguments of `icx eval`)."""
+    grid = spec.passkey
+    return EvalSpec(
+        lengths=tuple(grid.lengths),
+        depths=tuple(grid.depths),
+        trials=grid.samples,
+        task=grid.task,
+        seed=grid.seed,
+        yarn_factor=grid.yarn_factor,
+        judge=judge_spec(spec, judge),
+    )
 
 
-_OneLineDumper.add_representer(str, _string)
+def judge_spec(spec: EvaluationSpec, resolved: ResolvedJudge | None) -> JudgeSpec | None:
+    wanted = spec.judge
+    if wanted is None:
+        return None
+    if resolved is None:
+        given = (
+            ResolvedJudge(url=wanted.url, served_model=wanted.served_model) if wanted.url else None
+        )
+        resolved = given or UNRESOLVED_JUDGE
+    return JudgeSpec(
+        url=resolved.url,
+        model=resolved.served_model,
+        rubric=wanted.rubric or "",
+        api=wanted.api,
+        guided=wanted.guided,
+        max_items=wanted.max_items,
+    )
 
 
-def validate_recipe(owner: Owner, spec: WorkloadSpec) -> None:
-    """Check the rendered recipe with the trainer's own loader (ValueError if it refuses)."""
-    from infinitecontext.trainer import recipe as trainer_recipe
+def model_spec(model: ModelArchitecture) -> ModelSpec:
+    """A preset by name, or the full MLAConfig as it is (YaRN scaling included)."""
+    if model.config is not None:
+        return ModelSpec(config=model.config)
+    if model.preset is None:  # the API server's CEL rule refuses this already
+        raise ValueError("spec.model: set exactly one of: preset, config")
+    return ModelSpec(preset=model.preset)
 
-    classes = {
-        "TrainingRun": trainer_recipe.SFTRecipe,
-        "Alignment": trainer_recipe.DPORecipe,
-        "Evaluation": trainer_recipe.EvalSpec,
-    }
-    judge = None
-    if isinstance(spec, EvaluationSpec) and spec.judge is not None:
-        judge = JudgeEndpoint(url=spec.judge.url) if spec.judge.url else UNRESOLVED_JUDGE
-    trainer_recipe.from_dict(classes[owner.kind], recipe(owner, spec, judge))
+
+def data_spec(data: TrainingData, seed: int) -> DataSpec:
+    """The synthetic tasks, or a JSONL dataset shuffled with the run's seed."""
+    if data.synthetic is not None:
+        return synthetic_data_spec(data.synthetic)
+    return DataSpec(uri=data.uri, seed=seed)
+
+
+def synthetic_data_spec(synthetic: SyntheticData) -> DataSpec:
+    return DataSpec(
+        tasks=tuple(synthetic.tasks),
+        seed=synthetic.seed,
+        digits=synthetic.digits,
+        num_needles=synthetic.num_needles,
+        min_length_fraction=synthetic.min_length_fraction,
+        tokenizer_sentences=synthetic.tokenizer_sentences,
+    )
+
+
+def mlflow_spec(spec: WorkloadSpec, owner: Owner) -> MlflowSpec:
+    return MlflowSpec(experiment=spec.mlflow.experiment, run_name=run_name(owner.uid))
+
+
+def step_count(recipe: Recipe) -> int | None:
+    """The optimizer steps the job runs (status.progress.totalSteps)."""
+    if isinstance(recipe, SFTRecipe):
+        return recipe.train.steps
+    if isinstance(recipe, DPORecipe):
+        return recipe.steps
+    return None
+
+
+def judge_endpoint(url: str, served_model: str | None = None) -> ResolvedJudge:
+    """An OpenAI-compatible base URL: an InferenceService's `status.url` gets `/v1`."""
+    base = url.rstrip("/")
+    return ResolvedJudge(
+        url=base if base.endswith("/v1") else f"{base}/v1", served_model=served_model
+    )
+
+
+# ---------------------------------------------------------------- the job
 
 
 def command(
     owner: Owner,
     spec: WorkloadSpec,
+    recipe: Recipe,
     tracking_uri: str,
     input_model: RegisteredModel | None = None,
-    judge: JudgeEndpoint | None = None,
 ) -> WorkloadCommand:
-    argv = ["/bin/sh", "-c", PROLOGUE, "icx-job", *_SUBCOMMAND[owner.kind]]
+    """The job's argv, environment and recipe file (rendered here, once)."""
+    if isinstance(recipe, EvalSpec) and recipe.judge and recipe.judge.url == UNRESOLVED_JUDGE.url:
+        raise ValueError("spec.judge: the judge endpoint is not resolved")
+    path = recipe_path(spec)
     directory = work_dir(spec)
+    argv = ["/bin/sh", "-c", PROLOGUE, "icx-job", *_SUBCOMMAND[owner.kind], "--recipe", path]
     if owner.kind == "Evaluation":
         argv += [
             "--model-dir",
@@ -298,7 +306,6 @@ def command(
             run_name(owner.uid),
         ]
     environment = {
-        RECIPE_ENV: recipe_text(owner, spec, judge),
         "ICX_WORK_DIR": directory,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_EXPERIMENT_NAME": spec.mlflow.experiment,
@@ -307,7 +314,7 @@ def command(
     }
     if input_model is not None and input_model.uri:
         environment["ICX_INPUT_MODEL_URI"] = input_model.uri
-    return WorkloadCommand(argv, environment)
+    return WorkloadCommand(argv, environment, dump(recipe), path)
 
 
 def accuracy_by_length(task: str, metrics: dict[str, float]) -> dict[int, float]:

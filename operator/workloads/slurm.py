@@ -75,6 +75,7 @@ def slurm_request(
         working_directory=options.working_directory,
         container_image=options.container_image,
         torchrun=TorchrunSpec(nproc_per_node=max(resources.gpus_per_node, 1)) if multi else None,
+        files={work.recipe_path: work.recipe},
     )
 
 

@@ -3,7 +3,6 @@ real vLLM server (CPU build) serving the model it exported."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -54,9 +53,9 @@ def tiny_sft_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> Tin
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1"}
     log = icx(
         "train", "sft", "--config", str(TINY_RECIPE), "--output-dir", str(out),
-        "--nproc-per-node", "2", env=env,
+        "--nproc-per-node", "2", "--run-id-file", str(out / "run_id"), env=env,
     )  # fmt: skip
-    result = json.loads((out / "result.json").read_text())
+    result = {"run_id": (out / "run_id").read_text().strip()}
     return TinyRun(out, out / "model", result, mlflow_server.url, log)
 
 
