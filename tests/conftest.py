@@ -1,4 +1,13 @@
-"""Shared pytest set-up. Fixtures that start real services live in tests/plugins/."""
+"""Shared pytest set-up. Fixtures that start real services live in tests/plugins/.
+
+Two lanes: the full suite (`./dev.sh test`, CI) and the fast lane (`./dev.sh test-fast`,
+`pytest -m "not e2e and not slow"`) for the edit loop. A test is `e2e` when it uses a
+fixture that starts a real service (the fixtures below); nobody marks it by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins: list[str] = [
     # one line per plugin module under tests/plugins/
@@ -12,3 +21,28 @@ pytest_plugins: list[str] = [
     "plugins.trainer",
     "plugins.prometheus",
 ]
+
+# The fixtures that start (or need) a real service; every other fixture builds on these,
+# and item.fixturenames holds the whole closure, so a test using `operator_factory` or
+# `tiny_vllm` is caught through `kube_cluster` or `mlflow_server`.
+SERVICE_FIXTURES = frozenset(
+    {
+        "kube_binaries",  # the local control plane's Go binaries
+        "kube_cluster",  # a Kubernetes API server
+        "slurm_cluster",  # the local SLURM cluster
+        "mlflow_server",  # an MLflow tracking server (the vLLM servers build on it)
+        "start_prometheus",  # a Prometheus server
+    }
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: uses a real service (set from the fixtures in tests/conftest.py)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

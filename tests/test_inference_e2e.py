@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from infinitecontext.crds.generate import ARGOCD_DIR
+from infinitecontext.devtools.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +72,11 @@ class Kube:
         self.kubectl("patch", kind, name, "--type=merge", "-p", json.dumps(patch), *extra)
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(0.5)
-        isvc = self.kubectl("get", ISVC, "-o", "yaml")
-        raise AssertionError(f"timed out waiting for {what}; InferenceServices:\n{isvc}")
+        """`wait_for`, showing the InferenceServices when it times out."""
+        return wait_for(what, check, timeout, on_timeout=self.inference_services)
+
+    def inference_services(self) -> str:
+        return "InferenceServices:\n" + self.kubectl("get", ISVC, "-o", "yaml")
 
     def status(self, name: str) -> dict[str, Any]:
         obj = self.get(ISVC, name) or {}

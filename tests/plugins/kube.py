@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from infinitecontext.devtools import cluster as devcluster
+from infinitecontext.devtools.waiting import wait_for
 
 GO_MIN = "1.26"
 
@@ -116,17 +116,22 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
 
 
+def wait_for_default_account(cluster: KubeCluster, namespace: str) -> None:
+    """Pods need the namespace's `default` ServiceAccount, which a controller creates."""
+    wait_for(
+        f"the default ServiceAccount of {namespace}",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace),
+        timeout_s=30,
+        every_s=0.2,
+        retry_on=(devcluster.ClusterError,),
+    )
+
+
 @pytest.fixture
 def kube_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount exists (pods need it), deleted after."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            kube_cluster.kubectl("get", "serviceaccount", "default", "-n", name)
-            break
-        except devcluster.ClusterError:
-            time.sleep(0.2)
+    wait_for_default_account(kube_cluster, name)
     yield name
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from infinitecontext.devtools.waiting import wait_for
 from infinitecontext.slurm_bridge.auth import ScontrolToken
 from infinitecontext.slurm_bridge.commands import CommandClient
 from infinitecontext.slurm_bridge.errors import SlurmUnavailable
@@ -54,21 +54,19 @@ def start_daemon(name: str) -> None:
     subprocess.run(["start-stop-daemon", "--start", *_DAEMONS[name]], check=True)
 
 
-def wait_until(
-    read: Callable[[], JobStatus], done: Callable[[JobStatus], bool], timeout_s: float = 60
+def wait_for_job(
+    what: str,
+    read: Callable[[], JobStatus],
+    done: Callable[[JobStatus], bool],
+    timeout_s: float = 60,
 ) -> JobStatus:
     """Poll `read` until `done`, riding out SlurmUnavailable (a restarting daemon)."""
-    deadline = time.monotonic() + timeout_s
-    last: JobStatus | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = read()
-            if done(last):
-                return last
-        except SlurmUnavailable:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s; last status: {last}")
+
+    def status_when_done() -> JobStatus | None:
+        status = read()
+        return status if done(status) else None
+
+    return wait_for(what, status_when_done, timeout_s, retry_on=(SlurmUnavailable,))
 
 
 @pytest.fixture(scope="session")
