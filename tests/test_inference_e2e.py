@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from plugins.prerequisites import require_module
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.devtools.waiting import wait_for
@@ -43,7 +44,7 @@ def manifest(name: str, version: str, **spec: Any) -> str:
 
 def argocd_health(obj: dict[str, Any]) -> str:
     """Argo CD's verdict on an object as the API server returned it (real Lua)."""
-    lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
+    lupa = require_module("lupa", "Lua for Python, in the dev extra")
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute((ARGOCD_DIR / "inferenceservice-health.lua").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugins.prerequisites import missing
 
 from infinitecontext.devtools import cluster as devcluster
 from infinitecontext.devtools.waiting import wait_for
@@ -95,7 +96,7 @@ def kube_binaries() -> Path:
     """The folder of the plane's binaries (kubectl among them), built if needed."""
     layout = devcluster.ClusterLayout()
     if not _binaries_built(layout):
-        pytest.skip(f"no Go >= {GO_MIN} to build the local Kubernetes control plane")
+        missing(f"no Go >= {GO_MIN} to build the local Kubernetes control plane")
     return layout.bin_dir
 
 
@@ -109,9 +110,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(external, kubectl_path, layout.state_dir, local=False)
         return
     if not _binaries_built(layout):
-        pytest.skip(
-            f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one"
-        )
+        missing(f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one")
     with devcluster.running(layout):
         yield KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from plugins.prerequisites import require_command
 from plugins.processes import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,10 +58,7 @@ class Prometheus:
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian: apt-get install prometheus)")
-    return path
+    return require_command(name, "Debian: apt-get install prometheus")
 
 
 @pytest.fixture

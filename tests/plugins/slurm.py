@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from plugins.prerequisites import missing
 
 from infinitecontext.devtools.waiting import wait_for
 from infinitecontext.slurm_bridge.auth import ScontrolToken
@@ -75,7 +76,7 @@ def slurm_cluster() -> None:
     if not cluster_problems():
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("no local SLURM cluster, and setting one up needs root on Debian")
+        missing("no local SLURM cluster, and setting one up needs root on Debian")
     from infinitecontext.devtools.provision import run_playbook
 
     result = run_playbook("slurm_cluster.yml", "ansible/inventory/local.yml", on_line=None)
