@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins: list[str] = [
-    # one line per plugin module under tests/plugins/
+    # one line per plugin module under tests/plugins/, each after those it imports
+    "plugins.kube",
     "plugins.mlflow_server",
     "plugins.server",
     "plugins.inference",
-    "plugins.kube",
     "plugins.kernels",
     "plugins.slurm",
     "plugins.operator",
