@@ -43,8 +43,9 @@ test: setup lint typecheck $(TEST_PREREQS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The tests that need no service (tests/conftest.py marks the others `e2e` from the
-# fixtures they use) and are not marked slow. Nothing in TEST_PREREQS runs first.
-FAST_LANE := not e2e and not slow
+# fixtures they use), are not marked slow and, without a GPU, not the kernel tests
+# (Triton's CPU interpreter). Nothing in TEST_PREREQS runs first.
+FAST_LANE := not e2e and not slow and not triton_interpreter
 
 test-fast: setup lint
 	$(BIN)/pytest -m "$(FAST_LANE)" $(PYTEST_ARGS)

@@ -1,11 +1,15 @@
 """Shared pytest set-up. Fixtures that start real services live in tests/plugins/.
 
 Two lanes: the full suite (`./dev.sh test`, CI) and the fast lane (`./dev.sh test-fast`,
-`pytest -m "not e2e and not slow"`) for the edit loop. A test is `e2e` when it uses a
-fixture that starts a real service (the fixtures below); nobody marks it by hand.
+`pytest -m "not e2e and not slow and not triton_interpreter"`) for the edit loop. A test
+is `e2e` when it uses a fixture that starts a real service (the fixtures below), and
+`triton_interpreter` when it is a kernel test on a machine without a GPU; nobody marks
+either by hand.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -40,9 +44,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "e2e: uses a real service (set from the fixtures in tests/conftest.py)"
     )
+    config.addinivalue_line(
+        "markers", "triton_interpreter: a kernel test run by Triton's CPU interpreter (no GPU)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tests/plugins/kernels.py turns the interpreter on when there is no GPU; it takes
+    # seconds per kernel case there, a minute for the kernel tests together.
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     for item in items:
-        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVICE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.e2e)
+        if interpreted and "kernel_device" in fixtures:
+            item.add_marker(pytest.mark.triton_interpreter)
