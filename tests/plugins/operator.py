@@ -50,12 +50,11 @@ def icx_crds(kube_cluster: KubeCluster) -> KubeCluster:
     # in three runs). A list that succeeds here closes the window.
     plurals = ",".join(name.removeprefix("crd/") for name in names)
 
-    wait_for(
-        "the new kinds to answer a list",
-        lambda: kube_cluster.kubectl("get", plurals, "--all-namespaces") or True,
-        timeout_s=60,
-        retry_on=(ClusterError,),
-    )
+    def lists_answer() -> bool:
+        kube_cluster.kubectl("get", plurals, "--all-namespaces")  # ClusterError until then
+        return True
+
+    wait_for("the new kinds to answer a list", lists_answer, 60, retry_on=(ClusterError,))
     return kube_cluster
 
 
