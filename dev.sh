@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one entry point of the README: `./dev.sh demo` runs the main job, `./dev.sh test`
-# runs the tests. On a fresh Debian machine it first installs the few system packages
+# runs the tests (`./dev.sh test-fast`: the quick lane without services). On a fresh Debian machine it first installs the few system packages
 # that the Makefile needs, then hands over to make.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -9,10 +9,14 @@ TEST_PREREQS += cluster-build
 .PHONY: cluster-build cluster-up cluster-down cluster-status
 
 # Without a new enough Go the build is skipped, not failed: the cluster tests then skip
-# with one line that says so (or use $KUBECONFIG's cluster).
+# with one line that says so (or use $KUBECONFIG's cluster). Under CI=true it fails: CI
+# must not pass without the cluster tests (tests/plugins/prerequisites.py).
 cluster-build:
 	@if go=$$(tests/cluster/ensure-go.sh $(CLUSTER_GO_MIN)); then \
 	  PATH="$$(dirname "$$go"):$$PATH" tests/cluster/build.sh $(CLUSTER_BIN); \
+	elif [[ "$${CI:-}" == true ]]; then \
+	  echo "cluster-build: no Go >= $(CLUSTER_GO_MIN), and CI=true needs the cluster tests" >&2; \
+	  exit 1; \
 	else \
 	  echo "cluster-build: skipped (no Go >= $(CLUSTER_GO_MIN)); cluster tests need KUBECONFIG"; \
 	fi

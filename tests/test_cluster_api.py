@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from infinitecontext.devtools.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,17 +93,17 @@ def _create_when_served(
     custom: client.CustomObjectsApi, group: str, namespace: str, body: dict
 ) -> dict:
     # Established can precede discovery of the new resource by a moment.
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            created: dict = custom.create_namespaced_custom_object(  # type: ignore[assignment]
-                group, "v1", namespace, "widgets", body
-            )
-            return created
-        except ApiException as error:
-            if error.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_for(
+        f"widgets.{group} to be served",
+        lambda: custom.list_namespaced_custom_object(group, "v1", namespace, "widgets"),
+        timeout_s=15,
+        every_s=0.2,
+        retry_on=(ApiException,),
+    )
+    created: dict = custom.create_namespaced_custom_object(  # type: ignore[assignment]
+        group, "v1", namespace, "widgets", body
+    )
+    return created
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from infinitecontext.devtools.waiting import wait_for
+
 pytestmark = pytest.mark.slow
 
 IMAGE = "registry.invalid/icx/never-pulled:1"  # kwok runs no container: never pulled
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def container(name: str = "main", gpus: int = 0) -> client.V1Container:
@@ -56,7 +46,7 @@ def test_deployment_becomes_available(kube_cluster, kube_namespace):
         status: Any = apps.read_namespaced_deployment_status("web", kube_namespace).status
         return status.available_replicas == 2 and condition_true(status.conditions, "Available")
 
-    wait_for(available, "Deployment web to be Available")
+    wait_for("Deployment web to be Available", available, 60)
     pods: list[Any] = (
         client.CoreV1Api(kube_cluster.api_client()).list_namespaced_pod(kube_namespace).items
     )
@@ -76,7 +66,7 @@ def test_gpu_pod_is_scheduled_on_a_gpu_node(kube_cluster, kube_namespace):
         current: Any = core.read_namespaced_pod("gpu", kube_namespace)
         return current if current.status.phase == "Running" else None
 
-    node_name = wait_for(running, "the GPU pod to run").spec.node_name
+    node_name = wait_for("the GPU pod to run", running, 60).spec.node_name
     node: Any = core.read_node(node_name)
     capacity = node.status.capacity
     assert int(capacity["nvidia.com/gpu"]) >= 2
@@ -101,7 +91,7 @@ def test_job_completes(kube_cluster, kube_namespace):
         status: Any = batch.read_namespaced_job_status("once", kube_namespace).status
         return status.succeeded == 2 and condition_true(status.conditions, "Complete")
 
-    wait_for(complete, "Job once to complete")
+    wait_for("Job once to complete", complete, 60)
 
 
 def test_deleting_the_owner_garbage_collects_dependents(kube_cluster, kube_namespace):
@@ -125,7 +115,7 @@ def test_deleting_the_owner_garbage_collects_dependents(kube_cluster, kube_names
         names = {c.metadata.name for c in config_maps}
         return not any(name.startswith("dependent-") for name in names)
 
-    wait_for(dependents_gone, "the garbage collector to delete the dependents")
+    wait_for("the garbage collector to delete the dependents", dependents_gone, 60)
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_config_map("owner", kube_namespace)
     assert missing.value.status == 404

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
+from plugins.prerequisites import require_module
 
 from infinitecontext.crds.generate import ARGOCD_DIR
+from infinitecontext.devtools.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def manifest(name: str, version: str, **spec: Any) -> str:
 
 def argocd_health(obj: dict[str, Any]) -> str:
     """Argo CD's verdict on an object as the API server returned it (real Lua)."""
-    lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
+    lupa = require_module("lupa", "Lua for Python, in the dev extra")
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute((ARGOCD_DIR / "inferenceservice-health.lua").read_text())
@@ -72,15 +73,11 @@ class Kube:
         self.kubectl("patch", kind, name, "--type=merge", "-p", json.dumps(patch), *extra)
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(0.5)
-        isvc = self.kubectl("get", ISVC, "-o", "yaml")
-        raise AssertionError(f"timed out waiting for {what}; InferenceServices:\n{isvc}")
+        """`wait_for`, showing the InferenceServices when it times out."""
+        return wait_for(what, check, timeout, on_timeout=self.inference_services)
+
+    def inference_services(self) -> str:
+        return "InferenceServices:\n" + self.kubectl("get", ISVC, "-o", "yaml")
 
     def status(self, name: str) -> dict[str, Any]:
         obj = self.get(ISVC, name) or {}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
+from plugins.prerequisites import require_module
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.operator.inference.children import LABEL_REVISION
@@ -23,7 +23,7 @@ from infinitecontext.operator.inference.planner import (
 )
 from infinitecontext.operator.resource import Resource
 
-lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
+lupa = require_module("lupa", "Lua for Python, in the dev extra")
 
 SCRIPT = ARGOCD_DIR / "inferenceservice-health.lua"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -6,9 +6,7 @@ jobs."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +14,12 @@ import pytest
 import yaml
 from plugins.processes import free_port
 
+from infinitecontext.devtools.waiting import wait_for
 from infinitecontext.operator.inference.slurm import replicas_of
 
 pytestmark = pytest.mark.slow
 
 STARTUP_S = 600  # vLLM's CPU build on 2 shared cores, model download included
-
-
-def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_slurm_backed_service_serves_scales_and_cancels(
@@ -72,7 +61,7 @@ def test_slurm_backed_service_serves_scales_and_cancels(
         return [r for r in replicas_of(uid, slurm_rest.list(), port) if r.alive]
 
     try:
-        wait("Ready", lambda: status().get("phase") == "Available", STARTUP_S)
+        wait_for("Ready", lambda: status().get("phase") == "Available", STARTUP_S, every_s=2)
         url = status()["url"]
         assert url == f"http://vm:{port}" or url.endswith(f":{port}")
         request = urllib.request.Request(
@@ -85,22 +74,23 @@ def test_slurm_backed_service_serves_scales_and_cancels(
         assert answer["usage"]["completion_tokens"] == 4
 
         cluster.kubectl("scale", "inferenceservice", "tiny", "-n", ns, "--replicas=2")
-        two = wait("a second replica job", lambda: len(jobs()) == 2 and jobs(), 60)
+        two = wait_for("a second replica job", lambda: len(jobs()) == 2 and jobs(), 60, every_s=2)
         assert sorted(r.slot for r in two) == [0, 1]
         assert {r.port for r in two} == {port, port + 1}
 
         # A replica job that dies (here: cancelled behind the operator's back) is replaced.
         second = next(r for r in two if r.slot == 1)
         slurm_rest.cancel(second.job_id)
-        replaced = wait(
+        replaced = wait_for(
             "a replacement job for slot 1",
             lambda: [r for r in jobs() if r.slot == 1 and r.attempt == second.attempt + 1],
             60,
+            every_s=2,
         )
         assert replaced[0].job_id != second.job_id
 
         cluster.kubectl("delete", "inferenceservice", "tiny", "-n", ns, "--timeout=120s")
-        wait("both jobs cancelled", lambda: not jobs(), 60)
+        wait_for("both jobs cancelled", lambda: not jobs(), 60, every_s=2)
     finally:
         for replica in replicas_of(uid, slurm_rest.list(), port):
             if replica.alive:

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from plugins.prerequisites import gpu_only
 
 from infinitecontext.kernels import bench
 from infinitecontext.kernels.mla_decode_ref import mla_decode_ref
@@ -17,7 +18,7 @@ from infinitecontext.model.graphs import CudaGraphDecoder
 from infinitecontext.model.transformer import build
 
 GiB, K = 1 << 30, 1024
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+cuda_only = gpu_only("CUDA graphs need a GPU")
 
 
 def test_step_stats_report_the_median_and_tokens_per_second():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from plugins.prerequisites import require_module
 
 from infinitecontext.kernels.rope import apply_rope_triton_
 from infinitecontext.kernels.rope_ref import apply_rope_ref_
@@ -64,7 +65,10 @@ def test_backward_matches_reference_gradients(dtype, kernel_device, poison_outpu
 @pytest.mark.slow  # imports transformers
 def test_scores_equal_transformers_deepseek_v3_interleaved_rope(kernel_device):
     """Same q·k as DeepseekV3's rope_interleave path, which permutes q and k alike."""
-    modeling = pytest.importorskip("transformers.models.deepseek_v3.modeling_deepseek_v3")
+    modeling = require_module(
+        "transformers.models.deepseek_v3.modeling_deepseek_v3",
+        "transformers >= 5, in the train extra",
+    )
     q = torch.randn(1, 4, 6, 64, device=kernel_device)
     k = torch.randn(1, 1, 6, 64, device=kernel_device)
     cos, sin = tables(torch.arange(6, device=kernel_device), 32)

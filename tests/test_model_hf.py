@@ -25,7 +25,8 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_transformers_loads_our_export_with_identical_logits(name, tmp_path):
-    ours = build(CONFIGS[name], seed=torch.seed() % 2**31).float().eval()
+    torch.manual_seed(0)  # the inputs below; fixed so a failure reproduces
+    ours = build(CONFIGS[name], seed=0).float().eval()
     hf.export(ours, tmp_path, dtype=torch.float32)
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
     assert type(theirs).__name__ == "DeepseekV3ForCausalLM"

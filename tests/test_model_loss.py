@@ -49,7 +49,8 @@ def test_no_grad_gives_the_loss_without_gradients():
 
 def test_model_loss_matches_cross_entropy_of_its_logits():
     cfg = preset("tiny")
-    model = build(cfg, seed=torch.seed() % 2**31).float()
+    torch.manual_seed(0)  # the inputs below; fixed so a failure reproduces
+    model = build(cfg, seed=0).float()
     ids = torch.randint(0, cfg.vocab_size, (2, 9))
     targets = torch.randint(0, cfg.vocab_size, (2, 9))
     weights = torch.rand(2, 9)

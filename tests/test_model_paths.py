@@ -16,7 +16,8 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_decode_token_by_token_matches_prefill(name):
     cfg = CONFIGS[name]
-    model = build(cfg, seed=torch.seed() % 2**31).float().eval()
+    torch.manual_seed(0)  # the inputs below; fixed so a failure reproduces
+    model = build(cfg, seed=0).float().eval()
     lengths = [13, 5, 1]  # mixed prompt lengths in one batch
     total = 20
     ids = torch.randint(0, cfg.vocab_size, (len(lengths), total))

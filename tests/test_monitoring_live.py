@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,8 @@ import yaml
 from plugins.processes import free_port, wait_http_ok
 from plugins.prometheus import Prometheus, rule_groups
 from test_monitoring_static import dashboard_queries
+
+from infinitecontext.devtools.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ICX = str(Path(sys.executable).with_name("icx"))
@@ -143,19 +144,11 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b((?:icx_|vllm:|infinitecontext:)[a-zA-Z0-9_:]+)", expr))
 
 
-def wait_for(check: Callable[[], bool], timeout: float) -> bool:
+def wait_for_prometheus(what: str, check: Callable[[], bool], timeout_s: float) -> None:
     """Poll `check` every second until it holds. A server too busy to answer within its
     timeout (an OSError: a read timeout, a refused connection) counts as "not yet": under the
     load this test makes, Prometheus's API once took more than 10 s on the 2-core CI machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except OSError:
-            pass
-        time.sleep(1)
-    return False
+    wait_for(what, check, timeout_s, every_s=1, retry_on=(OSError,))
 
 
 def complete(url: str) -> None:
@@ -181,15 +174,18 @@ def test_dashboards_and_alerts_against_live_targets(
     prometheus: Prometheus = start_prometheus(
         {"operator": operator_process, "trainer": trainer_process, "vllm": queued_vllm}
     )
-    assert wait_for(
-        lambda: all(prometheus.targets_up().values()) and len(prometheus.targets_up()) == 3, 60
-    ), prometheus.targets_up()
+    wait_for_prometheus(
+        "the three targets to be up",
+        lambda: all(prometheus.targets_up().values()) and len(prometheus.targets_up()) == 3,
+        60,
+    )
 
     # Load: 32 long requests against one slot keep more than 5 waiting for a while (16 once
     # drained before the rule fired, on a loaded 2-core CI machine).
     with ThreadPoolExecutor(32) as pool:
         futures = [pool.submit(complete, queued_vllm) for _ in range(32)]
-        fired = wait_for(
+        wait_for_prometheus(
+            "VLLMQueueDepthHigh to fire",
             lambda: any(
                 a["labels"]["alertname"] == "VLLMQueueDepthHigh" and a["state"] == "firing"
                 for a in prometheus.alerts()
@@ -198,12 +194,13 @@ def test_dashboards_and_alerts_against_live_targets(
         )
         for future in futures:
             future.result()
-    assert fired, prometheus.alerts()
 
     # Every panel's query returns at least one series once rates have two samples.
     empty = []
     for dashboard, title, expr in dashboard_queries():
-        if not wait_for(lambda expr=expr: bool(prometheus.query(expr)), 30):
+        try:
+            wait_for_prometheus(title, lambda expr=expr: bool(prometheus.query(expr)), 30)
+        except TimeoutError:
             empty.append(f"{dashboard}/{title}: {expr}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
 

@@ -1,13 +1,12 @@
 """The monitoring manifests: promtool accepts the rules, every dashboard query parses."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from plugins.prerequisites import require_command
 from plugins.prometheus import PROMETHEUS_RULE, rule_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,10 +14,7 @@ MONITORING = REPO / "deploy" / "monitoring"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return path
+    return require_command("promtool", "Debian: apt-get install prometheus")
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:

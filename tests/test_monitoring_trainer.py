@@ -3,6 +3,7 @@
 import math
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infinitecontext.trainer.metrics import TrainerMetrics
@@ -72,6 +73,7 @@ def test_training_run_tracking_reaches_the_recipe():
     assert from_dict(SFTRecipe, yaml.safe_load(dump(recipe))).tracking == ("mlflow", "wandb")
 
 
+@pytest.mark.slow  # a real SFT run: a minute on 2 cores
 def test_sft_logs_to_wandb_offline_and_serves_metrics(tmp_path, monkeypatch):
     import os
     import subprocess

@@ -11,9 +11,9 @@ registers the model.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +23,11 @@ import pytest
 import yaml
 from plugins.kube import KubeCluster
 from plugins.mlflow_server import MlflowServer
-from plugins.operator import StartOperator
+from plugins.operator import OperatorProcess, StartOperator
 from plugins.trainer import VllmServer
 
 from infinitecontext.devtools import cluster as devcluster
+from infinitecontext.devtools import waiting
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = {"infinitecontext.dev/test": "hold"}  # no kwok node has it: pods stay Pending
@@ -56,17 +57,14 @@ def apply(cluster: KubeCluster, obj: dict[str, Any]) -> None:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except devcluster.ClusterError as error:
-            last = error
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+    """`waiting.wait_for` where a kubectl error (the object is not there yet) means "not yet"."""
+    return waiting.wait_for(what, check, timeout, every, retry_on=(devcluster.ClusterError,))
+
+
+def reconciles(operator: OperatorProcess, kind: str) -> float:
+    """The reconcile passes of `kind` that the operator's /metrics counts (any result)."""
+    sample = re.compile(rf'^icx_operator_reconciles_total{{kind="{kind}",[^}}]*}} (\S+)$', re.M)
+    return sum(float(value) for value in sample.findall(operator.metrics()))
 
 
 def wait_phase(
@@ -475,8 +473,13 @@ def test_slurm_job_survives_operator_restart_and_is_cancelled_on_delete(
     running = wait_for("a SLURM job id", submitted)
     uid, job_id = running["metadata"]["uid"], running["status"]["job"]["slurmJobId"]
     first.kill()
-    operator_factory(**start, tracking_uri=mlflow_server.url)
-    time.sleep(5)  # several polls of the new operator
+    second = operator_factory(**start, tracking_uri=mlflow_server.url)
+    waiting.wait_for(
+        "three polls of the TrainingRun by the new operator",
+        lambda: reconciles(second, "TrainingRun") >= 3,
+        timeout_s=60,
+        retry_on=(OSError,),  # /metrics not serving yet
+    )
     jobs = _slurm_jobs(uid)
     assert [j.job_id for j in jobs] == [job_id], "the restart lost or duplicated the job"
     after = get(icx_crds, "trainingrun", "long", kube_namespace)

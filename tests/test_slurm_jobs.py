@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
-from plugins.slurm import start_daemon, stop_daemon, wait_until
+from plugins.slurm import start_daemon, stop_daemon, wait_for_job
 
+from infinitecontext.devtools.waiting import wait_for
 from infinitecontext.slurm_bridge.client import connect
 from infinitecontext.slurm_bridge.commands import CommandClient
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
@@ -43,7 +44,9 @@ def _request(job_dir: Path, command: list[str], **fields: object) -> JobRequest:
 
 
 def _finished(client: RestClient | CommandClient, job_id: int, timeout_s: float = 60):
-    return wait_until(lambda: client.get(job_id), lambda s: s.finished, timeout_s)
+    return wait_for_job(
+        f"job {job_id} to finish", lambda: client.get(job_id), lambda s: s.finished, timeout_s
+    )
 
 
 def test_python_job_completes_and_its_output_reads_back(slurm_client, job_dir):
@@ -71,7 +74,9 @@ def test_failing_job_is_failed_with_its_exit_code(slurm_client, job_dir):
 
 def test_long_job_is_cancelled(slurm_client, job_dir):
     ref = slurm_client.submit(_request(job_dir, ["sleep", "300"]))
-    wait_until(lambda: slurm_client.get(ref.job_id), lambda s: s.phase == Phase.RUNNING)
+    wait_for_job(
+        "the job to run", lambda: slurm_client.get(ref.job_id), lambda s: s.phase == Phase.RUNNING
+    )
     slurm_client.cancel(ref.job_id)
     status = _finished(slurm_client, ref.job_id)
     assert (status.state, status.phase, status.reason) == ("CANCELLED", Phase.FAILED, "Cancelled")
@@ -149,7 +154,9 @@ def test_single_node_torchrun_takes_rendezvous_from_slurm(slurm_rest, job_dir):
 @pytest.mark.slow
 def test_tracking_continues_across_a_slurmctld_restart(slurm_rest, job_dir):
     ref = slurm_rest.submit(_request(job_dir, ["sleep", "12"]))
-    wait_until(lambda: slurm_rest.get(ref.job_id), lambda s: s.phase == Phase.RUNNING)
+    wait_for_job(
+        "the job to run", lambda: slurm_rest.get(ref.job_id), lambda s: s.phase == Phase.RUNNING
+    )
     stop_daemon("slurmctld")
     try:
         with pytest.raises(SlurmUnavailable):
@@ -177,14 +184,8 @@ def test_slurmrestd_down_is_a_clear_retryable_error(slurm_rest, job_dir):
 
 
 def wait_until_submitted(client: RestClient, request: JobRequest, timeout_s: float = 30):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return client.submit(request)
-        except SlurmUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    submit = partial(client.submit, request)
+    return wait_for("slurmrestd to take a job", submit, timeout_s, retry_on=(SlurmUnavailable,))
 
 
 def test_icx_slurm_commands(slurm_cluster, job_dir):
@@ -193,7 +194,7 @@ def test_icx_slurm_commands(slurm_cluster, job_dir):
     submit = [*icx, "submit", "--name", "cli", "--key", key, "--workdir", str(job_dir)]
     out = subprocess.run([*submit, "--", "echo", "$(from icx)"], capture_output=True, text=True)
     job_id = json.loads(out.stdout)["job_id"]
-    wait_until(lambda: RestClient().get(job_id), lambda s: s.finished)
+    wait_for_job(f"job {job_id} to finish", lambda: RestClient().get(job_id), lambda s: s.finished)
     status = json.loads(subprocess.run([*icx, "status", str(job_id)], capture_output=True).stdout)
     assert (status["phase"], status["key"]) == ("Succeeded", key)
     logs = subprocess.run([*icx, "logs", str(job_id)], capture_output=True, text=True).stdout

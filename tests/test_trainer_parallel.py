@@ -38,6 +38,7 @@ def accumulate(world, ids: torch.Tensor, skip_sync: bool):
     return grads, gathered
 
 
+@pytest.mark.slow  # two gloo ranks training: over 30 s on 2 cores
 def test_accumulation_without_gradient_sync_matches_syncing_every_micro_batch(world):
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, preset("tiny").vocab_size, (3, 2, 65), generator=generator)

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from infinitecontext.devtools.pki import write_pki
+from infinitecontext.devtools.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN_DIR = REPO_ROOT / ".cache" / "cluster" / "bin"
@@ -415,15 +416,6 @@ def api_get(
         return 0, b""
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(poll_s)
-    raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def kubectl(kubectl_path: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     """Run kubectl; raises ClusterError with its stderr on failure."""
     done = subprocess.run(
@@ -502,7 +494,8 @@ class _Waiter:
             _check_alive(self.layout, self.state)
             return check()
 
-        wait_until(alive_and_checked, max(self.deadline - time.monotonic(), 0.1), what)
+        timeout_s = max(self.deadline - time.monotonic(), 0.1)
+        wait_for(what, alive_and_checked, timeout_s, every_s=0.2)
 
 
 def _start_components(layout: ClusterLayout, state: ClusterState, names: tuple[str, ...]) -> None:

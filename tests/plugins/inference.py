@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugins.kube import wait_for_default_account
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_PATTERN = "isvc-*"
@@ -77,12 +77,6 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
 def isvc_namespace(inference_operator: Any) -> Iterator[str]:
     name = f"isvc-{uuid.uuid4().hex[:8]}"
     inference_operator.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            inference_operator.kubectl("get", "serviceaccount", "default", "-n", name)
-            break
-        except Exception:
-            time.sleep(0.2)
+    wait_for_default_account(inference_operator, name)
     yield name
     inference_operator.kubectl("delete", "namespace", name, "--wait=false")

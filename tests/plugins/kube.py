@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugins.prerequisites import missing
 
 from infinitecontext.devtools import cluster as devcluster
+from infinitecontext.devtools.waiting import wait_for
 
 GO_MIN = "1.26"
 
@@ -95,7 +96,7 @@ def kube_binaries() -> Path:
     """The folder of the plane's binaries (kubectl among them), built if needed."""
     layout = devcluster.ClusterLayout()
     if not _binaries_built(layout):
-        pytest.skip(f"no Go >= {GO_MIN} to build the local Kubernetes control plane")
+        missing(f"no Go >= {GO_MIN} to build the local Kubernetes control plane")
     return layout.bin_dir
 
 
@@ -109,11 +110,20 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(external, kubectl_path, layout.state_dir, local=False)
         return
     if not _binaries_built(layout):
-        pytest.skip(
-            f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one"
-        )
+        missing(f"no Kubernetes: KUBECONFIG reaches no cluster and no Go >= {GO_MIN} to build one")
     with devcluster.running(layout):
         yield KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
+
+
+def wait_for_default_account(cluster: KubeCluster, namespace: str) -> None:
+    """Pods need the namespace's `default` ServiceAccount, which a controller creates."""
+    wait_for(
+        f"the default ServiceAccount of {namespace}",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace),
+        timeout_s=30,
+        every_s=0.2,
+        retry_on=(devcluster.ClusterError,),
+    )
 
 
 @pytest.fixture
@@ -121,12 +131,6 @@ def kube_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount exists (pods need it), deleted after."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            kube_cluster.kubectl("get", "serviceaccount", "default", "-n", name)
-            break
-        except devcluster.ClusterError:
-            time.sleep(0.2)
+    wait_for_default_account(kube_cluster, name)
     yield name
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false")

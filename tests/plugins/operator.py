@@ -23,7 +23,8 @@ from plugins.kube import KubeCluster
 from plugins.processes import free_port, wait_http_ok
 
 from infinitecontext.crds.models import KINDS
-from infinitecontext.devtools.cluster import ClusterError, wait_until
+from infinitecontext.devtools.cluster import ClusterError
+from infinitecontext.devtools.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_NAMESPACE = "icx-operator-test"
@@ -50,13 +51,10 @@ def icx_crds(kube_cluster: KubeCluster) -> KubeCluster:
     plurals = ",".join(name.removeprefix("crd/") for name in names)
 
     def lists_answer() -> bool:
-        try:
-            kube_cluster.kubectl("get", plurals, "--all-namespaces")
-        except ClusterError:
-            return False
+        kube_cluster.kubectl("get", plurals, "--all-namespaces")  # ClusterError until then
         return True
 
-    wait_until(lists_answer, 60, "the new kinds to answer a list", poll_s=0.5)
+    wait_for("the new kinds to answer a list", lists_answer, 60, retry_on=(ClusterError,))
     return kube_cluster
 
 

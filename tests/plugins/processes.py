@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from infinitecontext.devtools.cluster import free_ports
+from infinitecontext.devtools.waiting import wait_for
 
 
 def free_port() -> int:
@@ -39,11 +39,10 @@ def wait_http_ok(
 
     Both errors end with the last lines of the process's `log`.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers_ok() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{tail(log)}")
-        if http_status(url, timeout=5) == 200:
-            return
-        time.sleep(every)
-    raise TimeoutError(f"{url} not ready after {timeout}s:\n{tail(log)}")
+        return http_status(url, timeout=5) == 200
+
+    wait_for(f"{url} to answer 200", answers_ok, timeout, every, on_timeout=lambda: tail(log))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from plugins.processes import free_port
+from plugins.prerequisites import require_command
+from plugins.processes import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_RULE = REPO / "deploy" / "monitoring" / "prometheusrule.yaml"
@@ -59,10 +58,7 @@ class Prometheus:
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian: apt-get install prometheus)")
-    return path
+    return require_command(name, "Debian: apt-get install prometheus")
 
 
 @pytest.fixture
@@ -97,14 +93,9 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Prom
         )
         processes.append(process)
         server = Prometheus(f"http://127.0.0.1:{port}", process)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2):
-                    return server
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError("prometheus did not become ready")
+        log = tmp_path / "prometheus.log"
+        wait_http_ok(f"{server.url}/-/ready", process, log, timeout=60)
+        return server
 
     yield start
     for process in processes:

