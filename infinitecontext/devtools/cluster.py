@@ -41,7 +41,7 @@ import yaml
 
 from infinitecontext.devtools.pki import write_pki
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN_DIR = REPO_ROOT / ".cache" / "cluster" / "bin"
 DEFAULT_STATE_DIR = REPO_ROOT / ".cache" / "cluster" / "run"
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build.sh"

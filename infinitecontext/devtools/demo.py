@@ -37,7 +37,7 @@ import yaml
 
 from infinitecontext.devtools import cluster as devcluster
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
 API_VERSION = "infinitecontext.dev/v1alpha1"
 # Plural resource names, in lifecycle order.

@@ -32,7 +32,7 @@ import yaml
 
 from infinitecontext.devtools import cluster as devcluster
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOLD = {"infinitecontext.dev/bench": "hold"}
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-ANSIBLE_DIR = Path(__file__).resolve().parents[1] / "ansible"
+ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
 _STAT_KEYS = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable"}
 _STAT_KEYS |= {"skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
 

@@ -1,7 +1,7 @@
 """The end-to-end decode benchmark's pieces (CPU) and the CUDA-graph decode step (GPU only).
 
-kernels/run_on_gpu.sh collects tests/test_kernels_*.py, so the GPU tests here run on the
-CUDA machine with the other kernel tests; elsewhere they are skipped.
+kernels/run_on_gpu.sh runs this file with tests/test_kernels_*.py, so the GPU tests here run
+on the CUDA machine with the kernel tests; elsewhere they are skipped.
 """
 
 import os
@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from infinitecontext.kernels import bench
 from infinitecontext.kernels.mla_decode_ref import mla_decode_ref
+from infinitecontext.model import decode_benchmark as bench
 from infinitecontext.model.config import preset
 from infinitecontext.model.generate import Sampling, generate
 from infinitecontext.model.graphs import CudaGraphDecoder
@@ -32,15 +32,15 @@ def test_step_stats_report_the_median_and_tokens_per_second():
 def test_issue_shapes_fit_on_an_80_gb_gpu():
     cfg = preset("1b")
     free = 80e9 - 2.3 * GiB  # the bf16 weights (1.18 B parameters) are already resident
-    triton_128k_b8 = bench._e2e_bytes_needed(cfg, 8, 128 * K, "triton")
-    assert triton_128k_b8 == 27 * GiB + bench.E2E_SLACK_BYTES  # 8 × 128k × 27 KiB
+    triton_128k_b8 = bench.bytes_needed(cfg, 8, 128 * K, "triton")
+    assert triton_128k_b8 == 27 * GiB + bench.SLACK_BYTES  # 8 × 128k × 27 KiB
     for backend in ("triton", "reference"):
         for batch in (1, 8):
             for ctx in (4 * K, 32 * K, 128 * K):
-                need = bench._e2e_bytes_needed(cfg, batch, ctx, backend)
-                assert bench._e2e_skip_reason(need, int(free)) is None, (backend, batch, ctx)
-    assert bench._e2e_skip_reason(bench._e2e_bytes_needed(cfg, 1, 1024 * K, "triton"), free) is None
-    reason = bench._e2e_skip_reason(bench._e2e_bytes_needed(cfg, 8, 1024 * K, "triton"), free)
+                need = bench.bytes_needed(cfg, batch, ctx, backend)
+                assert bench.skip_reason(need, int(free)) is None, (backend, batch, ctx)
+    assert bench.skip_reason(bench.bytes_needed(cfg, 1, 1024 * K, "triton"), free) is None
+    reason = bench.skip_reason(bench.bytes_needed(cfg, 8, 1024 * K, "triton"), free)
     assert reason is not None and reason.startswith("skipped: needs 218.0 GiB")
 
 
@@ -82,7 +82,7 @@ def test_e2e_table_prints_timed_skipped_and_memory_rows():
     skipped = {"backend": "reference", "batch": 8, "context": 131072, "status": "skipped: x"}
     memory = {"context": 131072, "peak_GiB": 6.5, "weights_GiB": 2.2, "cache_GiB": 3.4}
     memory["tokens_per_s"] = 300.0
-    table = bench._e2e_table(
+    table = bench.table(
         {"decode": [timed, skipped], "memory": [memory, {"context": 1 << 20, "status": "OOM"}]}
     )
     lines = table.splitlines()
