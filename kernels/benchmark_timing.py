@@ -129,7 +129,7 @@ def time_per_call(
     return Timing(timing.p20_ms / n, timing.p50_ms / n, timing.p80_ms / n), f"{how} x{n}"
 
 
-def _sync() -> None:
+def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -138,16 +138,17 @@ def seconds_per_call(call: Callable[[], Any], warmup: int, reps: int) -> float:
     """Wall seconds per call of `reps` calls after `warmup` (device synced at both ends)."""
     for _ in range(warmup):
         call()
-    _sync()
+    sync()
     start = time.perf_counter()
     for _ in range(reps):
         call()
-    _sync()
+    sync()
     return (time.perf_counter() - start) / reps
 
 
 def release() -> None:
-    """Give the caching allocator's free blocks back (between shapes, to another process)."""
+    """Collect garbage (reference cycles hold tensors) and give the caching allocator's free
+    blocks back (between shapes, or to another process sharing the GPU)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from infinitecontext.trainer.bench import (
+from infinitecontext.trainer.benchmark_results import merge, report
+from infinitecontext.trainer.passkey_study import (
     SAFETY_S,
     TRAIN_FIXED_S,
     after_stage1_seconds,
@@ -11,8 +12,6 @@ from infinitecontext.trainer.bench import (
     fit_steps,
     hardest_length,
     make_plan,
-    merge,
-    report,
     seeded,
     study_grids,
 )
