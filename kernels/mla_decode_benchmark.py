@@ -71,7 +71,7 @@ def absorbed_eager(
 
 @functools.cache
 def _absorbed_compiled() -> Callable[..., torch.Tensor]:
-    return torch.compile(absorbed_eager, dynamic=True)  # type: ignore[no-any-return]
+    return torch.compile(absorbed_eager, dynamic=True)
 
 
 def mla_bytes(batch: int, ctx: int, heads: int, cache_bytes: int = 2) -> int:
