@@ -21,7 +21,7 @@ and combine from a warp-specialised Gluon kernel (a TMA producer warp, the last 
 chunk claimed at run time), with more and shorter chunks (`hopper_num_splits`). On the H100
 it is 1-3% faster than the Triton split kernel at B <= 4 from 32k on and twice as fast at
 B = 1, 4k; from B = 8 at 32k on it streams 1-3% slower, so those calls stay on the Triton
-kernel (BENCHMARKS.md, session 7). ICX_MLA_HOPPER=0 keeps every call on the Triton kernel.
+kernel. ICX_MLA_HOPPER=0 keeps every call on the Triton kernel.
 
 FP8: the cache may be float8_e4m3fn with one float32 scale per token row. The tile is
 converted to bf16 exactly (e4m3 ⊂ bf16) and the scale is applied to the BLOCK_H×BLOCK_N
@@ -63,7 +63,7 @@ MEMORY_BOUND_BLOCK_H = 16
 HOPPER_MAX_BATCH = 4
 """The Hopper split kernel takes calls of at most this many sequences. On the H100 it was
 1-3% slower than the Triton kernel from B = 8 at 32k on (a lower streaming rate per SM,
-deeper stages no help) and 1-3% faster at B = 1, 2, 4 (BENCHMARKS.md, session 7)."""
+deeper stages no help) and 1-3% faster at B = 1, 2, 4."""
 HOPPER_MIN_TOKENS_PER_SPLIT = 64
 """Two tiles: the Hopper kernel's fixed costs are lower, and B = 1, 4k ran in 8.0-8.2 µs in
 64 chunks against 16.0 µs in the 16 chunks that 256 tokens a chunk allow."""
@@ -85,21 +85,20 @@ class DecodeConfig:
     """Chunk s takes tiles s, s + S, s + 2S, … of its sequence (S chunks) instead of one
     contiguous run: the programs then read neighbouring tiles at the same time. On the H100
     that streams 1.3-3.1% faster with 16-head tiles; with 64-head tiles it was 3-8% slower
-    than the shipped kernel (BENCHMARKS.md, session 3 probes), so only memory-bound tiles
-    use it."""
+    than contiguous chunks, so only memory-bound tiles use it."""
     mask_only_last_tile: bool = False
     """Whole tiles skip the row mask (no predicated loads, no select on the scores); only a
     sequence's ragged last tile is masked. 10-12% faster with 64-head tiles on the H100, 25%
-    slower with 16-head tiles (BENCHMARKS.md, session 4 probes)."""
+    slower with 16-head tiles."""
     launch_early: bool = False
     """Launch the split kernel with programmatic dependent launch (Hopper): its programs
     become resident while the previous kernel finishes and wait for it before their first
     load. 2% faster with 16-head tiles at B = 1 beside the combine's early trigger; 0.5-1.5%
-    slower with 64-head tiles (session 4 probes)."""
+    slower with 64-head tiles."""
 
 
 def default_config(heads: int, element_size: int = 2) -> DecodeConfig:
-    """Tiles picked by the H100 sweep in `bench.py` (see docs/kernels.md).
+    """Tiles picked by the H100 sweep (`mla_decode_benchmark.py --sweep`, docs/kernels.md).
 
     Few heads: memory-bound, small 32-row tiles three stages deep, one program per SM,
     interleaved chunks, launched early.
@@ -157,7 +156,7 @@ def choose_num_splits(
     its longest chunk, and fewer chunks write and combine fewer partials. At 16 heads,
     B = 1, 128k (4096 tiles) that is 128 chunks of 32 tiles rather than 132 of 31 or 32:
     0.9% faster on the H100. At 128 heads, compute-bound, every SM's arithmetic counts:
-    cutting 66 chunks a head group to 64 was 4% slower there (BENCHMARKS.md, run 7).
+    cutting 66 chunks a head group to 64 was 4% slower there.
     """
     slots = sm_count * ctas_per_sm
     programs = batch * head_groups
@@ -518,8 +517,7 @@ def hopper_kernel_supports(
 def default_split_kernel(
     arch_major: int, heads: int, batch: int, dtype: torch.dtype, paged: bool, fp8: bool
 ) -> Literal["hopper", "triton"]:
-    """The split kernel an `auto` call runs, by what the H100 measured (BENCHMARKS.md,
-    session 7): the Hopper kernel on sm_90 for at most HOPPER_MAX_BATCH sequences of at most
+    """The split kernel an `auto` call runs, by what the H100 measured: the Hopper kernel on sm_90 for at most HOPPER_MAX_BATCH sequences of at most
     16 heads over a dense bf16 cache (1-3% faster from 32k on, twice as fast at B = 1, 4k),
     the Triton kernel everywhere else (from B = 8 it streams 1-3% faster; the Hopper kernel
     has no paged, fp8 or many-head form)."""

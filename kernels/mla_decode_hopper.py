@@ -15,7 +15,7 @@ stream faster take more, so they all finish together (the static chunks of the T
 kernel finished over a 2-5 µs spread at 128k). The claim is made while the previous tile
 is in flight, so no consumer waits on it. The combine resets the counters.
 
-Fixed costs, from a per-program timeline on the H100 (BENCHMARKS.md, session 6): the PDL
+Fixed costs, which a per-program `%globaltimer` timeline on the H100 located: the PDL
 wait sits in each partition in front of its first global read, so shared memory, barriers
 and the fork are set up while the previous kernel drains; the producer starts tile `split`
 (always this program's) before it has the length; partials are stored straight from the

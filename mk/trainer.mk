@@ -12,4 +12,4 @@ trainer-tiny: setup
 
 # On a GPU machine: throughput vs transformers and the passkey study (BENCHMARKS.md).
 trainer-bench: setup
-	$(PY) -m infinitecontext.trainer.bench --out runs/bench
+	$(PY) -m infinitecontext.trainer.gpu_benchmark --out runs/bench

@@ -85,7 +85,7 @@ def bench_serve(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Streamed completions at fixed concurrency: requests/s, tokens/s, TTFT and ITL."""
-    from infinitecontext.server.bench import BenchConfig, print_report, run_bench
+    from infinitecontext.server.serving_benchmark import BenchConfig, print_report, run_bench
 
     config = BenchConfig(url, requests, concurrency, prompt_len, output_len, seed)
     print_report(run_bench(config), json_out)

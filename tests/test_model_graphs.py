@@ -1,6 +1,6 @@
 """A decode step that never reads tensors on the host, and the CUDA-graph decoder's CPU fallback.
 
-The capture itself needs a GPU: tests/test_kernels_bench_e2e.py runs it there.
+The capture itself needs a GPU: tests/test_model_decode_benchmark.py runs it there.
 """
 
 import pytest

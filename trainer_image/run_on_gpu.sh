@@ -3,7 +3,7 @@
 # tokenizers installed but without this repository installed (the device lease of
 # BENCHMARKS.md): lays out the `infinitecontext.*` namespace with links, installs the
 # TRL/datasets wheels carried in .whl/trainer (for the DPO phase), runs
-# `python -m infinitecontext.trainer.bench` and leaves in OUT_DIR: results.json,
+# `python -m infinitecontext.trainer.gpu_benchmark` and leaves in OUT_DIR: results.json,
 # bench.log (ending with the report's tables) and figures.tar (the heatmaps).
 #   trainer_image/run_on_gpu.sh OUT_DIR [BUDGET_S] [MODE]   ($PYTHON, $BENCH_ARGS optional)
 # MODE:
@@ -47,7 +47,7 @@ bench() {  # bench TAG ARGS…: one bench process, its log lines tagged and appe
   local tag=$1
   shift
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-  timeout $((budget + 25)) "$py" -m infinitecontext.trainer.bench --budget-s "$budget" \
+  timeout $((budget + 25)) "$py" -m infinitecontext.trainer.gpu_benchmark --budget-s "$budget" \
     "$@" ${BENCH_ARGS:-} 2>&1 \
     | grep --line-buffered -v -i -E 'warn|it/s\]|examples/s\]' \
     | sed -u "s/^/[$tag] /" | tee -a "$log"
@@ -82,9 +82,9 @@ esac
 found=()
 for file in "${results[@]}"; do [[ -f $file ]] && found+=("$file"); done
 if ((${#found[@]})); then
-  "$py" -m infinitecontext.trainer.bench --merge "${found[@]}" --merged "$out/results.json"
+  "$py" -m infinitecontext.trainer.gpu_benchmark --merge "${found[@]}" --merged "$out/results.json"
   echo "=== report ===" | tee -a "$log"
-  "$py" -m infinitecontext.trainer.bench --report "$out/results.json" --figures "$work/figures" \
+  "$py" -m infinitecontext.trainer.gpu_benchmark --report "$out/results.json" --figures "$work/figures" \
     2>&1 | tee -a "$log"
   [[ -d $work/figures ]] && tar cf "$out/figures.tar" -C "$work" figures
 fi
