@@ -11,6 +11,11 @@ made by an "all-gather" (cast + copies). Resharding after forward then only free
 copy to re-make it in backward, and resharding after each accumulation micro-batch's
 backward re-makes it in the next forward: with one rank neither saves memory on other
 ranks' behalf, so both are off (`parallelize`, `set_micro_batch`).
+
+`parallel.strategy` picks how ranks hold the model (`data_parallel_mesh`): full_shard
+shards over every rank; hybrid_shard (HSDP) shards within groups, by default one node's
+processes, and replicates across them; ddp replicates everything (HSDP with groups of
+one), DDP's memory and traffic through the same FSDP2 path.
 """
 
 from __future__ import annotations
@@ -69,13 +74,36 @@ def close_world() -> None:
         dist.destroy_process_group()
 
 
+def data_parallel_mesh(spec: ParallelSpec, world: World) -> DeviceMesh:
+    """The mesh FSDP2 shards over: 1-D for full_shard, (replicate, shard) otherwise."""
+    if spec.strategy == "full_shard":
+        return world.mesh
+    shard = 1 if spec.strategy == "ddp" else spec.shard_group_size or local_world_size()
+    if shard < 1 or world.size % shard:
+        raise ValueError(
+            f"parallel.shard_group_size {shard} does not divide the world size {world.size}"
+        )
+    return init_device_mesh(
+        world.device.type, (world.size // shard, shard), mesh_dim_names=("replicate", "shard")
+    )
+
+
+def shard_size(mesh: DeviceMesh) -> int:
+    """Ranks one parameter is split over (the last mesh dimension)."""
+    return mesh.size(mesh.ndim - 1)
+
+
+def local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Module:
     """Apply AC, compile and FSDP2 to an MLATransformer (or any model with .model.layers).
 
-    `spec.reshard_after_forward` applies only when the mesh has more than one rank: with
-    one rank the "sharded" parameter is the whole fp32 parameter, so freeing the bf16
-    copy after forward saves nothing that matters and costs a second copy (cast +
-    all-gather copy-in/out, ~2 passes over the weights) in backward."""
+    `spec.reshard_after_forward` applies only when a parameter is split over more than
+    one rank: unsplit, the "sharded" parameter is the whole fp32 parameter, so freeing
+    the bf16 copy after forward saves nothing that matters and costs a second copy
+    (cast + all-gather copy-in/out, ~2 passes over the weights) in backward."""
     layers = model.get_submodule("model.layers")
     assert isinstance(layers, nn.ModuleList)
     if spec.activation_checkpointing:
@@ -83,25 +111,27 @@ def parallelize(model: nn.Module, spec: ParallelSpec, mesh: DeviceMesh) -> nn.Mo
     if spec.compile:
         for block in layers:
             block.compile()
-    reshard = spec.reshard_after_forward and mesh.size() > 1
+    reshard = spec.reshard_after_forward and shard_size(mesh) > 1
     apply_fsdp(model, layers, mesh, mixed_precision_policy(spec), reshard)
     return model
 
 
-def set_micro_batch(model: nn.Module, last: bool, world_size: int) -> None:
+def set_micro_batch(model: nn.Module, last: bool, shard_ranks: int) -> None:
     """Call before each gradient-accumulation micro-batch's forward.
 
-    Gradients are reduce-scattered (and cast to fp32 into the sharded gradient) only on
-    the last micro-batch; before it FSDP2 accumulates the unsharded gradients
-    (`set_requires_gradient_sync`, FSDP1's `no_sync`). With one rank the unsharded
-    bf16 parameters are also kept from one micro-batch to the next instead of being
-    freed after backward and re-gathered in the next forward (with more ranks that
-    would keep the whole model gathered on every rank, so they are freed as usual).
-    A model that is not FSDP-wrapped is left as it is."""
+    Gradients are reduced (and cast to fp32 into the sharded gradient) only on the last
+    micro-batch; before it FSDP2 accumulates the unsharded gradients
+    (`set_requires_gradient_sync`, FSDP1's `no_sync`). When parameters are not split
+    (one rank, or ddp) the unsharded bf16 parameters are also kept from one micro-batch
+    to the next instead of being freed after backward and re-gathered in the next
+    forward (split over several ranks, that would keep the whole model gathered on
+    every rank, so they are freed as usual). A model that is not FSDP-wrapped is left
+    as it is. `shard_ranks`: how many ranks one parameter is split over
+    (`shard_size(mesh)`; the world size under full_shard)."""
     if not isinstance(model, FSDPModule):
         return
     model.set_requires_gradient_sync(last)
-    if world_size == 1:
+    if shard_ranks == 1:
         model.set_reshard_after_backward(last)
 
 

@@ -116,6 +116,15 @@ class ParallelSpec:
     compile: bool = False
     """torch.compile each block (and the loss); worth it on GPUs."""
     reshard_after_forward: bool = True
+    strategy: Literal["full_shard", "hybrid_shard", "ddp"] = "full_shard"
+    """How the ranks hold the model. full_shard: FSDP2, parameters, gradients and
+    optimizer state sharded over every rank. hybrid_shard: sharded within groups of
+    `shard_group_size` ranks and replicated across them (HSDP: all-gathers stay inside a
+    node). ddp: every rank holds everything and gradients are all-reduced (DDP's memory
+    and traffic), run as HSDP with groups of one rank, so that mixed precision,
+    checkpoints and export take the same code path."""
+    shard_group_size: int | None = None
+    """hybrid_shard's group size; default: the processes of one node (LOCAL_WORLD_SIZE)."""
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def run_sft(recipe: SFTRecipe, resume: bool = True, stop_at_step: int | None = N
         tokenizer_dir = prepare_tokenizer(recipe, out, world.is_main)
         model = build_model(recipe, world.device)
         cfg = model.config
-        parallel.parallelize(model, recipe.parallel, world.mesh)
+        mesh = parallel.data_parallel_mesh(recipe.parallel, world)
+        parallel.parallelize(model, recipe.parallel, mesh)
         optimizer = make_optimizer(model, recipe)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s))
         state = checkpoint.TrainState(model, optimizer, scheduler)
@@ -72,7 +73,16 @@ def run_sft(recipe: SFTRecipe, resume: bool = True, stop_at_step: int | None = N
         tracker = start_tracking(recipe, out, world, cfg, restored is not None)
         if restored:
             log.info("resumed from %s at step %d", restored, state.step)
-        metrics = train_loop(recipe, state, world, tokenizer_dir, tracker, cfg, stop_at_step)
+        metrics = train_loop(
+            recipe,
+            state,
+            world,
+            parallel.shard_size(mesh),
+            tokenizer_dir,
+            tracker,
+            cfg,
+            stop_at_step,
+        )
         if stop_at_step is not None and state.step < recipe.train.steps:
             return SFTResult(tracker.run_id, out / "model", state.step, metrics)
         export_dir = export_model(model, cfg, out / "model", tokenizer_dir, world.is_main)
@@ -156,6 +166,7 @@ def train_loop(
     recipe: SFTRecipe,
     state: checkpoint.TrainState,
     world: parallel.World,
+    shard_ranks: int,
     tokenizer_dir: Path,
     tracker: Tracker,
     cfg: MLAConfig,
@@ -174,7 +185,7 @@ def train_loop(
     model.train()
     for micro_batches in loader:
         step = state.step
-        metrics = train_step(recipe, state, micro_batches, world)
+        metrics = train_step(recipe, state, micro_batches, world, shard_ranks)
         state.step += 1
         metrics |= meter.update(
             state.step, metrics.pop("tokens"), plan_step(train, step, world.size).seq_len
@@ -203,13 +214,14 @@ def train_step(
     state: checkpoint.TrainState,
     micro_batches: list[dict[str, torch.Tensor]],
     world: parallel.World,
+    shard_ranks: int,
 ) -> dict[str, float]:
     model, optimizer = state.model, state.optimizer
     total_loss, answer_hits, answer_count, tokens = 0.0, 0.0, 0.0, 0
     for index, batch in enumerate(micro_batches):
         batch = {k: v.to(world.device, non_blocking=True) for k, v in batch.items()}
         # gradients are reduced (reduce-scatter) on the last micro-batch only
-        parallel.set_micro_batch(model, index == len(micro_batches) - 1, world.size)
+        parallel.set_micro_batch(model, index == len(micro_batches) - 1, shard_ranks)
         # The weighted loss without the (B, T, V) logits (model/loss.py)
         loss, predictions = model(batch["input_ids"], batch["targets"], batch["weights"])
         (loss / len(micro_batches)).backward()
@@ -264,6 +276,7 @@ class Throughput:
         if self.peak:
             flops = training_flops_per_token(self.cfg, seq_len) * rate / self.world_size
             metrics["mfu"] = flops / self.peak
+            metrics["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return metrics
 
     def line(self, step: int, m: dict[str, float]) -> str:
