@@ -15,9 +15,9 @@ from typing import Any
 from infinitecontext.crds.models import (
     API_VERSION,
     Autoscaling,
-    KubernetesOptions,
     Revision,
     ServedTemplate,
+    ServerKubernetesOptions,
 )
 from infinitecontext.operator.workloads.jobs import pod_placement
 
@@ -100,7 +100,7 @@ def server_command(name: str, template: ServedTemplate) -> list[str]:
 
 
 def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
-    options = template.kubernetes or KubernetesOptions()
+    options = template.kubernetes or ServerKubernetesOptions()
     res = template.resources
     limits: dict[str, Any] = {"memory": res.memory}
     if res.gpus_per_node:
@@ -146,7 +146,7 @@ def deployment(
 ) -> dict[str, Any]:
     assert revision.template is not None
     template = revision.template
-    options = template.kubernetes or KubernetesOptions()
+    options = template.kubernetes or ServerKubernetesOptions()
     name = svc.name if role == STABLE else f"{svc.name}-{CANARY}"
     match = {LABEL_SERVICE: svc.name, LABEL_ROLE: role}
     pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
