@@ -22,6 +22,9 @@ GROUP = "infinitecontext.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "infinitecontext"
+# The images of `make images` (docs/images.md), tagged with the package version.
+TRAINER_IMAGE = "ghcr.io/infinitecontext/trainer:0.1.0"
+SERVER_IMAGE = "ghcr.io/infinitecontext/server:0.1.0"
 
 # The presets of model/config.py (a test checks that the two lists agree).
 PresetName = Literal["1b", "small", "tiny"]
@@ -73,7 +76,7 @@ class Toleration(Spec):
 class KubernetesOptions(Spec):
     """Options of the kubernetes backend (Jobs or Deployments)."""
 
-    image: str = "ghcr.io/infinitecontext/trainer:latest"
+    image: str = TRAINER_IMAGE
     """Container image that has the `icx` command."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -81,6 +84,13 @@ class KubernetesOptions(Spec):
     priority_class_name: str | None = None
     service_account_name: str | None = None
     """ServiceAccount of the pods (the namespace's `default` when unset)."""
+
+
+class ServerKubernetesOptions(KubernetesOptions):
+    """Options of the kubernetes backend of an InferenceService (Deployments)."""
+
+    image: str = SERVER_IMAGE
+    """Container image that has `icx serve` and vLLM."""
 
 
 # Partition, account and QoS names as SLURM accepts them (slurm_bridge/models.py).
@@ -485,6 +495,7 @@ class ServerOptions(Spec):
 
 
 class InferenceServiceSpec(WorkloadSpec):
+    kubernetes: ServerKubernetesOptions | None = None
     model: ModelRef
     replicas: Annotated[int, Field(ge=0)] = 1
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
@@ -569,7 +580,7 @@ class ServedTemplate(Spec):
     model_uri: str
     """The resolved model version (`models:/name/version`)."""
     resources: Resources = Field(default_factory=Resources)
-    kubernetes: KubernetesOptions | None = None
+    kubernetes: ServerKubernetesOptions | None = None
     slurm: SlurmOptions | None = None
     server: ServerOptions = Field(default_factory=ServerOptions)
 

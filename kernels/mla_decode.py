@@ -517,10 +517,11 @@ def hopper_kernel_supports(
 def default_split_kernel(
     arch_major: int, heads: int, batch: int, dtype: torch.dtype, paged: bool, fp8: bool
 ) -> Literal["hopper", "triton"]:
-    """The split kernel an `auto` call runs, by what the H100 measured: the Hopper kernel on sm_90 for at most HOPPER_MAX_BATCH sequences of at most
-    16 heads over a dense bf16 cache (1-3% faster from 32k on, twice as fast at B = 1, 4k),
-    the Triton kernel everywhere else (from B = 8 it streams 1-3% faster; the Hopper kernel
-    has no paged, fp8 or many-head form)."""
+    """The split kernel an `auto` call runs, by what the H100 measured: the Hopper
+    kernel on sm_90 for at most HOPPER_MAX_BATCH sequences of at most 16 heads over a
+    dense bf16 cache (1-3% faster from 32k on, twice as fast at B = 1, 4k), the Triton
+    kernel everywhere else (from B = 8 it streams 1-3% faster; the Hopper kernel has no
+    paged, fp8 or many-head form)."""
     takes_hopper = (
         arch_major == 9
         and heads <= MEMORY_BOUND_BLOCK_H

@@ -28,8 +28,9 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_server_stage_runs_icx_serve_on_the_vllm_image():
+def test_server_stage_runs_icx_serve_on_the_accelerators_vllm():
     text = (ROOT / "Dockerfile").read_text()
-    stage = text[text.index("AS server") :]
-    assert "FROM ${VLLM_IMAGE} AS server" in text
+    stage = text[text.index("AS server\n") :]
+    assert "FROM vllm-${ACCELERATOR} AS server" in text
+    assert "AS vllm-cpu" in text and "AS vllm-cuda" in text
     assert 'ENTRYPOINT ["icx", "serve"]' in stage

@@ -15,9 +15,9 @@ from typing import Any
 from infinitecontext.crds.models import (
     API_VERSION,
     Autoscaling,
-    KubernetesOptions,
     Revision,
     ServedTemplate,
+    ServerKubernetesOptions,
 )
 from infinitecontext.operator.inference.serve import PRESTOP_SLEEP_SECONDS, serve_argv
 from infinitecontext.operator.resource import Resource
@@ -79,7 +79,7 @@ def server_command(name: str, template: ServedTemplate) -> list[str]:
 
 
 def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[str, Any]:
-    options = template.kubernetes or KubernetesOptions()
+    options = template.kubernetes or ServerKubernetesOptions()
     res = template.resources
     limits: dict[str, Any] = {"memory": res.memory}
     if res.gpus_per_node:
@@ -125,7 +125,7 @@ def deployment(
 ) -> dict[str, Any]:
     assert revision.template is not None
     template = revision.template
-    options = template.kubernetes or KubernetesOptions()
+    options = template.kubernetes or ServerKubernetesOptions()
     name = isvc.name if role == STABLE else f"{isvc.name}-{CANARY}"
     match = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
     pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
