@@ -29,6 +29,7 @@ from infinitecontext.crds.models import (
     ServerKubernetesOptions,
 )
 from infinitecontext.operator.inference import children
+from infinitecontext.operator.resource import Resource
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -61,8 +62,8 @@ def test_inference_service_pods_default_to_the_server_image():
         outcome="Progressing",
         template=ServedTemplate(model_uri="models:/m/1"),
     )
-    svc = children.Service("svc", "ns", "uid", 1, {}, {})
-    pod = children.deployment(svc, children.STABLE, revision, 1, 600, "")["spec"]["template"]
+    isvc = Resource("InferenceService", "svc", "ns", "uid", 1, {}, {})
+    pod = children.deployment(isvc, children.STABLE, revision, 1, 600, "")["spec"]["template"]
     assert [c["image"] for c in pod["spec"]["containers"]] == [image("server")]
 
 
