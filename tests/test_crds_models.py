@@ -101,10 +101,7 @@ def test_other_kinds_parse_their_examples() -> None:
     assert isvc.rollout.strategy == "RollingUpdate"
 
 
-def test_examples_parse_with_the_models() -> None:
+def test_there_is_an_example_of_every_kind() -> None:
+    """(tests/test_examples.py validates every example against the CRDs.)"""
     examples = sorted((generate.CRD_DIR.parent / "examples").glob("*.yaml"))
     assert {yaml.safe_load(p.read_text())["kind"] for p in examples} == {k.kind for k in KINDS}
-    by_kind = {k.kind: k for k in KINDS}
-    for path in examples:
-        obj = yaml.safe_load(path.read_text())
-        by_kind[obj["kind"]].spec.model_validate(obj["spec"])
