@@ -180,7 +180,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def _sentences(text: str, max_words: int = 40) -> list[str]:
     """Sentences without surrounding space, long ones cut to `max_words` words."""
-    out = []
+    out: list[str] = []
     for sentence in _SENTENCE_END.split(text):
         words = sentence.split()
         out.extend(" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words))
