@@ -95,11 +95,9 @@ RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     && apt-get install -y --no-install-recommends libnuma1=2.0.* \
     && rm -rf /var/lib/apt/lists/*
 
-# --- vLLM, CUDA build: the package index's vllm wheel and the torch it pins ----------
-# The constraints (the CPU test environment's versions) do not apply to this variant.
-FROM python AS vllm-cuda
-ARG VLLM_VERSION=0.33.0
-ENV PIP_CONSTRAINT=
+# --- vLLM, CUDA build: the package index's vllm wheel, the version of the CPU build ----
+FROM torch AS vllm-cuda
+ARG VLLM_VERSION=0.32.0
 RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     --mount=type=secret,id=extra-ca \
     if [ -f /run/secrets/extra-ca ]; then export PIP_CERT=/run/secrets/extra-ca; fi \
