@@ -96,8 +96,11 @@ RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     && rm -rf /var/lib/apt/lists/*
 
 # --- vLLM, CUDA build: the package index's vllm wheel, the version of the CPU build ----
+# It pins the same torch, but some of its pins differ from the CPU test environment's
+# constraints (apache-tvm-ffi), so those do not apply to this variant.
 FROM torch AS vllm-cuda
 ARG VLLM_VERSION=0.32.0
+ENV PIP_CONSTRAINT=
 RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     --mount=type=secret,id=extra-ca \
     if [ -f /run/secrets/extra-ca ]; then export PIP_CERT=/run/secrets/extra-ca; fi \
