@@ -8,8 +8,8 @@
 #   ACCELERATOR  cuda (published: vLLM's CUDA build) or cpu (vLLM's CPU build)
 # Optional secret `extra-ca` (--secret id=extra-ca,src=FILE): a PEM bundle pip trusts,
 # for a TLS-intercepting proxy. It is used during the build only, never stored.
-# Every pip install uses requirements/constraints.txt, the versions CI tests, and a
-# BuildKit cache mount for pip's downloads, so a rebuild downloads nothing again
+# Every pip install but the CUDA vLLM's uses requirements/constraints.txt, the versions
+# CI tests, and a BuildKit cache mount for pip's downloads, so a rebuild downloads nothing again
 # (hadolint's DL3013, unpinned pip installs, does not see the constraints).
 
 ARG BASE=python:3.11-slim-bookworm
