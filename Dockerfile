@@ -8,8 +8,8 @@
 #   ACCELERATOR  cuda (published: vLLM's CUDA build) or cpu (vLLM's CPU build)
 # Optional secret `extra-ca` (--secret id=extra-ca,src=FILE): a PEM bundle pip trusts,
 # for a TLS-intercepting proxy. It is used during the build only, never stored.
-# Every pip install uses requirements/constraints.txt, the versions CI tests, and a
-# BuildKit cache mount for pip's downloads, so a rebuild downloads nothing again
+# Every pip install but the CUDA vLLM's uses requirements/constraints.txt, the versions
+# CI tests, and a BuildKit cache mount for pip's downloads, so a rebuild downloads nothing again
 # (hadolint's DL3013, unpinned pip installs, does not see the constraints).
 
 ARG BASE=python:3.11-slim-bookworm
@@ -95,10 +95,11 @@ RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     && apt-get install -y --no-install-recommends libnuma1=2.0.* \
     && rm -rf /var/lib/apt/lists/*
 
-# --- vLLM, CUDA build: the package index's vllm wheel and the torch it pins ----------
-# The constraints (the CPU test environment's versions) do not apply to this variant.
-FROM python AS vllm-cuda
-ARG VLLM_VERSION=0.33.0
+# --- vLLM, CUDA build: the package index's vllm wheel, the version of the CPU build ----
+# It pins the same torch, but some of its pins differ from the CPU test environment's
+# constraints (apache-tvm-ffi), so those do not apply to this variant.
+FROM torch AS vllm-cuda
+ARG VLLM_VERSION=0.32.0
 ENV PIP_CONSTRAINT=
 RUN --mount=type=cache,id=icx-pip,target=/root/.cache/pip,sharing=locked \
     --mount=type=secret,id=extra-ca \

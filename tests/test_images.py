@@ -144,6 +144,7 @@ def trained_in_image(images, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work.chmod(0o777)  # the image's user (uid 65532) writes here
     recipe = yaml.safe_load((REPO / "recipes" / "tiny-cpu.yaml").read_text())
     recipe["train"] |= {"steps": 2, "curriculum": [{"seq_len": 128, "until_step": 1}]}
+    recipe["optim"]["warmup_steps"] = 1
     recipe["checkpoint"] = {"every_steps": 2, "keep": 1}
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     done = docker(
@@ -164,11 +165,12 @@ def test_trainer_image_trains_two_steps(trained_in_image):
 
 @pytest.fixture(scope="module")
 def server_in_image(images, trained_in_image) -> Iterator[str]:
-    """`icx serve` in the server image on the exported model, on the host network."""
+    """`icx serve` in the server image on the exported model, on the host network; vLLM
+    needs more /dev/shm than docker's 64 MiB (the Deployment mounts a memory emptyDir)."""
     port = free_port()
     name = f"icx-test-server-{os.getpid()}"
     started = docker(
-        "run", "--detach", "--name", name, "--network", "host",
+        "run", "--detach", "--name", name, "--network", "host", "--shm-size", "1g",
         "--volume", f"{trained_in_image / 'model'}:/model:ro", images["server"],
         "/model", "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", "2048", "--dtype", "bfloat16",
