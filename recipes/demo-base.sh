@@ -35,12 +35,19 @@ stage2_s=$((SECONDS - stage1_s))
 tar -C runs/demo-base -cf "$out/model.tar" model
 model=runs/demo-base/model
 evals=runs/demo-base/eval
-icx_eval() {  # an evaluation, unless the deadline has passed
+icx_eval() {  # an evaluation, unless the deadline has passed; a failed one is reported
   if [ $SECONDS -lt "${DEADLINE_S:-1000000}" ]; then
-    "$py" -c 'from infinitecontext.trainer.cli import eval_app; eval_app()' "$@"
+    "$py" -c 'from infinitecontext.trainer.cli import eval_app; eval_app()' "$@" \
+      || echo "evaluation failed: $*"
   fi
 }
 grid=(--lengths 1024,2048,4096 --trials 10)
+mkdir -p $evals
+for stage in demo-base-text demo-base; do
+  icx_eval perplexity --model runs/$stage/model --text corpus/heldout.jsonl \
+    >"$evals/perplexity-$stage.json"
+done
+# The most telling grids first: DEADLINE_S skips the ones at the end.
 for seed in 1234 1235; do
   icx_eval passkey --model $model --templates heldout --haystack corpus/heldout.jsonl \
     "${grid[@]}" --seed $seed --out $evals/heldout-natural-$seed 2>&1 | tee -a "$log"
@@ -49,18 +56,14 @@ for seed in 1234 1235; do
   icx_eval passkey --model $model --templates fixed "${grid[@]}" --seed $seed \
     --out $evals/fixed-$seed 2>&1 | tee -a "$log"
 done
-icx_eval passkey --model $model --templates varied --haystack corpus/heldout.jsonl \
-  "${grid[@]}" --out $evals/varied-natural-1234 2>&1 | tee -a "$log"
 for task in multikey multiquery; do
   icx_eval passkey --model $model --templates heldout --task $task "${grid[@]}" \
     --out $evals/heldout-$task-1234 2>&1 | tee -a "$log"
 done
+icx_eval passkey --model $model --templates varied --haystack corpus/heldout.jsonl \
+  "${grid[@]}" --out $evals/varied-natural-1234 2>&1 | tee -a "$log"
 icx_eval passkey --model $model --templates heldout --lengths 8192 --trials 10 \
   --yarn-factor 2 --out $evals/heldout-prose-yarn2-1234 2>&1 | tee -a "$log"
-for stage in demo-base-text demo-base; do
-  icx_eval perplexity --model runs/$stage/model --text corpus/heldout.jsonl \
-    >"$evals/perplexity-$stage.json"
-done
 "$py" - "$out/results.json" "$stage1_s" "$stage2_s" <<'PY'
 import glob, json, os, sys, torch
 evals = "runs/demo-base/eval"
@@ -70,7 +73,9 @@ results = {"stage1_s": int(sys.argv[2]), "stage2_s": int(sys.argv[3]),
 for path in sorted(glob.glob(f"{evals}/*/*.json")):
     results["grids"][os.path.basename(os.path.dirname(path))] = json.load(open(path))
 for path in sorted(glob.glob(f"{evals}/perplexity-*.json")):
-    results["perplexity"][path.split("perplexity-")[1][:-5]] = json.load(open(path))
+    text = open(path).read().strip()
+    if text:
+        results["perplexity"][path.split("perplexity-")[1][:-5]] = json.loads(text)
 json.dump(results, open(sys.argv[1], "w"), indent=2)
 for name, grid in results["grids"].items():
     print(f"{name:32s}", {k: round(v, 3) for k, v in grid["by_length"].items()})
