@@ -74,6 +74,18 @@ def test_rows_and_failures_come_from_status() -> None:
     assert demo.is_done(done)
 
 
+def test_the_summary_says_whether_the_served_answer_is_right() -> None:
+    right = demo.Summary("", expected=" 89535", completion=" 89535. The pass key")
+    wrong = demo.Summary("", expected=" 89535", completion=" 85553 is the pass key")
+    assert right.answered_right and right.answer_line().startswith("✓")
+    assert not wrong.answered_right
+    assert (
+        wrong.answer_line()
+        == "✗ the served model answered '85553 is the pass key'; the pass key is 89535"
+    )
+    assert not demo.Summary("", expected="1", completion="").answered_right
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_tiny_lifecycle_runs_through_the_operator(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -143,6 +144,20 @@ class Summary:
     expected: str = ""
     completion: str = ""
     completion_tokens: int = 0
+
+    @property
+    def answered_right(self) -> bool:
+        """Whether the completion's first word is the pass key (what the grid scores)."""
+        words = re.findall(r"[\w-]+", self.completion)
+        return bool(words) and words[0] == self.expected.strip()
+
+    def answer_line(self) -> str:
+        if self.answered_right:
+            return f"✓ the served model answered the pass key {self.expected.strip()}"
+        return (
+            f"✗ the served model answered {self.completion.strip()[:40]!r}; "
+            f"the pass key is {self.expected.strip()}"
+        )
 
 
 # --- pure logic ------------------------------------------------------------------------
@@ -561,6 +576,7 @@ def print_summary(summary: Summary) -> None:
     console.rule(f"Served model at {summary.url}")
     console.print(f"question (end): …{summary.question[-160:]}")
     console.print(f"expected:{summary.expected}   completion: {summary.completion!r}")
+    console.print(summary.answer_line())
     console.rule("MLflow UI")
     port = summary.tracking_uri.rsplit(":", 1)[-1]
     console.print(
