@@ -585,10 +585,11 @@ class KernelLaunch:
     """One kernel of a plan, its grid and compile options fixed.
 
     The first launch goes through Triton's JIT, which compiles the kernel (or finds it in its
-    cache). Later launches call the compiled kernel directly: the JIT's per-call argument
-    binding, specialisation and cache look-up cost more than the launch itself, and the
-    plan's key (`plan_key`) already fixes everything they would find. In Triton's interpreter
-    every launch goes through the JIT.
+    cache). With `ICX_MLA_DIRECT_LAUNCH=1`, later launches call the compiled kernel directly:
+    the JIT's per-call argument binding, specialisation and cache look-up cost more than the
+    launch itself, and the plan's key (`plan_key`) already fixes everything they would find.
+    That path is opt-in until it has passed the kernel tests on a GPU (docs/kernels.md). In
+    Triton's interpreter every launch goes through the JIT.
     """
 
     def __init__(self, kernel: Any, grid: tuple[int, int, int], options: dict[str, Any]) -> None:
@@ -605,7 +606,8 @@ class KernelLaunch:
         # Triton 3.x's compiled kernel takes every parameter, constexprs included, in the
         # kernel's order; where this Triton's counts them otherwise, keep to the JIT.
         signature = getattr(getattr(compiled, "src", None), "signature", None)
-        if isinstance(compiled, CompiledKernel) and len(signature or ()) == len(args):
+        direct = runtime.direct_launch()
+        if direct and isinstance(compiled, CompiledKernel) and len(signature or ()) == len(args):
             self.compiled = compiled[self.grid]
 
 
@@ -628,7 +630,8 @@ def plan_key(
 ) -> tuple[Any, ...]:
     """What a call's plan depends on: the device; each tensor's shape, strides, dtype and
     16-byte alignment (Triton specialises its kernels on alignment and on the integers); the
-    overrides; and the switches ICX_MLA_HOPPER, ICX_PDL and TRITON_INTERPRET."""
+    overrides; and the switches ICX_MLA_HOPPER, ICX_PDL, ICX_MLA_DIRECT_LAUNCH and
+    TRITON_INTERPRET."""
     layouts = tuple(
         None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0)
         for t in (q_lat, q_pe, cache, lengths, block_table, cache_scale)
@@ -636,6 +639,7 @@ def plan_key(
     switches = (
         os.environ.get(HOPPER_ENV_VAR),
         os.environ.get(runtime.PDL_ENV_VAR),
+        os.environ.get(runtime.DIRECT_LAUNCH_ENV_VAR),
         os.environ.get(runtime.INTERPRET_ENV_VAR),
     )
     return q_lat.get_device(), layouts, num_splits, config, hopper, switches

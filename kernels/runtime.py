@@ -10,6 +10,13 @@ import torch
 
 INTERPRET_ENV_VAR = "TRITON_INTERPRET"
 PDL_ENV_VAR = "ICX_PDL"
+DIRECT_LAUNCH_ENV_VAR = "ICX_MLA_DIRECT_LAUNCH"
+
+
+def direct_launch() -> bool:
+    """Whether a plan's later launches call the compiled kernel directly (opt-in with
+    `ICX_MLA_DIRECT_LAUNCH=1` until that path has passed the kernel tests on a GPU)."""
+    return os.environ.get(DIRECT_LAUNCH_ENV_VAR, "0") == "1" and not triton_interpreting()
 
 
 def triton_interpreting() -> bool:

@@ -162,6 +162,17 @@ def test_plan_key_follows_the_environment_switches(monkeypatch):
     assert _key(_FakeTensor(0)) != base
 
 
+def test_direct_launch_is_opt_in_until_it_has_run_on_a_gpu(monkeypatch):
+    from infinitecontext.kernels import runtime
+
+    monkeypatch.delenv(runtime.DIRECT_LAUNCH_ENV_VAR, raising=False)
+    monkeypatch.delenv(runtime.INTERPRET_ENV_VAR, raising=False)
+    base = _key(_FakeTensor(0))
+    assert not runtime.direct_launch()
+    monkeypatch.setenv(runtime.DIRECT_LAUNCH_ENV_VAR, "1")
+    assert runtime.direct_launch() and _key(_FakeTensor(0)) != base
+
+
 def test_plan_cache_drops_the_oldest_beyond_its_capacity():
     plans = PlanCache(capacity=2)
     for key in ("a", "b", "c"):
