@@ -269,14 +269,12 @@ def test_install_makes_the_operator_available_and_uninstall_removes_it(
 
     def removed() -> bool:
         left = kube_cluster.kubectl(
-            "get", "deployment,serviceaccount", "-n", namespace, "-o", "name",
-            "--ignore-not-found",
+            "get", "-n", namespace, "--ignore-not-found", "-o", "name",
+            "deployment/infinitecontext-operator", "serviceaccount/infinitecontext-operator",
+            "clusterrole/infinitecontext-operator", "clusterrolebinding/infinitecontext-operator",
+            "clusterkopfpeering/infinitecontext",
         )  # fmt: skip
-        cluster_left = kube_cluster.kubectl(
-            "get", "clusterrole/infinitecontext-operator", "clusterkopfpeering/infinitecontext",
-            "--ignore-not-found", "-o", "name",
-        )  # fmt: skip
-        return not left.strip() and not cluster_left.strip()
+        return not left.strip()
 
     wait_for("helm uninstall to remove the operator", removed, 60)
     # Helm never deletes CRDs (that would delete every resource of the kinds).
