@@ -194,6 +194,7 @@ def test_values_reach_the_operator(helm):
         "slurm.tokenSecret.name=slurm-jwt",
         "slurm.tokenSecret.key=jwt",
         "mlflow.trackingUri=https://mlflow.example",
+        "logFormat=json",
         "extraEnv[0].name=ICX_OPERATOR_POLL_SECONDS",
         "extraEnv[0].value=30",
         "extraEnv[1].name=ICX_PROMETHEUS_URL",
@@ -211,6 +212,7 @@ def test_values_reach_the_operator(helm):
     assert env["ICX_SLURM_USER"] == "svc-icx"
     assert env["ICX_SLURM_TOKEN_FILE"] == "/var/run/secrets/slurm/jwt"
     assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example"
+    assert env["ICX_LOG_FORMAT"] == "json"
     assert env["ICX_OPERATOR_POLL_SECONDS"] == "30"  # a string, as the API server needs
     assert container["env"][-1]["valueFrom"] == {
         "configMapKeyRef": {"name": "prometheus", "key": "url"}
@@ -226,6 +228,7 @@ def test_values_reach_the_operator(helm):
         ("scope=everywhere", "scope"),
         ("slurm.url=slurmrestd:6820", "slurm.url"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("logFormat=yaml", "logFormat"),
         ("replica=3", "replica"),  # a misspelt key is an error, not silently ignored
     ],
 )
