@@ -90,3 +90,36 @@ def test_a_reconcile_pass_tags_its_lines(root_logging, capsys):
 
     (line,) = json_lines(capsys.readouterr().err)
     assert line["object"] == OBJECT
+
+
+@pytest.mark.slow
+def test_the_operator_writes_json_lines_naming_the_object(
+    operator_factory, icx_crds, kube_namespace
+):
+    """`icx operator run --log-format json`, the real process: every line is JSON, and
+    the lines about a TrainingRun carry its namespace, name and uid."""
+    from test_operator_e2e import HOLD, TINY_TRAINING, apply, get, resource, wait_for
+
+    operator = operator_factory(
+        icx_crds.kubeconfig, [kube_namespace], extra_args=["--log-format", "json"]
+    )
+    obj = resource(
+        "TrainingRun",
+        "logged",
+        TINY_TRAINING | {"kubernetes": {"image": "t:1", "nodeSelector": HOLD}},
+    )
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    uid = wait_for(
+        "the TrainingRun", lambda: get(icx_crds, "trainingrun", "logged", kube_namespace)
+    )["metadata"]["uid"]
+
+    def about_it() -> list[dict[str, Any]]:
+        lines = json_lines(operator.log.read_text())  # raises on a line that is not JSON
+        return [line for line in lines if (line.get("object") or {}).get("uid") == uid]
+
+    lines = wait_for("a log line about the TrainingRun", about_it, timeout=60)
+    assert all(
+        (line["object"]["namespace"], line["object"]["name"]) == (kube_namespace, "logged")
+        for line in lines
+    )
