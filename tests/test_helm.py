@@ -241,45 +241,56 @@ def test_invalid_values_are_rejected(helm, value, complaint):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scope", "objects"),
+    [
+        ("cluster", ["clusterkopfpeering", "clusterrole", "clusterrolebinding"]),
+        ("namespace", ["kopfpeering", "role", "rolebinding"]),
+    ],
+    ids=["cluster", "namespace"],
+)
 def test_install_makes_the_operator_available_and_uninstall_removes_it(
-    helm: Helm, kube_cluster: KubeCluster
+    helm: Helm, kube_cluster: KubeCluster, scope: str, objects: list[str]
 ):
-    """The chart installs (CRDs first) and its Deployment becomes Available. On the local
+    """The chart installs and its Deployment becomes Available; `scope: namespace` as
+    docs/install.md has it (the CRDs applied first, then `--skip-crds`). On the local
     control plane the pods land on kwok's simulated nodes, which report them Running and
     Ready without running the image: this proves the objects are accepted and wired, not
     that the operator inside starts."""
     namespace = f"icx-helm-{uuid.uuid4().hex[:6]}"
     kubeconfig = kube_cluster.kubeconfig
-    helm(
-        "install", "icx", str(CHART), "--namespace", namespace, "--create-namespace",
-        "--wait", "--timeout", "120s", kubeconfig=kubeconfig,
-    )  # fmt: skip
+    names = ["deployment/infinitecontext-operator", "serviceaccount/infinitecontext-operator"]
+    names += [
+        f"{kind}/infinitecontext{'' if 'peering' in kind else '-operator'}" for kind in objects
+    ]
+    args = ["--set", f"scope={scope}"]
+    if scope == "namespace":
+        kube_cluster.kubectl("apply", "-f", str(CHART / "crds"))
+        args.append("--skip-crds")
     try:
-        status = json.loads(
-            kube_cluster.kubectl(
-                "get", "deployment/infinitecontext-operator", "-n", namespace, "-o", "json"
-            )
-        )["status"]
+        helm(
+            "install", "icx", str(CHART), "--namespace", namespace, "--create-namespace",
+            "--wait", "--timeout", "120s", *args, kubeconfig=kubeconfig,
+        )  # fmt: skip
+        status = json.loads(kube_cluster.kubectl("get", names[0], "-n", namespace, "-o", "json"))[
+            "status"
+        ]
         available = {c["type"]: c["status"] for c in status["conditions"]}["Available"]
         assert available == "True" and status["readyReplicas"] == 2
         for kind in KINDS:
             kube_cluster.kubectl("get", f"crd/{kind.crd_name}")
-        kube_cluster.kubectl(
-            "get", "clusterkopfpeering/infinitecontext", "clusterrole/infinitecontext-operator"
-        )
-    finally:
+        kube_cluster.kubectl("get", "-n", namespace, *names)
+
         helm("uninstall", "icx", "--namespace", namespace, "--wait", kubeconfig=kubeconfig)
 
-    def removed() -> bool:
-        left = kube_cluster.kubectl(
-            "get", "-n", namespace, "--ignore-not-found", "-o", "name",
-            "deployment/infinitecontext-operator", "serviceaccount/infinitecontext-operator",
-            "clusterrole/infinitecontext-operator", "clusterrolebinding/infinitecontext-operator",
-            "clusterkopfpeering/infinitecontext",
-        )  # fmt: skip
-        return not left.strip()
+        def removed() -> bool:
+            left = kube_cluster.kubectl(
+                "get", "-n", namespace, "--ignore-not-found", "-o", "name", *names
+            )
+            return not left.strip()
 
-    wait_for("helm uninstall to remove the operator", removed, 60)
-    # Helm never deletes CRDs (that would delete every resource of the kinds).
-    kube_cluster.kubectl("get", f"crd/{KINDS[0].crd_name}")
-    kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        wait_for("helm uninstall to remove the operator", removed, 60)
+        # Helm never deletes CRDs (that would delete every resource of the kinds).
+        kube_cluster.kubectl("get", f"crd/{KINDS[0].crd_name}")
+    finally:
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
