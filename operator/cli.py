@@ -10,6 +10,7 @@ import os
 import typer
 
 from infinitecontext.operator.context import DEFAULT_PROMETHEUS
+from infinitecontext.operator.logs import LogFormat
 
 app = typer.Typer(help="The InfiniteContext Kubernetes operator.", no_args_is_help=True)
 
@@ -58,6 +59,11 @@ def run(
     kubeconfig: str | None = typer.Option(
         None, help="Kubeconfig (default: in-cluster or ~/.kube)."
     ),
+    log_format: LogFormat = typer.Option(
+        os.environ.get("ICX_LOG_FORMAT", LogFormat.plain.value),
+        help="plain text, or json: one JSON object a line (kopf's), with the object "
+        "(apiVersion, kind, namespace, name, uid) of every line logged about one.",
+    ),
     cluster_scans: bool = typer.Option(
         True,
         help="Let kopf list/watch Namespaces and CRDs (cluster-scoped). --no-cluster-scans "
@@ -91,5 +97,6 @@ def run(
             inference_poll_seconds=inference_poll_seconds,
             kubeconfig=kubeconfig,
             cluster_scans=cluster_scans,
+            log_format=log_format,
         )
     )

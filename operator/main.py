@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from infinitecontext.operator import registry
+from infinitecontext.operator import logs, registry
 from infinitecontext.operator.context import DEFAULT_PROMETHEUS, OperatorContext
 
 DEFAULT_SLURM_URL = "http://127.0.0.1:6820"
@@ -54,6 +54,8 @@ class OperatorOptions:
     kubeconfig: str | None = None
     cluster_scans: bool = True
     """kopf lists/watches Namespaces and watches CRDs; off under a namespaced Role."""
+    log_format: logs.LogFormat = logs.LogFormat.plain
+    """plain text, or one JSON object a line; both name the object a line is about."""
     watch_timeout_s: int = 300
     """The API server ends each watch after this long and kopf watches again (see below);
     whole seconds: it becomes the watch's `timeoutSeconds`, which must be an integer."""
@@ -147,12 +149,7 @@ def _in_cluster_or_default() -> Any:
 def run(options: OperatorOptions) -> None:
     from prometheus_client import start_http_server
 
-    kopf.configure(
-        verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")),
-        debug=False,
-        quiet=False,
-        log_format=kopf.LogFormat.PLAIN,
-    )
+    logs.configure(options.log_format, verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")))
 
     if options.kubeconfig:
         from kubernetes.config import kube_config

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from infinitecontext.crds.models import Kind
-from infinitecontext.operator import metrics
+from infinitecontext.operator import logs, metrics
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.kube import status_patch
 from infinitecontext.operator.resource import Event, Resource
@@ -39,7 +39,7 @@ def reconcile_pass(ctx: OperatorContext, kind: Kind, body: Any) -> Iterator[Pass
     resource = Resource.from_body(kind, body)
     started = time.monotonic()
     result = "ok"
-    with ctx.locks[resource.uid]:
+    with ctx.locks[resource.uid], logs.about(body):
         previous = ctx.written.get(resource.uid)
         if previous is not None and _older(body, previous[0]):
             # A trigger that queued behind our last write carries a body from before

@@ -16,6 +16,7 @@ import pytest
 pytest_plugins: list[str] = [
     # one line per plugin module under tests/plugins/, each after those it imports
     "plugins.kube",
+    "plugins.helm",
     "plugins.mlflow_server",
     "plugins.server",
     "plugins.inference",
@@ -33,6 +34,7 @@ SERVICE_FIXTURES = frozenset(
     {
         "kube_binaries",  # the local control plane's Go binaries
         "kube_cluster",  # a Kubernetes API server
+        "helm",  # Helm, built from its Go module
         "slurm_cluster",  # the local SLURM cluster
         "mlflow_server",  # an MLflow tracking server (the vLLM servers build on it)
         "start_prometheus",  # a Prometheus server

@@ -71,7 +71,7 @@ def _external_kubeconfig(kubectl_path: Path | None) -> Path | None:
     return Path(value) if answered else None
 
 
-def _go_is_new_enough() -> bool:
+def go_is_new_enough() -> bool:
     go = shutil.which("go") or (
         "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
     )
@@ -86,7 +86,7 @@ def _go_is_new_enough() -> bool:
 
 def _binaries_built(layout: devcluster.ClusterLayout) -> bool:
     """True once the plane's binaries are there, building them (incrementally) with Go."""
-    if not devcluster.binaries_present(layout) and _go_is_new_enough():
+    if not devcluster.binaries_present(layout) and go_is_new_enough():
         devcluster.build(layout)
     return devcluster.binaries_present(layout)
 
