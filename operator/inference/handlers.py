@@ -15,9 +15,17 @@ from typing import Any
 
 import kopf
 
-from infinitecontext.crds.models import GROUP, INFERENCE_SERVICE, VERSION, Backend
+from infinitecontext.crds.models import (
+    GROUP,
+    INFERENCE_SERVICE,
+    VERSION,
+    Backend,
+    InferenceServiceSpec,
+)
 from infinitecontext.operator import metrics
+from infinitecontext.operator.conditions import refused_at
 from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.failures import refusal
 from infinitecontext.operator.inference.apply import apply_children, apply_slurm, cancel_replicas
 from infinitecontext.operator.inference.observe import observe_kubernetes, observe_slurm
 from infinitecontext.operator.inference.planner import (
@@ -26,6 +34,7 @@ from infinitecontext.operator.inference.planner import (
     invalid_plan,
     parse,
     plan_inference,
+    status_conditions,
 )
 from infinitecontext.operator.inference.slurm import plan_slurm_service, unavailable_plan
 from infinitecontext.operator.passes import reconcile_pass
@@ -46,6 +55,20 @@ def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferenceP
     spec = parse(isvc)
     if isinstance(spec, InvalidSpec):
         return invalid_plan(isvc, spec, now)
+    if refused_at(status_conditions(isvc), isvc.generation):
+        return InferencePlan(dict(isvc.status))  # not tried again until the spec changes
+    try:
+        return _roll_out(ctx, isvc, spec, now)
+    except Exception as error:
+        refused = refusal(error)
+        if refused is None:
+            raise
+        return invalid_plan(isvc, InvalidSpec(refused.message), now, reason=refused.reason)
+
+
+def _roll_out(
+    ctx: OperatorContext, isvc: Resource, spec: InferenceServiceSpec, now: datetime
+) -> InferencePlan:
     if spec.backend == Backend.SLURM:
         try:
             observed_jobs = observe_slurm(ctx, isvc, spec)

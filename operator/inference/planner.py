@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    Condition,
     InferenceServiceSpec,
     InferenceServiceStatus,
     Phase,
@@ -673,19 +674,28 @@ def _error_text(error: Exception) -> str:
     return str(error)
 
 
-def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> InferencePlan:
-    """Degraded with `InvalidSpec`; nothing is applied or deleted (either backend)."""
+def status_conditions(isvc: Resource) -> list[Condition]:
+    return _parse_status(isvc.status).conditions
+
+
+def invalid_plan(
+    isvc: Resource, invalid: InvalidSpec, now: datetime, reason: str = cond.INVALID_SPEC
+) -> InferencePlan:
+    """Degraded with `reason` (`InvalidSpec`, or `Rejected` where a backend refused the
+    spec); nothing is applied or deleted (either backend)."""
     status = _parse_status(isvc.status)
+    before = cond.find(status.conditions, cond.READY)
     status.observed_generation = isvc.generation
     status.phase = Phase.DEGRADED
     text = invalid.message[:1000]
     for type_ in (cond.READY, DEGRADED):
         value: cond.Status = "False" if type_ == cond.READY else "True"
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, "InvalidSpec", text, now, isvc.generation
+            status.conditions, type_, value, reason, text, now, isvc.generation
         )
     dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text)])
+    said = before is not None and (before.reason, before.message) == (reason, text)
+    return InferencePlan(dumped, events=[] if said else [Event("Warning", reason, text)])
 
 
 # ---------------------------------------------------------------- manual rollback

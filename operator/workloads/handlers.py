@@ -21,10 +21,12 @@ from infinitecontext.crds.models import (
     TRAINING_RUN,
     VERSION,
     Kind,
+    Phase,
     WorkloadSpec,
 )
 from infinitecontext.operator import metrics, registry
 from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.failures import refusal
 from infinitecontext.operator.passes import Pass, reconcile_pass
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.apply import execute
@@ -59,16 +61,25 @@ def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidS
         down = replace(observed, unavailable=str(error))
         plan = reconcile(resource, spec, down, now)
         status = plan.status
+    except Exception as error:
+        refused = refusal(error)
+        if refused is None:
+            raise
+        # Said in status (Ready=False, Invalid); not tried again until the spec changes.
+        plan = reconcile(resource, spec, replace(observed, refused=refused), now)
+        status = plan.status
     current.advance(status, plan.events)
     return plan
 
 
 def _in_flight(**kwargs: Any) -> bool:
-    """The timer only polls objects whose work is not finished (or whose spec moved)."""
+    """The timer only polls objects whose work is not finished or refused (or whose spec
+    moved): an Invalid spec is not tried again until it changes."""
     body = kwargs["body"]
     status = body.get("status") or {}
     generation = body["metadata"].get("generation")
-    return status.get("phase") not in FINAL_PHASES or status.get("observedGeneration") != generation
+    settled = status.get("phase") in {*FINAL_PHASES, Phase.INVALID}
+    return not settled or status.get("observedGeneration") != generation
 
 
 def cancel_slurm_job(ctx: OperatorContext, body: Any, logger: Any) -> None:

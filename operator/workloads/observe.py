@@ -18,6 +18,7 @@ from infinitecontext.crds.models import (
     WorkloadSpec,
 )
 from infinitecontext.operator import registry
+from infinitecontext.operator.conditions import REJECTED, Refusal
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import JobObservation, observe_job
@@ -55,6 +56,8 @@ def observe(ctx: OperatorContext, resource: Resource, spec: WorkloadSpec | Inval
         run, registered = _run(resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         return replace(base, unavailable=str(error))
+    except registry.RegistryRejected as error:
+        return replace(base, refused=Refusal(REJECTED, str(error)))
     return replace(base, job=job, run=run, registered=registered, input=input_model, judge=judge)
 
 
