@@ -54,6 +54,7 @@ from infinitecontext.operator.inference.children import (
     role_service,
     selector,
     service,
+    service_name,
     service_url,
 )
 from infinitecontext.operator.resource import Event, Resource
@@ -474,7 +475,7 @@ def kubernetes_children(
     deadline = spec.rollout.progress_deadline_seconds
     uri = observed.tracking_uri
     apply: list[dict[str, Any]] = []
-    canary_ref = ChildRef("apps/v1", "Deployment", f"{isvc.name}-{CANARY}")
+    canary_ref = ChildRef("apps/v1", "Deployment", service_name(isvc.name, CANARY))
     delete: list[ChildRef] = []
     progressing, stable = rollout.progressing, rollout.stable
     canary = rollout.revision(status.canary_revision)
@@ -519,7 +520,7 @@ def gateway_children(
     if not observed.gateway_api:
         return [], []
     if gateway is None:
-        return [], [ChildRef(*HTTPROUTE_REF, rollout.isvc.name)]
+        return [], [ChildRef(*HTTPROUTE_REF, service_name(rollout.isvc.name))]
     services = [role_service(rollout.isvc, role, port) for role in (STABLE, CANARY)]
     return [*services, http_route(rollout.isvc, gateway, port, canary_percent)], []
 
@@ -533,7 +534,8 @@ def _conditions(rollout: RolloutState, observed: InferenceObserved, progress_rea
     status.replicas = sum(d.status_replicas for d in deployments)
     status.ready_replicas = sum(d.ready_replicas for d in deployments)
     status.selector = selector(rollout.isvc.name)
-    status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
+    name = service_name(rollout.isvc.name)
+    status.url = service_url(name, rollout.isvc.namespace, spec.server.port)
 
     def set_(type_: str, value: cond.Status, reason: str, message: str = "") -> None:
         status.conditions = cond.set_condition(
