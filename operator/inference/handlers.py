@@ -10,6 +10,7 @@ by the operator at start; nothing registers at import.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +74,9 @@ def _roll_out(
         try:
             observed_jobs = observe_slurm(ctx, isvc, spec)
         except SlurmUnavailable as error:
-            return unavailable_plan(isvc, str(error))
+            outage = ctx.backoff.failed(isvc.uid, time.monotonic())
+            return unavailable_plan(isvc, outage.describe(str(error)), now)
+        ctx.backoff.recovered(isvc.uid)
         slurm_plan = plan_slurm_service(isvc, spec, observed_jobs, now)
         apply_slurm(ctx, isvc, slurm_plan)
         return slurm_plan.plan
@@ -81,6 +84,18 @@ def _roll_out(
     plan = plan_inference(isvc, spec, observed, now)
     apply_children(ctx, isvc, plan, canary_exists=observed.canary is not None)
     return plan
+
+
+def poll_inference(ctx: OperatorContext, body: Any) -> None:
+    """The timer's pass: while SLURM is unreachable, only when the backoff says so (the
+    timer then sleeps until the next attempt is due instead of its interval)."""
+    uid = body["metadata"]["uid"]
+    if not ctx.backoff.wait_left(uid, time.monotonic()):
+        reconcile_inference(ctx, body)
+    retry_in = ctx.backoff.wait_left(uid, time.monotonic())
+    if retry_in:
+        message = f"SLURM unavailable, next attempt in {retry_in:.0f} s"
+        raise kopf.TemporaryError(message, delay=retry_in)
 
 
 def cancel_slurm_replicas(ctx: OperatorContext, body: Any, logger: Any) -> None:
@@ -99,6 +114,9 @@ def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
     def handle(**kwargs: Any) -> None:
         reconcile_inference(ctx, kwargs["body"])
 
+    def timer(**kwargs: Any) -> None:
+        poll_inference(ctx, kwargs["body"])
+
     def cancel(**kwargs: Any) -> None:
         cancel_slurm_replicas(ctx, kwargs["body"], kwargs["logger"])
 
@@ -112,7 +130,7 @@ def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
     kopf.on.create(*args, id="isvc-create", registry=target)(handle)
     kopf.on.update(*args, id="isvc-update", field="spec", registry=target)(handle)
     kopf.on.resume(*args, id="isvc-resume", registry=target)(handle)
-    kopf.timer(*args, id="isvc-poll", interval=poll, idle=None, registry=target)(handle)
+    kopf.timer(*args, id="isvc-poll", interval=poll, idle=None, registry=target)(timer)
     kopf.on.delete(
         *args, id="isvc-cancel-slurm", field="spec.backend", value="slurm", registry=target
     )(cancel)

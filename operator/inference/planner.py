@@ -272,7 +272,7 @@ class RolloutState:
 
     def __init__(self, isvc: Resource, spec: InferenceServiceSpec, now: datetime) -> None:
         self.isvc, self.spec, self.now = isvc, spec, now
-        self.status = _parse_status(isvc.status)
+        self.status = parse_status(isvc.status)
         self.status.observed_generation = isvc.generation
         self.events: list[Event] = []
 
@@ -371,7 +371,7 @@ class RolloutState:
         return (self.now - started).total_seconds() > self.spec.rollout.progress_deadline_seconds
 
 
-def _parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
+def parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
     try:
         return InferenceServiceStatus.model_validate(raw or {})
     except ValidationError:
@@ -677,7 +677,7 @@ def _error_text(error: Exception) -> str:
 
 
 def status_conditions(isvc: Resource) -> list[Condition]:
-    return _parse_status(isvc.status).conditions
+    return parse_status(isvc.status).conditions
 
 
 def invalid_plan(
@@ -685,7 +685,7 @@ def invalid_plan(
 ) -> InferencePlan:
     """Degraded with `reason` (`InvalidSpec`, or `Rejected` where a backend refused the
     spec); nothing is applied or deleted (either backend)."""
-    status = _parse_status(isvc.status)
+    status = parse_status(isvc.status)
     before = cond.find(status.conditions, cond.READY)
     status.observed_generation = isvc.generation
     status.phase = Phase.DEGRADED
@@ -706,7 +706,7 @@ def invalid_plan(
 def rollback_target(status: dict[str, Any], to_revision: int | None) -> Revision:
     """The revision `icx rollback` returns to: the one asked for, else the stable one
     when the spec asks for a rolled-back revision, else the previous stable one."""
-    parsed = _parse_status(status)
+    parsed = parse_status(status)
     by_number = {rev.revision: rev for rev in parsed.revisions}
     if to_revision is not None:
         if to_revision not in by_number:

@@ -46,6 +46,7 @@ from infinitecontext.operator.inference.planner import (
     ROLLED_BACK,
     InferencePlan,
     RolloutState,
+    parse_status,
     served_template,
 )
 from infinitecontext.operator.inference.serve import serve_argv
@@ -347,8 +348,18 @@ def _slurm_status(
     )
 
 
-def unavailable_plan(isvc: Resource, message: str) -> InferencePlan:
-    """SLURM did not answer: keep the status, say so, try again on the next timer."""
-    return InferencePlan(
-        dict(isvc.status), events=[Event("Warning", "SlurmUnavailable", message[:500])]
+def unavailable_plan(isvc: Resource, message: str, now: datetime) -> InferencePlan:
+    """SLURM did not answer: Ready=Unknown says so (the replicas may still serve, but
+    nothing can tell), the rest of the status is kept; retried with backoff."""
+    status = parse_status(isvc.status)
+    status.conditions = cond.set_condition(
+        status.conditions,
+        cond.READY,
+        "Unknown",
+        cond.BACKEND_UNAVAILABLE,
+        message[:1000],
+        now,
+        isvc.generation,
     )
+    dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return InferencePlan(dumped, events=[Event("Warning", "SlurmUnavailable", message[:500])])

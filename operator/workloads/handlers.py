@@ -8,6 +8,7 @@ at start; nothing registers at import.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from infinitecontext.crds.models import (
     WorkloadSpec,
 )
 from infinitecontext.operator import metrics, registry
+from infinitecontext.operator.backoff import FIRST_DELAY_SECONDS
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.failures import refusal
 from infinitecontext.operator.passes import Pass, reconcile_pass
@@ -49,16 +51,32 @@ def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
                 break
 
 
+def poll_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
+    """The timer's pass: while a backend is unreachable, only when the backoff says so
+    (the timer then sleeps until the next attempt is due instead of its interval)."""
+    uid = body["metadata"]["uid"]
+    if not ctx.backoff.wait_left(uid, time.monotonic()):
+        reconcile_object(ctx, kind, body)
+    retry_in = ctx.backoff.wait_left(uid, time.monotonic())
+    if retry_in:
+        message = f"backend unavailable, next attempt in {retry_in:.0f} s"
+        raise kopf.TemporaryError(message, delay=retry_in)
+
+
 def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidSpec) -> Plan:
     resource: Resource = current.resource
     now = datetime.now(UTC)
     observed = observe(ctx, resource, spec)
+    if observed.unavailable:
+        observed = replace(observed, unavailable=_retrying(ctx, resource, observed.unavailable))
     plan = reconcile(resource, spec, observed, now)
     try:
         status = execute(ctx, plan, tracking_uri(ctx, spec))
+        if not observed.unavailable:
+            ctx.backoff.recovered(resource.uid)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
-        # Said in status (Ready=Unknown); the timer's next pass tries again.
-        down = replace(observed, unavailable=str(error))
+        # Said in status (Ready=Unknown); the timer tries again after the backoff.
+        down = replace(observed, unavailable=_retrying(ctx, resource, str(error)))
         plan = reconcile(resource, spec, down, now)
         status = plan.status
     except Exception as error:
@@ -70,6 +88,11 @@ def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidS
         status = plan.status
     current.advance(status, plan.events)
     return plan
+
+
+def _retrying(ctx: OperatorContext, resource: Resource, error: str) -> str:
+    """The outage's condition message: the error, the attempt and the next retry."""
+    return ctx.backoff.failed(resource.uid, time.monotonic()).describe(error)
 
 
 def _in_flight(**kwargs: Any) -> bool:
@@ -109,6 +132,9 @@ def _register_kind(ctx: OperatorContext, kind: Kind, target: kopf.OperatorRegist
     def handle(**kwargs: Any) -> None:
         reconcile_object(ctx, kind, kwargs["body"])
 
+    def timer(**kwargs: Any) -> None:
+        poll_object(ctx, kind, kwargs["body"])
+
     def cancel(**kwargs: Any) -> None:
         cancel_slurm_job(ctx, kwargs["body"], kwargs["logger"])
 
@@ -118,14 +144,17 @@ def _register_kind(ctx: OperatorContext, kind: Kind, target: kopf.OperatorRegist
         ctx.forget(uid)
 
     handle.__name__ = f"reconcile_{kind.singular}"
+    timer.__name__ = f"poll_{kind.singular}"
     args = (GROUP, VERSION, kind.plural)
     poll = ctx.workload_poll_seconds
     kopf.on.create(*args, id="reconcile-create", registry=target)(handle)
     kopf.on.update(*args, id="reconcile-update", field="spec", registry=target)(handle)
     kopf.on.resume(*args, id="reconcile-resume", registry=target)(handle)
+    # The first poll is due when a first retry would be (the create pass may have failed).
+    first = min(poll, FIRST_DELAY_SECONDS)
     kopf.timer(
-        *args, id="poll", interval=poll, initial_delay=poll, when=_in_flight, registry=target
-    )(handle)
+        *args, id="poll", interval=poll, initial_delay=first, when=_in_flight, registry=target
+    )(timer)
     kopf.on.delete(*args, id="cancel-slurm", field="spec.backend", value="slurm", registry=target)(
         cancel
     )
