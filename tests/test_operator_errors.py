@@ -34,12 +34,14 @@ from infinitecontext.operator.workloads.planner import (
     parse,
     reconcile,
 )
+from infinitecontext.operator.workloads.slurm import observe_slurm
 from infinitecontext.slurm_bridge.errors import (
     InvalidJobRequest,
     SlurmAuthError,
     SlurmRejected,
     SlurmUnavailable,
 )
+from infinitecontext.slurm_bridge.parse import job_status
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SLURM_SPEC = {
@@ -211,3 +213,39 @@ def _conditions(status: dict[str, Any]) -> list[Any]:
     from infinitecontext.crds.models import Condition
 
     return [Condition.model_validate(c) for c in status["conditions"]]
+
+
+_BAD = "BadConstraints"
+
+
+@pytest.mark.parametrize(
+    ("state_reason", "exit_code", "reason"),
+    [
+        (
+            "BadConstraints",
+            {"return_code": {"number": 1}, "signal": {"id": {"number": 9}}},
+            "BadConstraints",
+        ),
+        ("JobLaunchFailure", 256, "JobLaunchFailure"),
+        ("RaisedSignal", 9, "Signaled"),
+        ("NonZeroExitCode", 256, "Failed"),
+    ],
+)
+def test_a_failed_slurm_job_is_reported_with_slurms_own_cause(
+    state_reason: str, exit_code: Any, reason: str
+) -> None:
+    job = {
+        "job_id": 7,
+        "job_state": ["FAILED"],
+        "exit_code": exit_code,
+        "state_reason": state_reason,
+    }
+    assert job_status(job).reason == reason
+
+
+def test_a_failed_slurm_jobs_message_ends_with_its_last_output() -> None:
+    job = {"job_id": 7, "job_state": "FAILED", "exit_code": 256, "state_reason": "NonZeroExitCode"}
+    tail = "Traceback (most recent call last): | FileNotFoundError: /data/missing.jsonl"
+    seen = observe_slurm(job_status(job), tail)
+    assert seen.phase == "Failed" and seen.reason == "Failed"
+    assert seen.message == f"SLURM job 7 FAILED, exit code 1; the job's last output: {tail}"

@@ -33,10 +33,14 @@ from infinitecontext.operator.workloads.planner import (
 )
 from infinitecontext.operator.workloads.recipe import run_experiments, run_name
 from infinitecontext.operator.workloads.slurm import observe_slurm, slurm_key
-from infinitecontext.slurm_bridge.client import find_by_key
+from infinitecontext.slurm_bridge.client import find_by_key, read_logs
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
+from infinitecontext.slurm_bridge.models import JobStatus
+from infinitecontext.slurm_bridge.states import Phase as SlurmPhase
 
 FINAL_PHASES = {Phase.SUCCEEDED, Phase.FAILED}
+ERROR_TAIL_LINES = 5
+ERROR_TAIL_CHARS = 600
 
 
 def tracking_uri(ctx: OperatorContext, spec: WorkloadSpec | InvalidSpec) -> str:
@@ -100,13 +104,26 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
     slurm = ctx.slurm()
     if job.get("slurmJobId"):
         try:
-            return observe_slurm(slurm.get(int(job["slurmJobId"])))
+            found: JobStatus | None = slurm.get(int(job["slurmJobId"]))
         except JobNotFound:
             return None
-    # Submitted, but the id was never recorded (operator restart): find it by its key.
-    key = slurm_key(resource.uid, int(job.get("attempt", 0)))
-    status = find_by_key(slurm.list(key=key), key)
-    return observe_slurm(status) if status else None
+    else:  # submitted, but the id was never recorded (operator restart): find it by its key
+        key = slurm_key(resource.uid, int(job.get("attempt", 0)))
+        found = find_by_key(slurm.list(key=key), key)
+    if found is None:
+        return None
+    return observe_slurm(found, _error_tail(found) if found.phase == SlurmPhase.FAILED else "")
+
+
+def _error_tail(status: JobStatus) -> str:
+    """The last lines of a failed job's error output, where this operator can read it
+    (it shares the jobs' filesystem, as a login node does); else nothing."""
+    try:
+        logs = read_logs(status, ERROR_TAIL_LINES)
+    except OSError:
+        return ""
+    text = " | ".join(line.strip() for line in (logs.stderr or logs.stdout).splitlines())
+    return text[-ERROR_TAIL_CHARS:]
 
 
 def _run(
