@@ -164,7 +164,7 @@ def _timed_dynamic_client(api_client: Any) -> Any:
     """A dynamic client whose every request (API discovery included) has our timeout."""
     from kubernetes.dynamic import DynamicClient
 
-    class TimedDynamicClient(DynamicClient):  # type: ignore[misc]
+    class TimedDynamicClient(DynamicClient):
         def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
             params.setdefault("_request_timeout", REQUEST_TIMEOUT)
             return super().request(method, path, body, **params)

@@ -102,17 +102,19 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
         found = ctx.kube.read_job(job.get("name", ""), resource.namespace)
         return observe_job(found) if found else None
     slurm = ctx.slurm()
+    status: JobStatus | None
     if job.get("slurmJobId"):
         try:
-            found: JobStatus | None = slurm.get(int(job["slurmJobId"]))
+            status = slurm.get(int(job["slurmJobId"]))
         except JobNotFound:
             return None
     else:  # submitted, but the id was never recorded (operator restart): find it by its key
         key = slurm_key(resource.uid, int(job.get("attempt", 0)))
-        found = find_by_key(slurm.list(key=key), key)
-    if found is None:
+        status = find_by_key(slurm.list(key=key), key)
+    if status is None:
         return None
-    return observe_slurm(found, _error_tail(found) if found.phase == SlurmPhase.FAILED else "")
+    failed = status.phase == SlurmPhase.FAILED
+    return observe_slurm(status, _error_tail(status) if failed else "")
 
 
 def _error_tail(status: JobStatus) -> str:
