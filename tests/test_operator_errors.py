@@ -5,15 +5,18 @@ Pure tests (no cluster): the planner, the error classification and the schema.""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 from mlflow.exceptions import RestException
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    TRAINING_RUN,
     AlignmentSpec,
     InferenceServiceSpec,
     SlurmOptions,
@@ -22,11 +25,14 @@ from infinitecontext.crds.models import (
 )
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator import registry
+from infinitecontext.operator.backoff import Backoff
+from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.failures import refusal
+from infinitecontext.operator.inference.handlers import poll_inference
 from infinitecontext.operator.inference.planner import InvalidSpec as InferenceInvalid
 from infinitecontext.operator.inference.planner import invalid_plan
 from infinitecontext.operator.resource import Resource
-from infinitecontext.operator.workloads.handlers import _in_flight
+from infinitecontext.operator.workloads.handlers import _in_flight, poll_object
 from infinitecontext.operator.workloads.planner import (
     Observed,
     Plan,
@@ -249,3 +255,34 @@ def test_a_failed_slurm_jobs_message_ends_with_its_last_output() -> None:
     seen = observe_slurm(job_status(job), tail)
     assert seen.phase == "Failed" and seen.reason == "Failed"
     assert seen.message == f"SLURM job 7 FAILED, exit code 1; the job's last output: {tail}"
+
+
+def test_an_outage_is_retried_5_s_after_then_twice_as_late_up_to_300_s() -> None:
+    backoff = Backoff()
+    delays = [backoff.failed("uid", now=100.0).delay for _ in range(9)]
+    assert delays == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    assert backoff.wait_left("uid", now=250.0) == 150.0
+    assert backoff.failed("uid", 0).describe("MLflow: refused") == (
+        "MLflow: refused (attempt 10; next attempt in 300 s)"
+    )
+    backoff.recovered("uid")
+    assert backoff.wait_left("uid", now=0.0) == 0.0
+    assert backoff.failed("uid", now=0.0).attempts == 1
+
+
+def test_the_timer_sleeps_until_the_next_attempt_is_due_without_a_pass() -> None:
+    ctx = OperatorContext(
+        kube=None,  # type: ignore[arg-type]  # no pass may run: it would need them
+        dynamic=None,  # type: ignore[arg-type]
+        tracking_uri="",
+        slurm_url="",
+        slurm_user="",
+        prometheus_url="",
+    )
+    ctx.backoff.failed("uid-1", time.monotonic())
+    body = {"metadata": {"uid": "uid-1", "generation": 1}, "spec": {}, "status": {}}
+    with pytest.raises(kopf.TemporaryError) as retry:
+        poll_object(ctx, TRAINING_RUN, body)
+    assert retry.value.delay is not None and 4 < retry.value.delay <= 5
+    with pytest.raises(kopf.TemporaryError):
+        poll_inference(ctx, body)
