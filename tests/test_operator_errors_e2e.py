@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from plugins.kube import KubeCluster
-from plugins.mlflow_server import start_mlflow
+from plugins.mlflow_server import MlflowServer, start_mlflow
 from plugins.operator import StartOperator
 from plugins.processes import free_port, wait_http_ok
 from test_operator_e2e import (
@@ -67,11 +67,13 @@ def test_a_partition_slurm_lacks_is_rejected_once_and_tried_again_when_the_spec_
     icx_crds: KubeCluster,
     slurm_cluster: None,
     kube_namespace: str,
+    mlflow_server: MlflowServer,
     operator_factory: StartOperator,
     tmp_path: Path,
 ) -> None:
     tmp_path.chmod(0o755)
-    operator = operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri="")
+    namespaces = [kube_namespace]
+    operator = operator_factory(icx_crds.kubeconfig, namespaces, tracking_uri=mlflow_server.url)
     slurm = {"partition": "nosuch", "workingDirectory": str(tmp_path)}
     spec = TINY_TRAINING | {"backend": "slurm", "slurm": slurm}
     obj = resource("TrainingRun", "nopart", spec)
@@ -105,13 +107,14 @@ def test_failed_slurm_jobs_say_why(
     icx_crds: KubeCluster,
     slurm_cluster: None,
     kube_namespace: str,
+    mlflow_server: MlflowServer,
     operator_factory: StartOperator,
     tmp_path: Path,
 ) -> None:
     """A missing data file: the trainer's own error, from the job's output, in the
     condition; a missing working directory: SLURM's launch failure, not `Signaled`."""
     tmp_path.chmod(0o755)
-    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri="")
+    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri=mlflow_server.url)
     slurm = {"partition": "debug", "workingDirectory": str(tmp_path)}
     no_data = TINY_TRAINING | {
         "backend": "slurm",
@@ -173,11 +176,12 @@ def test_names_no_child_could_carry_run_on_both_backends(
     icx_crds: KubeCluster,
     slurm_cluster: None,
     kube_namespace: str,
+    mlflow_server: MlflowServer,
     operator_factory: StartOperator,
     tmp_path: Path,
 ) -> None:
     tmp_path.chmod(0o755)
-    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri="")
+    operator_factory(icx_crds.kubeconfig, [kube_namespace], tracking_uri=mlflow_server.url)
     names = {
         "kubernetes": LONG_DOTTED,
         "dot-41": "d" * 40 + "." + "e" * 60,
