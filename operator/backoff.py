@@ -7,6 +7,8 @@ when a timer runs next); a pass started by an event (a spec edit) runs at once.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FIRST_DELAY_SECONDS = 5.0
@@ -48,3 +50,16 @@ class Backoff:
         """Seconds until the next attempt of object `uid` is due (0: now)."""
         outage = self.outages.get(uid)
         return max(0.0, outage.retry_at - now) if outage else 0.0
+
+    def poll(self, uid: str, run_pass: Callable[[], None]) -> None:
+        """A poll timer's pass over object `uid`: run only when no retry is pending; while
+        one is, `kopf.TemporaryError` makes the timer sleep until it is due instead of
+        its interval."""
+        import kopf  # here: context.py, which `icx --help` imports, builds a Backoff
+
+        if not self.wait_left(uid, time.monotonic()):
+            run_pass()
+        retry_in = self.wait_left(uid, time.monotonic())
+        if retry_in:
+            message = f"a backend is unreachable, next attempt in {retry_in:.0f} s"
+            raise kopf.TemporaryError(message, delay=retry_in)

@@ -87,15 +87,8 @@ def _roll_out(
 
 
 def poll_inference(ctx: OperatorContext, body: Any) -> None:
-    """The timer's pass: while SLURM is unreachable, only when the backoff says so (the
-    timer then sleeps until the next attempt is due instead of its interval)."""
-    uid = body["metadata"]["uid"]
-    if not ctx.backoff.wait_left(uid, time.monotonic()):
-        reconcile_inference(ctx, body)
-    retry_in = ctx.backoff.wait_left(uid, time.monotonic())
-    if retry_in:
-        message = f"SLURM unavailable, next attempt in {retry_in:.0f} s"
-        raise kopf.TemporaryError(message, delay=retry_in)
+    """The timer's pass, on the backoff's schedule while SLURM is unreachable."""
+    ctx.backoff.poll(body["metadata"]["uid"], lambda: reconcile_inference(ctx, body))
 
 
 def cancel_slurm_replicas(ctx: OperatorContext, body: Any, logger: Any) -> None:

@@ -52,15 +52,8 @@ def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
 
 
 def poll_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
-    """The timer's pass: while a backend is unreachable, only when the backoff says so
-    (the timer then sleeps until the next attempt is due instead of its interval)."""
-    uid = body["metadata"]["uid"]
-    if not ctx.backoff.wait_left(uid, time.monotonic()):
-        reconcile_object(ctx, kind, body)
-    retry_in = ctx.backoff.wait_left(uid, time.monotonic())
-    if retry_in:
-        message = f"backend unavailable, next attempt in {retry_in:.0f} s"
-        raise kopf.TemporaryError(message, delay=retry_in)
+    """The timer's pass, on the backoff's schedule while a backend is unreachable."""
+    ctx.backoff.poll(body["metadata"]["uid"], lambda: reconcile_object(ctx, kind, body))
 
 
 def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidSpec) -> Plan:
