@@ -219,3 +219,43 @@ def test_names_no_child_could_carry_run_on_both_backends(
     for obj in objects:
         icx_crds.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"],
                          "-n", kube_namespace, "--wait=true")  # fmt: skip
+
+
+def test_children_a_backend_refuses_are_rejected_on_both_controllers(
+    icx_crds: KubeCluster,
+    slurm_cluster: None,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """A node selector key the API server refuses (422 on the Job, the Deployment) and a
+    partition SLURM lacks (an InferenceService's replica jobs): Ready=False `Rejected`."""
+    tmp_path.chmod(0o755)
+    namespaces = [kube_namespace]
+    operator_factory(icx_crds.kubeconfig, namespaces, tracking_uri=mlflow_server.url)
+    bad_placement = {"nodeSelector": {"not a label key!": "x"}}
+    served = {"model": {"mlflow": {"name": "tiny", "version": "1"}}}
+    objects = {
+        ("trainingrun", "badjob"): TINY_TRAINING | {"kubernetes": bad_placement},
+        ("inferenceservice", "baddeploy"): served | {"kubernetes": bad_placement},
+        ("inferenceservice", "nopart"): served
+        | {"backend": "slurm", "slurm": {"partition": "nosuch", "workingDirectory": str(tmp_path)}},
+    }
+    kinds = {"trainingrun": "TrainingRun", "inferenceservice": "InferenceService"}
+    for (kind, name), spec in objects.items():
+        obj = resource(kinds[kind], name, spec)
+        obj["metadata"]["namespace"] = kube_namespace
+        apply(icx_crds, obj)
+    for kind, name in objects:
+
+        def rejected(kind: str = kind, name: str = name) -> dict[str, Any] | None:
+            ready = condition(get(icx_crds, kind, name, kube_namespace), "Ready")
+            return ready if ready.get("reason") == "Rejected" else None
+
+        ready = wait_for(f"{kind} {name} Rejected", rejected, timeout=90)
+        assert ready["status"] == "False"
+        expected = "SLURM refused" if name == "nopart" else "the API server refused a child"
+        assert expected in ready["message"], ready["message"]
+    jobs = icx_crds.kubectl("get", "jobs,deployments", "-n", kube_namespace, "-o", "name")
+    assert not jobs.split()
