@@ -95,6 +95,18 @@ class ServerKubernetesOptions(KubernetesOptions):
 
 # Partition, account and QoS names as SLURM accepts them (slurm_bridge/models.py).
 SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")]
+# Text that reaches a SLURM batch script or a path: no control character (newline …).
+PrintableText = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$")]
+AbsolutePath = Annotated[str, Field(pattern=r"^/[^\x00-\x1f\x7f]*$")]
+# CPU as a positive Kubernetes quantity: whole or decimal CPUs (`2`, `0.5`) or millicores.
+CpuQuantity = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")]
+# Memory as a Kubernetes quantity with a binary or decimal suffix (`16Gi`, `512M`).
+MemoryQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?([KMGTP]i?)?$")]
+# A registered MLflow model name: MLflow refuses `/` and `:`, and a quote would end the
+# operator's search filter (`name = '…'`).
+MlflowModelName = Annotated[str, Field(pattern=r"^[^/:'\x00-\x1f\x7f]+$", max_length=256)]
+MAX_STEPS = 10_000_000
+"""More optimizer steps than any run this operator is meant for (a typo guard)."""
 
 
 class SlurmOptions(Spec):
@@ -104,9 +116,9 @@ class SlurmOptions(Spec):
     account: SlurmName | None = None
     qos: SlurmName | None = None
     time_limit_minutes: Annotated[int, Field(ge=1)] | None = None
-    working_directory: Annotated[str, Field(pattern="^/")] = "/tmp"
+    working_directory: AbsolutePath = "/tmp"
     """Absolute directory on the SLURM nodes where the job runs and writes its logs."""
-    container_image: str | None = None
+    container_image: PrintableText | None = None
     """Run inside this container image (SLURM's --container), if the cluster supports it."""
 
 
@@ -115,9 +127,9 @@ class Resources(Spec):
 
     nodes: Annotated[int, Field(ge=1, le=512)] = 1
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 0
-    cpu: str = "1"
+    cpu: CpuQuantity = "1"
     """CPU per node, as a Kubernetes quantity (`4`, `500m`)."""
-    memory: str = "4Gi"
+    memory: MemoryQuantity = "4Gi"
     """Memory per node, as a Kubernetes quantity (`16Gi`)."""
 
 
@@ -136,7 +148,7 @@ class MlflowOptions(Spec):
     tracking_uri: str | None = None
     """MLflow tracking server; the operator's `MLFLOW_TRACKING_URI` when unset."""
     experiment: str = "infinitecontext"
-    registered_model_name: str | None = None
+    registered_model_name: MlflowModelName | None = None
     """Registered model that receives the output as a new version."""
 
 
@@ -149,7 +161,7 @@ class RetryPolicy(Spec):
 class ModelRegistryRef(Spec):
     """A version of a registered MLflow model, by number or by alias."""
 
-    name: str
+    name: MlflowModelName
     version: str | None = None
     alias: str | None = None
 
@@ -258,7 +270,7 @@ class TrainingData(Spec):
 
 
 class Hyperparameters(Spec):
-    steps: Annotated[int, Field(ge=1)] = 100
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 100
     tokens_per_step: Annotated[int, Field(ge=1)] = 65536
     """Global tokens per optimizer step (batch size = tokensPerStep / seqLen)."""
     micro_batch_tokens: Annotated[int, Field(ge=1)] = 16384
@@ -326,7 +338,7 @@ class DpoParameters(Spec):
     beta: Annotated[float, Field(gt=0)] = 0.1
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-5
-    steps: Annotated[int, Field(ge=1)] = 50
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
     batch_size: Annotated[int, Field(ge=1)] = 4
     grad_accum: Annotated[int, Field(ge=1)] = 1
     warmup_steps: Annotated[int, Field(ge=0)] = 0

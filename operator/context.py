@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infinitecontext.operator.backoff import Backoff
+
 if TYPE_CHECKING:  # `icx --help` imports this module for a default: keep it light
     from infinitecontext.operator.kube import DynamicKube, Kube
     from infinitecontext.slurm_bridge.client import SlurmClient
@@ -40,6 +42,8 @@ class OperatorContext:
     """uid -> the lock that serialises the object's passes."""
     written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """uid -> (resourceVersion of our last status write, the status it wrote)."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """When each object whose backend is unreachable is tried next."""
     _slurm: SlurmClient | None = field(default=None, repr=False)
 
     def slurm(self) -> SlurmClient:
@@ -60,6 +64,7 @@ class OperatorContext:
     def forget(self, uid: str) -> None:
         """Drop what was kept about a deleted object."""
         self.written.pop(uid, None)
+        self.backoff.recovered(uid)
 
 
 def current_user() -> str:

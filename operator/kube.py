@@ -18,6 +18,9 @@ from infinitecontext.crds.models import GROUP, VERSION, Kind
 
 FIELD_MANAGER = "infinitecontext-operator"
 APPLY = "application/apply-patch+yaml"
+REQUEST_TIMEOUT = (10, 30)
+"""(connect, read) seconds of every API call: a hung call must not hold an object's
+lock (and so its passes) for ever; it fails, and the pass is retried."""
 log = logging.getLogger(__name__)
 
 
@@ -47,24 +50,39 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=APPLY,
+            _request_timeout=REQUEST_TIMEOUT,
         )
 
     def read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
         return _or_none(
-            lambda: self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            lambda: self.batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
         )
 
     def read_custom(self, kind: Kind, name: str, namespace: str) -> dict[str, Any] | None:
         return _or_none(
             lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, kind.plural, name, _preload_content=False
+                GROUP,
+                VERSION,
+                namespace,
+                kind.plural,
+                name,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         )
 
     def patch_status(self, kind: Kind, name: str, namespace: str, status: dict[str, Any]) -> str:
         """A merge patch of `status` (None values remove fields); the new resourceVersion."""
         updated: Any = self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, kind.plural, name, {"status": status}
+            GROUP,
+            VERSION,
+            namespace,
+            kind.plural,
+            name,
+            {"status": status},
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return str(updated["metadata"]["resourceVersion"])
 
@@ -83,9 +101,7 @@ class DynamicKube:
         """Made on first use: making it reads the API server's discovery."""
         with self._lock:
             if self._client is None:
-                from kubernetes.dynamic import DynamicClient
-
-                self._client = DynamicClient(self.api_client)
+                self._client = _timed_dynamic_client(self.api_client)
             return self._client
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -142,6 +158,18 @@ class DynamicKube:
                 log.warning("no right to read CRD %s: treating it as not installed", name)
             return False
         return crd is not None
+
+
+def _timed_dynamic_client(api_client: Any) -> Any:
+    """A dynamic client whose every request (API discovery included) has our timeout."""
+    from kubernetes.dynamic import DynamicClient
+
+    class TimedDynamicClient(DynamicClient):
+        def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+            params.setdefault("_request_timeout", REQUEST_TIMEOUT)
+            return super().request(method, path, body, **params)
+
+    return TimedDynamicClient(api_client)
 
 
 def _or_none(call: Any) -> dict[str, Any] | None:

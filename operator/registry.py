@@ -23,6 +23,11 @@ class RegistryUnavailable(Exception):
     """MLflow could not be reached or answered with a server error: retry later."""
 
 
+class RegistryRejected(Exception):
+    """MLflow refused the request (4xx: an invalid model name or filter): retrying the
+    same request will not help, the spec must change."""
+
+
 def configure_client_environment() -> None:
     """Fail fast instead of MLflow's default minutes of HTTP retries: we retry ourselves."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -39,8 +44,14 @@ def _code(error: Exception) -> str:
     return str(getattr(error, "error_code", ""))
 
 
-def _unavailable(error: Exception) -> RegistryUnavailable:
-    return RegistryUnavailable(f"MLflow: {type(error).__name__}: {str(error)[:300]}")
+def _classified(error: Exception) -> RegistryUnavailable | RegistryRejected:
+    """What an MLflow error means to the caller: refused for good (a 4xx answer) or
+    worth another try (no answer, or a server error)."""
+    text = f"MLflow: {type(error).__name__}: {str(error)[:300]}"
+    status = getattr(error, "get_http_status_code", None)
+    if status is not None and 400 <= int(status()) < 500:
+        return RegistryRejected(text)
+    return RegistryUnavailable(text)
 
 
 def _is_not_found(error: Exception) -> bool:
@@ -61,7 +72,7 @@ def find_run_id(mlflow: Any, experiments: list[str], run_name: str) -> str | Non
             max_results=1,
         )
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     return str(runs[0].info.run_id) if runs else None
 
 
@@ -71,7 +82,7 @@ def observe_run(mlflow: Any, run_id: str, want_model: bool) -> RunObservation | 
     except Exception as error:
         if _is_not_found(error):
             return None
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     metrics = {k: float(v) for k, v in run.data.metrics.items()}
     try:
         step = _latest_step(mlflow, run_id, metrics)
@@ -79,7 +90,7 @@ def observe_run(mlflow: Any, run_id: str, want_model: bool) -> RunObservation | 
             bool(mlflow.list_artifacts(run_id, MODEL_ARTIFACT_PATH)) if want_model else False
         )
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     return RunObservation(run_id, str(run.info.status), metrics, step, has_model)
 
 
@@ -97,7 +108,7 @@ def find_version(mlflow: Any, name: str, run_id: str) -> RegisteredModel | None:
     except Exception as error:
         if _is_not_found(error):
             return None
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     if not versions:
         return None
     newest = max(versions, key=lambda v: int(v.version))
@@ -121,7 +132,7 @@ def register(
         resolved = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}" if source.startswith("runs:") else source
         version = mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags)
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     return _registered(name, str(version.version), run_id)
 
 
@@ -147,7 +158,7 @@ def resolve(mlflow: Any, ref: ModelRegistryRef) -> InputModel:
         if _is_not_found(error):
             which = ref.alias or ref.version or "latest"
             return InputModel(False, message=f"model {ref.name} ({which}) not found in MLflow")
-        raise _unavailable(error) from error
+        raise _classified(error) from error
     return InputModel(True, _registered(ref.name, str(found.version), found.run_id))
 
 
@@ -156,4 +167,4 @@ def tag_version(mlflow: Any, name: str, version: str, tags: dict[str, str]) -> N
         for key, value in tags.items():
             mlflow.set_model_version_tag(name, version, key, value)
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error

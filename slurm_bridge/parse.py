@@ -10,6 +10,8 @@ from infinitecontext.slurm_bridge.logs import expand_output_path
 from infinitecontext.slurm_bridge.models import JobStatus, key_from_comment
 from infinitecontext.slurm_bridge.states import base_state, decode_exit, phase_of
 
+# State reasons of a FAILED job that name no cause beyond its exit code or signal.
+_NO_CAUSE = frozenset({"", "None", "NonZeroExitCode", "RaisedSignal"})
 # The `sacct --parsable2` fields `sacct_status` reads, in this order.
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "WorkDir", "Comment", "NodeList")
 
@@ -19,7 +21,10 @@ def job_status(job: Mapping[str, Any]) -> JobStatus:
     state = base_state(job.get("job_state"))
     phase, reason = phase_of(state)
     exit_status = decode_exit(job.get("exit_code"))
-    if state == "FAILED" and exit_status.signal:
+    state_reason = str(job.get("state_reason") or "")
+    if state == "FAILED" and state_reason not in _NO_CAUSE:
+        reason = state_reason  # SLURM says why it failed (BadConstraints, JobLaunchFailure)
+    elif state == "FAILED" and exit_status.signal:
         reason = "Signaled"
     stdout, stderr = _output_paths(job, job_id)
     return JobStatus(
@@ -35,7 +40,7 @@ def job_status(job: Mapping[str, Any]) -> JobStatus:
         working_directory=str(job.get("current_working_directory", "")),
         stdout_path=stdout,
         stderr_path=stderr,
-        state_reason=str(job.get("state_reason") or ""),
+        state_reason=state_reason,
     )
 
 

@@ -20,6 +20,7 @@ from infinitecontext.crds.models import (
     ServerKubernetesOptions,
 )
 from infinitecontext.operator.inference.serve import PRESTOP_SLEEP_SECONDS, serve_argv
+from infinitecontext.operator.names import child_name, label_value
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import pod_placement
 
@@ -39,7 +40,14 @@ class ChildRef:
 
 
 def selector(name: str) -> str:
-    return f"{LABEL_INFERENCE_SERVICE}={name}"
+    """The label selector of the children of InferenceService `name`."""
+    return f"{LABEL_INFERENCE_SERVICE}={label_value(name)}"
+
+
+def service_name(name: str, role: str = "") -> str:
+    """The name of InferenceService `name`'s Service, Deployment and other children
+    (`role`: the stable or canary Deployment and Service)."""
+    return child_name(name, f"-{role}" if role else "")
 
 
 def service_url(name: str, namespace: str, port: int) -> str:
@@ -66,7 +74,7 @@ def _metadata(isvc: Resource, name: str, labels: dict[str, str] | None = None) -
     return {
         "name": name,
         "namespace": isvc.namespace,
-        "labels": {LABEL_INFERENCE_SERVICE: isvc.name, **(labels or {})},
+        "labels": {LABEL_INFERENCE_SERVICE: label_value(isvc.name), **(labels or {})},
         "ownerReferences": [owner_reference(isvc)],
     }
 
@@ -126,8 +134,8 @@ def deployment(
     assert revision.template is not None
     template = revision.template
     options = template.kubernetes or ServerKubernetesOptions()
-    name = isvc.name if role == STABLE else f"{isvc.name}-{CANARY}"
-    match = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
+    name = service_name(isvc.name, "" if role == STABLE else CANARY)
+    match = {LABEL_INFERENCE_SERVICE: label_value(isvc.name), LABEL_ROLE: role}
     pod_labels = {**match, LABEL_REVISION: str(revision.revision)}
     pod_spec: dict[str, Any] = {
         "containers": [_container(isvc.name, template, tracking_uri)],
@@ -161,9 +169,9 @@ def service(isvc: Resource, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": _metadata(isvc, service_name(isvc.name)),
         "spec": {
-            "selector": {LABEL_INFERENCE_SERVICE: isvc.name},
+            "selector": {LABEL_INFERENCE_SERVICE: label_value(isvc.name)},
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -173,10 +181,10 @@ def pod_disruption_budget(isvc: Resource) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": _metadata(isvc, service_name(isvc.name)),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": {LABEL_INFERENCE_SERVICE: isvc.name}},
+            "selector": {"matchLabels": {LABEL_INFERENCE_SERVICE: label_value(isvc.name)}},
         },
     }
 
@@ -191,7 +199,7 @@ def horizontal_pod_autoscaler(isvc: Resource, scaling: Autoscaling) -> dict[str,
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": _metadata(isvc, service_name(isvc.name)),
         "spec": {
             "scaleTargetRef": _scale_target(isvc),
             "minReplicas": max(scaling.min_replicas, 1),
@@ -215,7 +223,8 @@ def horizontal_pod_autoscaler(isvc: Resource, scaling: Autoscaling) -> dict[str,
 
 def prometheus_query(isvc: Resource, metric: str) -> str:
     """The metric summed over this service's pods (stable and canary Deployments)."""
-    pods = f"{isvc.name}(-{CANARY})?-[a-z0-9]+-[a-z0-9]+"
+    stable, canary = service_name(isvc.name), service_name(isvc.name, CANARY)
+    pods = f"({stable}|{canary})-[a-z0-9]+-[a-z0-9]+"
     return f'sum({metric}{{namespace="{isvc.namespace}",pod=~"{pods}"}})'
 
 
@@ -223,7 +232,7 @@ def scaled_object(isvc: Resource, scaling: Autoscaling, prometheus_url: str) -> 
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": _metadata(isvc, service_name(isvc.name)),
         "spec": {
             "scaleTargetRef": _scale_target(isvc),
             "minReplicaCount": scaling.min_replicas,
@@ -263,7 +272,10 @@ def autoscaler_children(
     """The HPA or the ScaledObject to apply, and the one(s) to delete (`keda`: KEDA's
     CRD is installed)."""
     use_keda = scaling.engine == "keda" or (scaling.engine == "auto" and keda)
-    hpa_ref, keda_ref = ChildRef(*HPA_REF, isvc.name), ChildRef(*KEDA_REF, isvc.name)
+    hpa_ref, keda_ref = (
+        ChildRef(*HPA_REF, service_name(isvc.name)),
+        ChildRef(*KEDA_REF, service_name(isvc.name)),
+    )
     if not scaling.enabled:
         return [], [hpa_ref, *([keda_ref] if keda else [])]
     if use_keda:
@@ -277,8 +289,8 @@ HTTPROUTE_REF = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 def role_service(isvc: Resource, role: str, port: int) -> dict[str, Any]:
     """A Service for one role's pods (the HTTPRoute's backends)."""
     obj = service(isvc, port)
-    obj["metadata"]["name"] = f"{isvc.name}-{role}"
-    obj["spec"]["selector"] = {LABEL_INFERENCE_SERVICE: isvc.name, LABEL_ROLE: role}
+    obj["metadata"]["name"] = service_name(isvc.name, role)
+    obj["spec"]["selector"] = {LABEL_INFERENCE_SERVICE: label_value(isvc.name), LABEL_ROLE: role}
     return obj
 
 
@@ -288,12 +300,13 @@ def http_route(isvc: Resource, gateway: str, port: int, canary_percent: int) -> 
     parent: dict[str, Any] = {"name": name}
     if namespace:
         parent["namespace"] = namespace
-    backends = [{"name": f"{isvc.name}-{STABLE}", "port": port, "weight": 100 - canary_percent}]
+    stable, canary = service_name(isvc.name, STABLE), service_name(isvc.name, CANARY)
+    backends = [{"name": stable, "port": port, "weight": 100 - canary_percent}]
     if canary_percent:
-        backends.append({"name": f"{isvc.name}-{CANARY}", "port": port, "weight": canary_percent})
+        backends.append({"name": canary, "port": port, "weight": canary_percent})
     return {
         "apiVersion": HTTPROUTE_REF[0],
         "kind": HTTPROUTE_REF[1],
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": _metadata(isvc, service_name(isvc.name)),
         "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]},
     }

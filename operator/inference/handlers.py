@@ -10,14 +10,23 @@ by the operator at start; nothing registers at import.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from infinitecontext.crds.models import GROUP, INFERENCE_SERVICE, VERSION, Backend
+from infinitecontext.crds.models import (
+    GROUP,
+    INFERENCE_SERVICE,
+    VERSION,
+    Backend,
+    InferenceServiceSpec,
+)
 from infinitecontext.operator import metrics
+from infinitecontext.operator.conditions import refused_at
 from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.failures import refusal
 from infinitecontext.operator.inference.apply import apply_children, apply_slurm, cancel_replicas
 from infinitecontext.operator.inference.observe import observe_kubernetes, observe_slurm
 from infinitecontext.operator.inference.planner import (
@@ -26,6 +35,7 @@ from infinitecontext.operator.inference.planner import (
     invalid_plan,
     parse,
     plan_inference,
+    status_conditions,
 )
 from infinitecontext.operator.inference.slurm import plan_slurm_service, unavailable_plan
 from infinitecontext.operator.passes import reconcile_pass
@@ -46,11 +56,27 @@ def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferenceP
     spec = parse(isvc)
     if isinstance(spec, InvalidSpec):
         return invalid_plan(isvc, spec, now)
+    if refused_at(status_conditions(isvc), isvc.generation):
+        return InferencePlan(dict(isvc.status))  # not tried again until the spec changes
+    try:
+        return _roll_out(ctx, isvc, spec, now)
+    except Exception as error:
+        refused = refusal(error)
+        if refused is None:
+            raise
+        return invalid_plan(isvc, InvalidSpec(refused.message), now, reason=refused.reason)
+
+
+def _roll_out(
+    ctx: OperatorContext, isvc: Resource, spec: InferenceServiceSpec, now: datetime
+) -> InferencePlan:
     if spec.backend == Backend.SLURM:
         try:
             observed_jobs = observe_slurm(ctx, isvc, spec)
         except SlurmUnavailable as error:
-            return unavailable_plan(isvc, str(error))
+            outage = ctx.backoff.failed(isvc.uid, time.monotonic())
+            return unavailable_plan(isvc, outage.describe(str(error)), now)
+        ctx.backoff.recovered(isvc.uid)
         slurm_plan = plan_slurm_service(isvc, spec, observed_jobs, now)
         apply_slurm(ctx, isvc, slurm_plan)
         return slurm_plan.plan
@@ -58,6 +84,11 @@ def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferenceP
     plan = plan_inference(isvc, spec, observed, now)
     apply_children(ctx, isvc, plan, canary_exists=observed.canary is not None)
     return plan
+
+
+def poll_inference(ctx: OperatorContext, body: Any) -> None:
+    """The timer's pass, on the backoff's schedule while SLURM is unreachable."""
+    ctx.backoff.poll(body["metadata"]["uid"], lambda: reconcile_inference(ctx, body))
 
 
 def cancel_slurm_replicas(ctx: OperatorContext, body: Any, logger: Any) -> None:
@@ -76,6 +107,9 @@ def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
     def handle(**kwargs: Any) -> None:
         reconcile_inference(ctx, kwargs["body"])
 
+    def timer(**kwargs: Any) -> None:
+        poll_inference(ctx, kwargs["body"])
+
     def cancel(**kwargs: Any) -> None:
         cancel_slurm_replicas(ctx, kwargs["body"], kwargs["logger"])
 
@@ -89,7 +123,7 @@ def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
     kopf.on.create(*args, id="isvc-create", registry=target)(handle)
     kopf.on.update(*args, id="isvc-update", field="spec", registry=target)(handle)
     kopf.on.resume(*args, id="isvc-resume", registry=target)(handle)
-    kopf.timer(*args, id="isvc-poll", interval=poll, idle=None, registry=target)(handle)
+    kopf.timer(*args, id="isvc-poll", interval=poll, idle=None, registry=target)(timer)
     kopf.on.delete(
         *args, id="isvc-cancel-slurm", field="spec.backend", value="slurm", registry=target
     )(cancel)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    Condition,
     InferenceServiceSpec,
     InferenceServiceStatus,
     Phase,
@@ -53,6 +54,7 @@ from infinitecontext.operator.inference.children import (
     role_service,
     selector,
     service,
+    service_name,
     service_url,
 )
 from infinitecontext.operator.resource import Event, Resource
@@ -270,7 +272,7 @@ class RolloutState:
 
     def __init__(self, isvc: Resource, spec: InferenceServiceSpec, now: datetime) -> None:
         self.isvc, self.spec, self.now = isvc, spec, now
-        self.status = _parse_status(isvc.status)
+        self.status = parse_status(isvc.status)
         self.status.observed_generation = isvc.generation
         self.events: list[Event] = []
 
@@ -369,7 +371,7 @@ class RolloutState:
         return (self.now - started).total_seconds() > self.spec.rollout.progress_deadline_seconds
 
 
-def _parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
+def parse_status(raw: dict[str, Any]) -> InferenceServiceStatus:
     try:
         return InferenceServiceStatus.model_validate(raw or {})
     except ValidationError:
@@ -473,7 +475,7 @@ def kubernetes_children(
     deadline = spec.rollout.progress_deadline_seconds
     uri = observed.tracking_uri
     apply: list[dict[str, Any]] = []
-    canary_ref = ChildRef("apps/v1", "Deployment", f"{isvc.name}-{CANARY}")
+    canary_ref = ChildRef("apps/v1", "Deployment", service_name(isvc.name, CANARY))
     delete: list[ChildRef] = []
     progressing, stable = rollout.progressing, rollout.stable
     canary = rollout.revision(status.canary_revision)
@@ -518,7 +520,7 @@ def gateway_children(
     if not observed.gateway_api:
         return [], []
     if gateway is None:
-        return [], [ChildRef(*HTTPROUTE_REF, rollout.isvc.name)]
+        return [], [ChildRef(*HTTPROUTE_REF, service_name(rollout.isvc.name))]
     services = [role_service(rollout.isvc, role, port) for role in (STABLE, CANARY)]
     return [*services, http_route(rollout.isvc, gateway, port, canary_percent)], []
 
@@ -532,7 +534,8 @@ def _conditions(rollout: RolloutState, observed: InferenceObserved, progress_rea
     status.replicas = sum(d.status_replicas for d in deployments)
     status.ready_replicas = sum(d.ready_replicas for d in deployments)
     status.selector = selector(rollout.isvc.name)
-    status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
+    name = service_name(rollout.isvc.name)
+    status.url = service_url(name, rollout.isvc.namespace, spec.server.port)
 
     def set_(type_: str, value: cond.Status, reason: str, message: str = "") -> None:
         status.conditions = cond.set_condition(
@@ -673,19 +676,28 @@ def _error_text(error: Exception) -> str:
     return str(error)
 
 
-def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> InferencePlan:
-    """Degraded with `InvalidSpec`; nothing is applied or deleted (either backend)."""
-    status = _parse_status(isvc.status)
+def status_conditions(isvc: Resource) -> list[Condition]:
+    return parse_status(isvc.status).conditions
+
+
+def invalid_plan(
+    isvc: Resource, invalid: InvalidSpec, now: datetime, reason: str = cond.INVALID_SPEC
+) -> InferencePlan:
+    """Degraded with `reason` (`InvalidSpec`, or `Rejected` where a backend refused the
+    spec); nothing is applied or deleted (either backend)."""
+    status = parse_status(isvc.status)
+    before = cond.find(status.conditions, cond.READY)
     status.observed_generation = isvc.generation
     status.phase = Phase.DEGRADED
     text = invalid.message[:1000]
     for type_ in (cond.READY, DEGRADED):
         value: cond.Status = "False" if type_ == cond.READY else "True"
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, "InvalidSpec", text, now, isvc.generation
+            status.conditions, type_, value, reason, text, now, isvc.generation
         )
     dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text)])
+    said = before is not None and (before.reason, before.message) == (reason, text)
+    return InferencePlan(dumped, events=[] if said else [Event("Warning", reason, text)])
 
 
 # ---------------------------------------------------------------- manual rollback
@@ -694,7 +706,7 @@ def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> Inferen
 def rollback_target(status: dict[str, Any], to_revision: int | None) -> Revision:
     """The revision `icx rollback` returns to: the one asked for, else the stable one
     when the spec asks for a rolled-back revision, else the previous stable one."""
-    parsed = _parse_status(status)
+    parsed = parse_status(status)
     by_number = {rev.revision: rev for rev in parsed.revisions}
     if to_revision is not None:
         if to_revision not in by_number:

@@ -35,6 +35,8 @@ from infinitecontext.operator.inference.children import (
     ChildRef,
     autoscaler_children,
     owner_reference,
+    selector,
+    service_name,
     service_url,
 )
 from infinitecontext.operator.inference.planner import (
@@ -44,9 +46,11 @@ from infinitecontext.operator.inference.planner import (
     ROLLED_BACK,
     InferencePlan,
     RolloutState,
+    parse_status,
     served_template,
 )
 from infinitecontext.operator.inference.serve import serve_argv
+from infinitecontext.operator.names import label_value
 from infinitecontext.operator.resource import Event, Resource
 from infinitecontext.operator.workloads.slurm import cpus, memory_mb
 from infinitecontext.slurm_bridge.models import JobRequest, JobStatus
@@ -242,8 +246,8 @@ def _endpoints(
     if routable:
         apply.append(selectorless_service(isvc, spec.server.port))
         apply += [endpoint_slice(isvc, x) for x in routable]
-    published = {f"{isvc.name}-r{x.slot}" for x in routable}
-    slots = {f"{isvc.name}-r{x.slot}" for x in every}
+    published = {service_name(isvc.name, f"r{x.slot}") for x in routable}
+    slots = {service_name(isvc.name, f"r{x.slot}") for x in every}
     delete = [
         ChildRef("discovery.k8s.io/v1", "EndpointSlice", n) for n in sorted(slots - published)
     ]
@@ -254,14 +258,14 @@ def selectorless_service(isvc: Resource, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(isvc, isvc.name),
+        "metadata": _meta(isvc, service_name(isvc.name)),
         "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]},
     }
 
 
 def endpoint_slice(isvc: Resource, replica: Replica) -> dict[str, Any]:
-    meta = _meta(isvc, f"{isvc.name}-r{replica.slot}")
-    meta["labels"]["kubernetes.io/service-name"] = isvc.name
+    meta = _meta(isvc, service_name(isvc.name, f"r{replica.slot}"))
+    meta["labels"]["kubernetes.io/service-name"] = service_name(isvc.name)
     meta["labels"]["endpointslice.kubernetes.io/managed-by"] = "infinitecontext.dev"
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -283,7 +287,7 @@ def _meta(isvc: Resource, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": isvc.namespace,
-        "labels": {LABEL_INFERENCE_SERVICE: isvc.name},
+        "labels": {LABEL_INFERENCE_SERVICE: label_value(isvc.name)},
         "ownerReferences": [owner_reference(isvc)],
     }
 
@@ -300,9 +304,10 @@ def _slurm_status(
     ready = [x for x in serving if x.ready and x.slot < spec.replicas]
     status.replicas = len([x for x in live if x.revision == status.stable_revision]) or len(live)
     status.ready_replicas = len(ready)
-    status.selector = f"{LABEL_INFERENCE_SERVICE}={rollout.isvc.name}"
+    status.selector = selector(rollout.isvc.name)
     if published:
-        status.url = service_url(rollout.isvc.name, rollout.isvc.namespace, spec.server.port)
+        name = service_name(rollout.isvc.name)
+        status.url = service_url(name, rollout.isvc.namespace, spec.server.port)
     else:
         status.url = ready[0].url if ready else None
 
@@ -343,8 +348,18 @@ def _slurm_status(
     )
 
 
-def unavailable_plan(isvc: Resource, message: str) -> InferencePlan:
-    """SLURM did not answer: keep the status, say so, try again on the next timer."""
-    return InferencePlan(
-        dict(isvc.status), events=[Event("Warning", "SlurmUnavailable", message[:500])]
+def unavailable_plan(isvc: Resource, message: str, now: datetime) -> InferencePlan:
+    """SLURM did not answer: Ready=Unknown says so (the replicas may still serve, but
+    nothing can tell), the rest of the status is kept; retried with backoff."""
+    status = parse_status(isvc.status)
+    status.conditions = cond.set_condition(
+        status.conditions,
+        cond.READY,
+        "Unknown",
+        cond.BACKEND_UNAVAILABLE,
+        message[:1000],
+        now,
+        isvc.generation,
     )
+    dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return InferencePlan(dumped, events=[Event("Warning", "SlurmUnavailable", message[:500])])

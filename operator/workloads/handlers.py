@@ -8,6 +8,7 @@ at start; nothing registers at import.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +22,13 @@ from infinitecontext.crds.models import (
     TRAINING_RUN,
     VERSION,
     Kind,
+    Phase,
     WorkloadSpec,
 )
 from infinitecontext.operator import metrics, registry
+from infinitecontext.operator.backoff import FIRST_DELAY_SECONDS
 from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.failures import refusal
 from infinitecontext.operator.passes import Pass, reconcile_pass
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.apply import execute
@@ -47,28 +51,51 @@ def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
                 break
 
 
+def poll_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
+    """The timer's pass, on the backoff's schedule while a backend is unreachable."""
+    ctx.backoff.poll(body["metadata"]["uid"], lambda: reconcile_object(ctx, kind, body))
+
+
 def _one_pass(ctx: OperatorContext, current: Pass, spec: WorkloadSpec | InvalidSpec) -> Plan:
     resource: Resource = current.resource
     now = datetime.now(UTC)
     observed = observe(ctx, resource, spec)
+    if observed.unavailable:
+        observed = replace(observed, unavailable=_retrying(ctx, resource, observed.unavailable))
     plan = reconcile(resource, spec, observed, now)
     try:
         status = execute(ctx, plan, tracking_uri(ctx, spec))
+        if not observed.unavailable:
+            ctx.backoff.recovered(resource.uid)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
-        # Said in status (Ready=Unknown); the timer's next pass tries again.
-        down = replace(observed, unavailable=str(error))
+        # Said in status (Ready=Unknown); the timer tries again after the backoff.
+        down = replace(observed, unavailable=_retrying(ctx, resource, str(error)))
         plan = reconcile(resource, spec, down, now)
+        status = plan.status
+    except Exception as error:
+        refused = refusal(error)
+        if refused is None:
+            raise
+        # Said in status (Ready=False, Invalid); not tried again until the spec changes.
+        plan = reconcile(resource, spec, replace(observed, refused=refused), now)
         status = plan.status
     current.advance(status, plan.events)
     return plan
 
 
+def _retrying(ctx: OperatorContext, resource: Resource, error: str) -> str:
+    """The outage's condition message: the error, the attempt and the next retry."""
+    return ctx.backoff.failed(resource.uid, time.monotonic()).describe(error)
+
+
 def _in_flight(**kwargs: Any) -> bool:
-    """The timer only polls objects whose work is not finished (or whose spec moved)."""
+    """The timer only polls objects whose work is not finished or refused (or whose spec
+    moved): an Invalid spec is not tried again until it changes."""
     body = kwargs["body"]
     status = body.get("status") or {}
     generation = body["metadata"].get("generation")
-    return status.get("phase") not in FINAL_PHASES or status.get("observedGeneration") != generation
+    settled = status.get("phase") in {*FINAL_PHASES, Phase.INVALID}
+    return not settled or status.get("observedGeneration") != generation
 
 
 def cancel_slurm_job(ctx: OperatorContext, body: Any, logger: Any) -> None:
@@ -98,6 +125,9 @@ def _register_kind(ctx: OperatorContext, kind: Kind, target: kopf.OperatorRegist
     def handle(**kwargs: Any) -> None:
         reconcile_object(ctx, kind, kwargs["body"])
 
+    def timer(**kwargs: Any) -> None:
+        poll_object(ctx, kind, kwargs["body"])
+
     def cancel(**kwargs: Any) -> None:
         cancel_slurm_job(ctx, kwargs["body"], kwargs["logger"])
 
@@ -107,14 +137,17 @@ def _register_kind(ctx: OperatorContext, kind: Kind, target: kopf.OperatorRegist
         ctx.forget(uid)
 
     handle.__name__ = f"reconcile_{kind.singular}"
+    timer.__name__ = f"poll_{kind.singular}"
     args = (GROUP, VERSION, kind.plural)
     poll = ctx.workload_poll_seconds
     kopf.on.create(*args, id="reconcile-create", registry=target)(handle)
     kopf.on.update(*args, id="reconcile-update", field="spec", registry=target)(handle)
     kopf.on.resume(*args, id="reconcile-resume", registry=target)(handle)
+    # The first poll is due when a first retry would be (the create pass may have failed).
+    first = min(poll, FIRST_DELAY_SECONDS)
     kopf.timer(
-        *args, id="poll", interval=poll, initial_delay=poll, when=_in_flight, registry=target
-    )(handle)
+        *args, id="poll", interval=poll, initial_delay=first, when=_in_flight, registry=target
+    )(timer)
     kopf.on.delete(*args, id="cancel-slurm", field="spec.backend", value="slurm", registry=target)(
         cancel
     )

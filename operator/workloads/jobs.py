@@ -14,11 +14,11 @@ disruptions (eviction, preemption, node drain) are infrastructure and are retrie
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
+from infinitecontext.operator.names import child_name, label_value
 from infinitecontext.operator.workloads.recipe import (
     RECIPE_DIR,
     RECIPE_FILE,
@@ -39,6 +39,7 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Exit codes of a process that ended by itself with an error: fail fast, never retry.
 OUR_CODE_EXIT_CODES = list(range(1, 128))
 
+JOB_NAME_LIMIT = 50
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 
@@ -57,19 +58,16 @@ class JobObservation:
 
 
 def job_name(owner: Owner) -> str:
-    """A Job name that leaves room for `-<index>-<suffix>` in pod hostnames (≤ 63)."""
-    base = f"{owner.name}-{owner.kind.lower()[:5]}"
-    if len(base) <= 50:
-        return base
-    digest = hashlib.sha256(owner.uid.encode()).hexdigest()[:8]
-    return f"{base[:41]}-{digest}"
+    """The Job's name (also its ConfigMap's and headless Service's): a DNS-1035 label
+    that leaves room for `-<index>-<suffix>` in pod hostnames (≤ 63)."""
+    return child_name(owner.name, f"-{owner.kind.lower()[:5]}", limit=JOB_NAME_LIMIT)
 
 
 def labels(owner: Owner) -> dict[str, str]:
     return {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_KIND: owner.kind,
-        LABEL_NAME: owner.name[:63],
+        LABEL_NAME: label_value(owner.name),
         LABEL_UID: owner.uid,
     }
 

@@ -18,6 +18,7 @@ from infinitecontext.crds.models import (
     WorkloadSpec,
 )
 from infinitecontext.operator import registry
+from infinitecontext.operator.conditions import REJECTED, Refusal
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.jobs import JobObservation, observe_job
@@ -32,10 +33,14 @@ from infinitecontext.operator.workloads.planner import (
 )
 from infinitecontext.operator.workloads.recipe import run_experiments, run_name
 from infinitecontext.operator.workloads.slurm import observe_slurm, slurm_key
-from infinitecontext.slurm_bridge.client import find_by_key
+from infinitecontext.slurm_bridge.client import find_by_key, read_logs
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
+from infinitecontext.slurm_bridge.models import JobStatus
+from infinitecontext.slurm_bridge.states import Phase as SlurmPhase
 
 FINAL_PHASES = {Phase.SUCCEEDED, Phase.FAILED}
+ERROR_TAIL_LINES = 5
+ERROR_TAIL_CHARS = 600
 
 
 def tracking_uri(ctx: OperatorContext, spec: WorkloadSpec | InvalidSpec) -> str:
@@ -55,6 +60,8 @@ def observe(ctx: OperatorContext, resource: Resource, spec: WorkloadSpec | Inval
         run, registered = _run(resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         return replace(base, unavailable=str(error))
+    except registry.RegistryRejected as error:
+        return replace(base, refused=Refusal(REJECTED, str(error)))
     return replace(base, job=job, run=run, registered=registered, input=input_model, judge=judge)
 
 
@@ -95,15 +102,30 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
         found = ctx.kube.read_job(job.get("name", ""), resource.namespace)
         return observe_job(found) if found else None
     slurm = ctx.slurm()
+    status: JobStatus | None
     if job.get("slurmJobId"):
         try:
-            return observe_slurm(slurm.get(int(job["slurmJobId"])))
+            status = slurm.get(int(job["slurmJobId"]))
         except JobNotFound:
             return None
-    # Submitted, but the id was never recorded (operator restart): find it by its key.
-    key = slurm_key(resource.uid, int(job.get("attempt", 0)))
-    status = find_by_key(slurm.list(key=key), key)
-    return observe_slurm(status) if status else None
+    else:  # submitted, but the id was never recorded (operator restart): find it by its key
+        key = slurm_key(resource.uid, int(job.get("attempt", 0)))
+        status = find_by_key(slurm.list(key=key), key)
+    if status is None:
+        return None
+    failed = status.phase == SlurmPhase.FAILED
+    return observe_slurm(status, _error_tail(status) if failed else "")
+
+
+def _error_tail(status: JobStatus) -> str:
+    """The last lines of a failed job's error output, where this operator can read it
+    (it shares the jobs' filesystem, as a login node does); else nothing."""
+    try:
+        logs = read_logs(status, ERROR_TAIL_LINES)
+    except OSError:
+        return ""
+    text = " | ".join(line.strip() for line in (logs.stderr or logs.stdout).splitlines())
+    return text[-ERROR_TAIL_CHARS:]
 
 
 def _run(

@@ -61,6 +61,7 @@ from infinitecontext.operator.workloads.recipe import (
     step_count,
 )
 from infinitecontext.operator.workloads.slurm import slurm_request
+from infinitecontext.slurm_bridge.errors import InvalidJobRequest
 from infinitecontext.slurm_bridge.models import JobRequest
 
 TAG_PREFIX = "infinitecontext."
@@ -112,6 +113,8 @@ class Observed:
     """The judge InferenceService of an Evaluation (`spec.judge.inferenceService`)."""
     unavailable: str | None = None
     """SLURM or MLflow could not be reached: why."""
+    refused: cond.Refusal | None = None
+    """A backend refused what this spec asks for (a SLURM partition, a model name)."""
     tracking_uri: str = ""
     slurm_job_path: str = ""
     """PATH of jobs on SLURM nodes (where `icx` is installed there); operator setting."""
@@ -235,15 +238,19 @@ def reconcile(
     status = _status(kind.status, resource.status)
     builder = _Builder(status, now, resource.generation)
     if isinstance(spec, InvalidSpec):
-        builder.phase(Phase.INVALID, "False", "InvalidSpec", spec.message)
+        builder.phase(Phase.INVALID, "False", cond.INVALID_SPEC, spec.message)
         return builder.plan()
     try:  # the recipe is the spec in the trainer's terms; what it refuses is Invalid too
         builder.recipe = recipe_for(owner_of(resource), spec, _judge_of(builder))
     except ValueError as error:
-        builder.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
+        builder.phase(Phase.INVALID, "False", cond.INVALID_SPEC, _error_text(error))
         return builder.plan()
     if status.phase in FINAL and status.phase != Phase.INVALID:
         return builder.plan()  # finished work stays finished; only observedGeneration moves
+    if observed.refused is not None:
+        return _refused(builder, observed.refused)
+    if cond.refused_at(status.conditions, resource.generation):
+        return builder.plan()  # refused: the same spec is not tried again
     if observed.unavailable:
         return _unavailable(builder, observed)
     if isinstance(spec, AlignmentSpec | EvaluationSpec):
@@ -304,7 +311,14 @@ def check_semantics(spec: WorkloadSpec) -> None:
 
 
 def _unavailable(builder: _Builder, observed: Observed) -> Plan:
-    builder.condition(cond.READY, "Unknown", "BackendUnavailable", observed.unavailable or "")
+    message = observed.unavailable or ""
+    builder.condition(cond.READY, "Unknown", cond.BACKEND_UNAVAILABLE, message)
+    return builder.plan()
+
+
+def _refused(builder: _Builder, refusal: cond.Refusal) -> Plan:
+    """Invalid until the spec changes: the refused action is not planned again."""
+    builder.phase(Phase.INVALID, "False", refusal.reason, refusal.message[:1000])
     return builder.plan()
 
 
@@ -416,9 +430,12 @@ def _submit(
         work = _work(resource, spec, builder, observed)
         if observed.slurm_job_path:
             work.environment["PATH"] = observed.slurm_job_path
-        builder.actions.append(
-            SubmitSlurm(slurm_request(owner_of(resource), spec, work, attempt), attempt)
-        )
+        try:
+            request = slurm_request(owner_of(resource), spec, work, attempt)
+        except InvalidJobRequest as error:  # a value SLURM could misread: never sent
+            message = f"the SLURM job request is invalid: {error}"
+            return _refused(builder, cond.Refusal(cond.INVALID_SPEC, message))
+        builder.actions.append(SubmitSlurm(request, attempt))
         builder.status.job = ChildJob(backend=Backend.SLURM, attempt=attempt)
     builder.condition(cond.SUBMITTED, "True", "Submitted", f"{spec.backend} job submitted")
     builder.phase(Phase.SUBMITTED, "False", "Submitted", f"{spec.backend} job submitted")

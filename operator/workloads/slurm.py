@@ -79,7 +79,9 @@ def slurm_request(
     )
 
 
-def observe_slurm(status: JobStatus) -> JobObservation:
+def observe_slurm(status: JobStatus, output_tail: str = "") -> JobObservation:
+    """What the operator sees of a SLURM job; `output_tail`: the last lines of a failed
+    job's error output (its cause, where the job's own code failed)."""
     phase = {
         Phase.PENDING: "Pending",
         Phase.RUNNING: "Running",
@@ -93,6 +95,8 @@ def observe_slurm(status: JobStatus) -> JobObservation:
         message += f", exit code {status.exit_code}"
     elif detail and detail != status.reason:
         message += f" ({detail})"
+    if output_tail.strip():
+        message += f"; the job's last output: {output_tail.strip()}"
     return JobObservation(
         phase,  # type: ignore[arg-type]
         status.reason,
