@@ -46,7 +46,6 @@ _KIND_TEXT = (
     "may infer this from the endpoint the client submits requests to. Cannot be updated. In "
     f"CamelCase. More info: {_CONVENTIONS}#types-kinds"
 )
-_METADATA_TEXT = f"Standard object's metadata. More info: {_CONVENTIONS}#metadata"
 
 
 def crd_path(kind: Kind, out_dir: Path = CRD_DIR) -> Path:
@@ -173,7 +172,9 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": _API_VERSION_TEXT},
             "kind": {"type": "string", "description": _KIND_TEXT},
-            "metadata": {"type": "object", "description": _METADATA_TEXT},
+            # The API server refuses anything here but a type; `kubectl explain` shows
+            # ObjectMeta's text for it.
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },

@@ -66,7 +66,8 @@ def _undocumented(node: dict[str, Any], path: str) -> Any:
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_every_field_has_a_description(kind: Any) -> None:
     schema = generate.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    missing = list(_undocumented(schema, kind.singular))
+    # metadata is ObjectMeta, described by the API server (a CRD may not describe it).
+    missing = [p for p in _undocumented(schema, kind.singular) if p != f"{kind.singular}.metadata"]
     assert not missing, "fields without a docstring in crds/models.py:\n" + "\n".join(missing)
 
 

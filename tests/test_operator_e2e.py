@@ -170,6 +170,23 @@ def test_crds_install_and_an_invalid_training_run_is_rejected(
     assert "Target context length" in explained
 
 
+def test_kubectl_explain_shows_every_field(icx_crds: KubeCluster) -> None:
+    """The descriptions reach `kubectl explain` through the installed CRDs (the unit test
+    in test_crds_models.py checks that no field lacks one)."""
+    expected = {
+        "alignment.spec.dpo.beta": ["DPO's β", "Default `0.1`"],
+        "inferenceservice.spec.autoscaling.minReplicas": ["Fewest replicas", "Default `1`"],
+        "trainingrun.spec.kubernetes.tolerations.key": ["Taint key"],
+        "evaluation.status.results.passkeyAccuracy": ["Mean accuracy over the grid"],
+        "trainingrun.apiVersion": ["APIVersion defines the versioned schema"],
+        "trainingrun.metadata": ["Standard object's metadata"],
+    }
+    for field, texts in expected.items():
+        explained = " ".join(icx_crds.kubectl("explain", field).split())
+        for text in texts:
+            assert text in explained, f"kubectl explain {field}: {explained}"
+
+
 def test_the_api_server_refuses_bad_dataset_uris_and_judges(
     icx_crds: KubeCluster, kube_namespace: str
 ) -> None:
