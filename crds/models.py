@@ -171,18 +171,47 @@ class RetryPolicy(Spec):
     resubmissions after a node failure or preemption on SLURM."""
 
 
+# A model version alias as MLflow accepts it: `latest` and `v<n>` are reserved.
+MlflowAlias = Annotated[
+    str,
+    Field(
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_\-]*$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.matches('^(?i)(latest|v[0-9]+)$')",
+                    "an MLflow alias cannot be `latest` or `v<number>` (MLflow reserves them)",
+                )
+            ]
+        },
+    ),
+]
+
+
 class ModelRegistryRef(Spec):
     """A version of a registered MLflow model, by number or by alias."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.version) && has(self.alias))",
+                    "set at most one of: version, alias",
+                )
+            ]
+        }
+    )
     name: str
     """Registered model name in the MLflow model registry."""
     version: str | None = None
     """Version number (`"3"`). When neither `version` nor `alias` is set, the latest version
     is used."""
-    alias: str | None = None
-    """Alias of the version (e.g. `champion`, which a passing Evaluation sets); takes
-    precedence over `version`. An InferenceService resolves it on every reconcile, so
-    moving the alias rolls out a new revision."""
+    alias: MlflowAlias | None = None
+    """Alias of the version (e.g. `champion`, which a passing Evaluation sets). An
+    InferenceService resolves it on every poll, so moving the alias rolls out a new
+    revision; an Alignment or Evaluation resolves it until its job is submitted and then
+    keeps that version."""
 
 
 class ModelRef(Spec):
@@ -527,6 +556,10 @@ class EvaluationSpec(WorkloadSpec):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     """Scratch space for the downloaded model and the results."""
+    alias_on_pass: MlflowAlias = "champion"
+    """MLflow alias set on the evaluated model version when it passes (MLflow moves it from
+    the version that had it), so that a `model.mlflow.alias` reference follows the versions
+    that passed; empty: no alias."""
 
 
 # ---------------------------------------------------------------- InferenceService
