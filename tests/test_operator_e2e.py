@@ -220,6 +220,37 @@ def test_the_api_server_refuses_bad_dataset_uris_and_judges(
                      stdin=yaml.safe_dump(good))  # fmt: skip
 
 
+def test_the_api_server_refuses_ambiguous_or_reserved_mlflow_aliases(
+    icx_crds: KubeCluster, kube_namespace: str
+) -> None:
+    both = resource(
+        "InferenceService",
+        "both",
+        {"model": {"mlflow": {"name": "m", "version": "1", "alias": "champion"}}},
+    )
+    reserved = resource(
+        "Evaluation", "reserved", {"model": {"trainingRun": "t"}, "aliasOnPass": "V2"}
+    )
+    latest = resource(
+        "Alignment", "latest", {"baseModel": {"mlflow": {"name": "m", "alias": "Latest"}}}
+    )
+    messages = {
+        "set at most one of: version, alias": both,
+        "an MLflow alias cannot be `latest` or `v<number>`": reserved,
+        "cannot be `latest`": latest,
+    }
+    for message, obj in messages.items():
+        obj["metadata"]["namespace"] = kube_namespace
+        with pytest.raises(devcluster.ClusterError) as rejected:
+            apply(icx_crds, obj)
+        assert message in str(rejected.value)
+    good = resource(
+        "Evaluation", "good", {"model": {"mlflow": {"name": "m", "alias": "v2-candidate"}}}
+    )
+    icx_crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-",
+                     stdin=yaml.safe_dump(good))  # fmt: skip
+
+
 def test_a_job_that_logs_no_run_fails_with_a_reason_and_is_garbage_collected(
     icx_crds: KubeCluster,
     operator_account: Path,
