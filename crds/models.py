@@ -260,7 +260,9 @@ class WorkloadSpec(Spec):
     checkpoint."""
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
-    """Fail the work when it has run longer than this."""
+    """Seconds the job may run before the work is Failed (the Job's activeDeadlineSeconds;
+    on SLURM also the time limit when `slurm.timeLimitMinutes` is unset); no limit when
+    unset. An InferenceService ignores it."""
 
 
 # ---------------------------------------------------------------- TrainingRun
