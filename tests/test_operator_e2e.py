@@ -433,6 +433,16 @@ def test_slurm_backend_chain_train_align_evaluate(
     assert float(version.tags[prefix + "judge_score"]) == pytest.approx(
         results["judgeScore"], abs=1e-4
     )
+    # It passed: the version carries the alias, and its own run the results as metrics.
+    assert (
+        client.get_model_version_by_alias(name + "-dpo", "champion").version
+        == (dpo_model["version"])
+    )
+    version_run = client.get_run(dpo_model["runId"]).data.metrics
+    assert version_run[f"eval/{kube_namespace}/tiny-eval/passed"] == 1.0
+    assert version_run[f"eval/{kube_namespace}/tiny-eval/passkey_accuracy"] == pytest.approx(
+        results["passkeyAccuracy"]
+    )
     run = client.get_run(evaluated["status"]["runId"])
     assert run.data.metrics["judge_items"] == 4 and run.data.metrics["judge_parsed"] == 4
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {"eval/judge.json"}
