@@ -67,10 +67,18 @@ class Toleration(Spec):
     """A Kubernetes toleration (core/v1 Toleration)."""
 
     key: str | None = None
+    """Taint key the toleration matches; empty with operator `Exists` matches every taint."""
     operator: Literal["Exists", "Equal"] | None = None
+    """`Exists` (any value) or `Equal` (the taint's value equals `value`); Kubernetes takes
+    `Equal` when unset."""
     value: str | None = None
+    """Taint value matched by operator `Equal`; empty with `Exists`."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect matched (`NoSchedule`, `PreferNoSchedule`, `NoExecute`); every effect
+    when unset."""
     toleration_seconds: int | None = None
+    """With effect `NoExecute`: seconds the pod stays on a node after the taint appears;
+    forever when unset."""
 
 
 class KubernetesOptions(Spec):
@@ -79,9 +87,13 @@ class KubernetesOptions(Spec):
     image: str = TRAINER_IMAGE
     """Container image that has the `icx` command."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls `image`: `Always`, `IfNotPresent` or `Never`."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods must match (the pod's nodeSelector), e.g. a GPU pool's label."""
     tolerations: list[Toleration] = Field(default_factory=list)
+    """Node taints the pods tolerate, e.g. the `nvidia.com/gpu` taint of a GPU pool."""
     priority_class_name: str | None = None
+    """PriorityClass of the pods; the cluster's default priority when unset."""
     service_account_name: str | None = None
     """ServiceAccount of the pods (the namespace's `default` when unset)."""
 
@@ -113,9 +125,15 @@ class SlurmOptions(Spec):
     """Options of the slurm backend (batch jobs through the SLURM bridge)."""
 
     partition: SlurmName | None = None
+    """SLURM partition (`--partition`); the cluster's default partition when unset."""
     account: SlurmName | None = None
+    """SLURM account charged (`--account`); the submitting user's default account when
+    unset."""
     qos: SlurmName | None = None
+    """SLURM quality of service (`--qos`); the account's default when unset."""
     time_limit_minutes: Annotated[int, Field(ge=1)] | None = None
+    """Wall-clock limit of the batch job in minutes (`--time`); when unset,
+    `activeDeadlineSeconds` rounded up to minutes, else the partition's limit."""
     working_directory: AbsolutePath = "/tmp"
     """Absolute directory on the SLURM nodes where the job runs and writes its logs."""
     container_image: PrintableText | None = None
@@ -126,7 +144,11 @@ class Resources(Spec):
     """What the work needs: nodes, and per node GPUs, CPU and memory."""
 
     nodes: Annotated[int, Field(ge=1, le=512)] = 1
+    """Nodes the work spans. A job on several nodes trains as one distributed process group
+    (an Indexed Job on Kubernetes, one allocation on SLURM)."""
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 0
+    """GPUs per node (`nvidia.com/gpu` on Kubernetes, `--gpus-per-node` on SLURM); 0 runs on
+    CPU."""
     cpu: CpuQuantity = "1"
     """CPU per node, as a Kubernetes quantity (`4`, `500m`)."""
     memory: MemoryQuantity = "4Gi"
@@ -148,6 +170,7 @@ class MlflowOptions(Spec):
     tracking_uri: str | None = None
     """MLflow tracking server; the operator's `MLFLOW_TRACKING_URI` when unset."""
     experiment: str = "infinitecontext"
+    """MLflow experiment the job's run is logged in (created when missing)."""
     registered_model_name: MlflowModelName | None = None
     """Registered model that receives the output as a new version."""
 
@@ -156,14 +179,51 @@ class RetryPolicy(Spec):
     """How often infrastructure failures are retried; errors in our code fail at once."""
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    """Retries before the work is Failed: the Job's backoffLimit on Kubernetes;
+    resubmissions after a node failure or preemption on SLURM."""
+
+
+# A model version alias as MLflow accepts it: `latest` and `v<n>` are reserved.
+MlflowAlias = Annotated[
+    str,
+    Field(
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_\-]*$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.matches('^(?i)(latest|v[0-9]+)$')",
+                    "an MLflow alias cannot be `latest` or `v<number>` (MLflow reserves them)",
+                )
+            ]
+        },
+    ),
+]
 
 
 class ModelRegistryRef(Spec):
     """A version of a registered MLflow model, by number or by alias."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.version) && has(self.alias))",
+                    "set at most one of: version, alias",
+                )
+            ]
+        }
+    )
     name: MlflowModelName
+    """Registered model name in the MLflow model registry."""
     version: str | None = None
-    alias: str | None = None
+    """Version number (`"3"`). When neither `version` nor `alias` is set, the latest version
+    is used."""
+    alias: MlflowAlias | None = None
+    """Alias of the version (e.g. `champion`, which a passing Evaluation sets). An
+    InferenceService resolves it on every poll, so moving the alias rolls out a new
+    revision; an Alignment or Evaluation resolves it until its job is submitted and then
+    keeps that version."""
 
 
 class ModelRef(Spec):
@@ -179,6 +239,7 @@ class ModelRef(Spec):
     alignment: str | None = None
     """Name of an Alignment in the same namespace; its registered version is used."""
     mlflow: ModelRegistryRef | None = None
+    """A version of a registered MLflow model, by number or by alias."""
 
 
 _BACKEND_RULES: list[Any] = [
@@ -200,6 +261,8 @@ class WorkloadSpec(Spec):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _BACKEND_RULES})
     backend: Backend = Backend.KUBERNETES
+    """Where the work runs: `kubernetes` (Jobs or Deployments in this namespace) or `slurm`
+    (batch jobs through the operator's SLURM bridge)."""
     kubernetes: KubernetesOptions | None = None
     slurm: SlurmOptions | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -209,7 +272,9 @@ class WorkloadSpec(Spec):
     checkpoint."""
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
-    """Fail the work when it has run longer than this."""
+    """Seconds the job may run before the work is Failed (the Job's activeDeadlineSeconds;
+    on SLURM also the time limit when `slurm.timeLimitMinutes` is unset); no limit when
+    unset. An InferenceService ignores it."""
 
 
 # ---------------------------------------------------------------- TrainingRun
@@ -222,7 +287,11 @@ class ModelArchitecture(Spec):
         json_schema_extra={"x-kubernetes-validations": [exactly_one("preset", "config")]}
     )
     preset: PresetName | None = None
+    """A named size (model/config.py): `tiny` (CI, a CPU forward pass in milliseconds),
+    `small`, or `1b`."""
     config: MLAConfig | None = None
+    """A full MLA architecture: transformers' DeepseekV3Config field names in camelCase;
+    fields left out take the defaults below."""
 
 
 class SyntheticData(Spec):
@@ -231,9 +300,17 @@ class SyntheticData(Spec):
     tasks: Annotated[list[TaskName], Field(min_length=1)] = Field(
         default_factory=lambda: list[TaskName](["passkey"])
     )
+    """Tasks mixed into the data, after RULER's needle-in-a-haystack tasks: `passkey` (one
+    number hidden in filler text), `multikey` (several keyed needles, one asked),
+    `multivalue` (several values of one key, all asked), `multiquery` (several keys, two
+    asked at once)."""
     seed: int = 0
+    """Seed of the generated stream: the same seed gives the same samples."""
     digits: Annotated[int, Field(ge=1, le=12)] = 5
+    """Digits of each hidden number."""
     num_needles: Annotated[int, Field(ge=1)] = 4
+    """Needles per sample: keys of `multikey`, values of `multivalue` (`multiquery` uses at
+    least 2)."""
     min_length_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     """Sample lengths are uniform in [fraction·seqLen, seqLen] tokens."""
     tokenizer_sentences: Annotated[int, Field(ge=100)] = 30000
@@ -270,7 +347,11 @@ class TrainingData(Spec):
 
 
 class Hyperparameters(Spec):
+    """Optimisation of a TrainingRun: AdamW with linear warmup, then cosine decay to
+    minLrRatio · learningRate at the last step."""
+
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 100
+    """Optimizer steps of the run."""
     tokens_per_step: Annotated[int, Field(ge=1)] = 65536
     """Global tokens per optimizer step (batch size = tokensPerStep / seqLen)."""
     micro_batch_tokens: Annotated[int, Field(ge=1)] = 16384
@@ -278,24 +359,41 @@ class Hyperparameters(Spec):
     seq_len: Annotated[int, Field(ge=16)] = 1024
     """Target context length, used from the last curriculum stage on."""
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    """Peak learning rate, reached at the end of warmup."""
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Learning rate at the last step, as a fraction of `learningRate`."""
     warmup_steps: Annotated[int, Field(ge=0)] = 10
+    """Steps of linear warmup from 0 to `learningRate`; must be smaller than `steps`."""
     weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    """AdamW weight decay of the matrices (norms and other 1-D parameters get none)."""
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
+    """Maximum global L2 norm of the gradients; larger ones are scaled down to it."""
     precision: Literal["bf16", "fp32"] = "bf16"
+    """`bf16`: parameters cast to bf16 for compute, gradients reduced in fp32; `fp32`: full
+    precision throughout."""
     seed: int = 0
+    """Seed of the weight initialisation, and of the record shuffle of a `data.uri` dataset."""
     log_every: Annotated[int, Field(ge=1)] = 10
+    """Steps between progress log lines (loss, tokens/s, MFU, ETA) and flushes of the step
+    metrics to the trackers."""
 
 
 class LengthStage(Spec):
     """One stage of the context-length curriculum: seqLen until step untilStep."""
 
     seq_len: Annotated[int, Field(ge=16)]
+    """Sequence length in tokens during this stage."""
     until_step: Annotated[int, Field(ge=1)]
+    """The stage runs until this optimizer step (exclusive), starting where the previous
+    stage ended."""
 
 
 class TrainingCheckpoint(Checkpoint):
+    """Where and how often a TrainingRun checkpoints: a resumed run (after `suspend` or a
+    retry) continues from the last complete checkpoint."""
+
     every_steps: Annotated[int, Field(ge=1)] = 100
+    """Optimizer steps between two checkpoints."""
     keep: Annotated[int, Field(ge=1)] = 2
     """Complete checkpoints kept (at least 2, so a corrupt last one has a fallback)."""
 
@@ -335,15 +433,30 @@ class TrainingRunSpec(WorkloadSpec):
 
 
 class DpoParameters(Spec):
+    """Direct Preference Optimization (TRL's DPOTrainer) of the base model against a frozen
+    copy of itself as the reference."""
+
     beta: Annotated[float, Field(gt=0)] = 0.1
+    """DPO's β: the strength of the implicit KL penalty toward the reference model (larger
+    stays closer to the base model)."""
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    """`sigmoid` (the DPO paper's loss), `ipo` (IPO, arXiv 2310.12036) or `hinge` (SLiC's
+    hinge loss)."""
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-5
+    """Peak learning rate, reached after `warmupSteps`."""
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
+    """Optimizer steps."""
     batch_size: Annotated[int, Field(ge=1)] = 4
+    """Preference pairs per forward pass."""
     grad_accum: Annotated[int, Field(ge=1)] = 1
+    """Forward passes accumulated per optimizer step (pairs per step = batchSize ×
+    gradAccum)."""
     warmup_steps: Annotated[int, Field(ge=0)] = 0
+    """Steps of linear learning-rate warmup."""
     bf16: bool = False
+    """Train in bf16 mixed precision on a GPU (ignored on CPU)."""
     seed: int = 0
+    """Seed of the pair order and the trainer."""
 
 
 class PreferenceData(Spec):
@@ -352,9 +465,12 @@ class PreferenceData(Spec):
     wrong answer."""
 
     pairs: Annotated[int, Field(ge=1)] = 256
+    """Preference pairs generated."""
     length: Annotated[int, Field(ge=16)] = 1024
     """Prompt length in tokens."""
     rejected: Literal["haystack", "model"] = "haystack"
+    """The rejected answer: `haystack` (another number from the prompt) or `model` (the base
+    model's own wrong answer; a haystack number where the model is right)."""
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
 
 
@@ -369,7 +485,10 @@ class AlignmentSpec(WorkloadSpec):
 
 
 class PasskeyGrid(Spec):
+    """The evaluation grid: accuracy of retrieving the needle at every (length, depth) cell."""
+
     task: TaskName = "passkey"
+    """Synthetic task evaluated (see `data.synthetic.tasks` of a TrainingRun)."""
     lengths: Annotated[list[Annotated[int, Field(ge=16)]], Field(min_length=1, max_length=32)] = (
         Field(default_factory=lambda: [512, 1024, 2048])
     )
@@ -381,7 +500,9 @@ class PasskeyGrid(Spec):
     samples: Annotated[int, Field(ge=1, le=10000)] = 8
     """Samples per (length, depth) cell."""
     seed: int = 1234
+    """Seed of the evaluation samples; keep it apart from the training seed."""
     yarn_factor: Annotated[float, Field(ge=1)] = 1.0
+    """YaRN context-extension factor applied to the model when it is loaded (1: as trained)."""
 
 
 class Judge(Spec):
@@ -422,6 +543,8 @@ class Judge(Spec):
 
 
 class Thresholds(Spec):
+    """What an Evaluation must reach to pass (`status.results.passed`)."""
+
     passkey_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.9
     """Minimum mean accuracy over the grid."""
     judge_score: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -447,6 +570,10 @@ class EvaluationSpec(WorkloadSpec):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     """Scratch space for the downloaded model and the results."""
+    alias_on_pass: MlflowAlias = "champion"
+    """MLflow alias set on the evaluated model version when it passes (MLflow moves it from
+    the version that had it), so that a `model.mlflow.alias` reference follows the versions
+    that passed; empty: no alias."""
 
 
 # ---------------------------------------------------------------- InferenceService
@@ -466,50 +593,78 @@ class Autoscaling(Spec):
         }
     )
     enabled: bool = False
+    """Scale the replicas between minReplicas and maxReplicas on `metric`; when false,
+    `replicas` is used."""
     engine: Literal["auto", "hpa", "keda"] = "auto"
     """`auto`: KEDA when its CRDs are installed, else an HPA."""
     min_replicas: Annotated[int, Field(ge=0)] = 1
+    """Fewest replicas; 0 scales to zero with KEDA (an HPA keeps at least 1)."""
     max_replicas: Annotated[int, Field(ge=1)] = 4
+    """Most replicas."""
     metric: Literal[
         "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"
     ] = "vllm:num_requests_waiting"
+    """vLLM metric averaged over the replicas that drives the scaling: requests waiting in
+    the queue, or KV-cache usage (`vllm:gpu_cache_usage_perc` is its name in older vLLM
+    releases)."""
     target: Annotated[float, Field(gt=0)] = 5.0
     """Target per replica: waiting requests, or KV-cache usage in [0, 1]."""
     scale_down_stabilization_seconds: Annotated[int, Field(ge=0)] = 300
+    """Seconds the metric must stay low before replicas are removed (the scale-down
+    stabilization window)."""
 
 
 class RolloutGate(Spec):
     """An Evaluation that must have passed for the new model version before promotion."""
 
     evaluation: str
+    """Name of an Evaluation in the same namespace; it must have passed for the model
+    version being rolled out."""
     thresholds: Thresholds | None = None
     """Stricter thresholds than the Evaluation's own, if set."""
 
 
 class Rollout(Spec):
+    """How a new revision (a new model version, or a changed server template) replaces the
+    serving one."""
+
     strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    """`RollingUpdate`: replace the replicas in place; `Canary`: run the new revision beside
+    the stable one, promote it through `steps` and roll it back when it fails."""
     canary_percent: Annotated[int, Field(ge=1, le=100)] = 10
+    """First traffic share of a canary, in percent."""
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     """Traffic percentages the canary is promoted through."""
     step_interval_seconds: Annotated[int, Field(ge=0)] = 60
+    """Seconds a canary stays at each step before it is promoted to the next."""
     gate: RolloutGate | None = None
     progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
+    """Seconds a revision may take to become ready before it is rolled back."""
     gateway: str | None = None
     """Gateway (`name` or `namespace/name`) of an HTTPRoute that splits a canary's traffic
     by weight when the Gateway API is installed; else the split is by replicas."""
 
 
 class ServerOptions(Spec):
+    """The vLLM server (`icx serve`) of each replica."""
+
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """Port the server listens on and the Service exposes."""
     max_model_len: Annotated[int, Field(ge=16)] | None = None
+    """Longest context in tokens the server accepts (vLLM's `--max-model-len`); the model's
+    maximum when unset."""
     extra_args: list[str] = Field(default_factory=list)
+    """Further vLLM arguments, each passed on as one argument (e.g. `--enforce-eager`)."""
     termination_grace_period_seconds: Annotated[int, Field(ge=0)] = 120
+    """Seconds a stopping replica has to finish the requests in flight before it is killed."""
 
 
 class InferenceServiceSpec(WorkloadSpec):
     kubernetes: ServerKubernetesOptions | None = None
     model: ModelRef
     replicas: Annotated[int, Field(ge=0)] = 1
+    """Server replicas when autoscaling is off; the scale subresource (`kubectl scale`) sets
+    it too."""
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     rollout: Rollout = Field(default_factory=Rollout)
     server: ServerOptions = Field(default_factory=ServerOptions)
@@ -537,20 +692,29 @@ class Condition(Spec):
     """A status condition (metav1.Condition)."""
 
     type: str
+    """Condition type, e.g. `Ready`, `Submitted`, `Running`, `Succeeded`, `Failed`,
+    `Passed`."""
     status: Literal["True", "False", "Unknown"]
+    """`True`, `False` or `Unknown`."""
     reason: str
+    """CamelCase reason of the last transition, for machines."""
     message: str = ""
+    """Human-readable detail of the last transition."""
     last_transition_time: datetime
+    """When `status` last changed (RFC 3339)."""
     observed_generation: int | None = None
+    """The `metadata.generation` the condition was set for."""
 
 
 class ChildJob(Spec):
     """The job that does the work."""
 
     backend: Backend
+    """Where the job runs: `kubernetes` or `slurm`."""
     name: str | None = None
     """Kubernetes Job name."""
     slurm_job_id: int | None = None
+    """SLURM job id (slurm backend)."""
     state: str | None = None
     """Backend state (Job condition or SLURM state)."""
     attempt: int = 0
@@ -558,32 +722,50 @@ class ChildJob(Spec):
 
 
 class Progress(Spec):
+    """How far the job is, read from its MLflow run."""
+
     step: int | None = None
+    """Last optimizer step logged."""
     total_steps: int | None = None
     """The recipe's step count (TrainingRun, Alignment)."""
     loss: float | None = None
+    """Training loss at `step`."""
 
 
 class RegisteredModel(Spec):
     """An MLflow model version."""
 
     run_id: str | None = None
+    """MLflow run that logged the model."""
     name: str | None = None
+    """Registered model name."""
     version: str | None = None
+    """Version number in the registry."""
     uri: str | None = None
     """`models:/name/version`."""
 
 
 class LengthResult(Spec):
+    """Accuracy at one context length, over all depths."""
+
     length: int
+    """Context length in tokens."""
     accuracy: float
+    """Share of the samples answered correctly (0–1)."""
 
 
 class EvaluationResults(Spec):
+    """What the evaluation measured (also logged as metrics on the evaluated version's
+    MLflow run)."""
+
     passkey_accuracy: float | None = None
+    """Mean accuracy over the grid (0–1)."""
     per_length: list[LengthResult] = Field(default_factory=list)
+    """Accuracy per context length."""
     judge_score: float | None = None
+    """The judge's mean verdict (1–5) normalised to 0–1 as (mean − 1) / 4."""
     passed: bool | None = None
+    """Whether the results meet `spec.thresholds`."""
 
 
 class ServedTemplate(Spec):
@@ -598,24 +780,40 @@ class ServedTemplate(Spec):
 
 
 class Revision(Spec):
+    """One revision of an InferenceService: a model version with a server template."""
+
     revision: int
+    """Sequence number, from 1."""
     model_version: str
+    """The model it serves (`models:/name/version`)."""
     started: datetime
+    """When it began to roll out (RFC 3339)."""
     outcome: Literal["Progressing", "Stable", "RolledBack", "Superseded"]
+    """`Progressing` (rolling out), `Stable` (serving), `RolledBack` (failed; see `reason`),
+    `Superseded` (replaced by a later revision)."""
     reason: str | None = None
     """Why it ended as it did (a rollback's cause)."""
     message: str | None = None
+    """Detail of the outcome."""
     template_hash: str | None = None
+    """Hash of the served template: a spec change that keeps it keeps the revision."""
     template: ServedTemplate | None = None
 
 
 class WorkloadStatus(Spec):
+    """Observed state of a job-running kind."""
+
     observed_generation: int | None = None
+    """The `metadata.generation` this status reflects."""
     phase: Phase = Phase.PENDING
+    """Lifecycle phase: `Pending`, `Waiting` (for an input model or judge), `Submitted`,
+    `Running`, `Suspended`, `Succeeded`, `Failed`, or `Invalid` (the spec cannot run; it
+    is not retried until the spec changes)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    """Current state as conditions (metav1.Condition), keyed by type."""
     run_id: str | None = None
     """The MLflow run the job logs into (created by the operator before submitting)."""
     job: ChildJob | None = None
@@ -625,7 +823,9 @@ class WorkloadStatus(Spec):
     model: RegisteredModel | None = None
     """The registered output (TrainingRun, Alignment) or the evaluated model."""
     start_time: datetime | None = None
+    """When the work was first submitted (RFC 3339)."""
     completion_time: datetime | None = None
+    """When the work succeeded or failed (RFC 3339)."""
 
 
 class TrainingRunStatus(WorkloadStatus):
@@ -640,7 +840,9 @@ class ResolvedJudge(Spec):
     """The judge endpoint the evaluation job was given (resolved before submission)."""
 
     url: str
+    """OpenAI-compatible base URL of the judge (`…/v1`)."""
     served_model: str | None = None
+    """Model name the judge serves; the first listed when unset."""
 
 
 class EvaluationStatus(WorkloadStatus):
@@ -650,21 +852,34 @@ class EvaluationStatus(WorkloadStatus):
 
 class InferenceServiceStatus(Spec):
     observed_generation: int | None = None
+    """The `metadata.generation` this status reflects."""
     phase: Phase = Phase.PENDING
+    """`Pending`, `Progressing` (a revision rolls out), `Available` (the stable revision
+    serves) or `Degraded` (a revision was rolled back, or the spec is invalid)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    """Current state as conditions (metav1.Condition), keyed by type."""
     url: str | None = None
+    """In-cluster URL of the OpenAI-compatible endpoint
+    (`http://<name>.<namespace>.svc.cluster.local:<port>`)."""
     replicas: int = 0
+    """Replicas running (the scale subresource's status replicas)."""
     ready_replicas: int = 0
+    """Replicas ready to serve."""
     selector: str | None = None
     """Label selector of the replicas (the scale subresource's labelSelectorPath)."""
     revisions: list[Revision] = Field(default_factory=list)
+    """Revisions, oldest first."""
     stable_revision: int | None = None
+    """Revision that serves the stable traffic."""
     canary_revision: int | None = None
+    """Revision running as a canary, while one does."""
     latest_rolled_out_model: str | None = None
+    """Model URI of the stable revision (`models:/name/version`)."""
     previous_rolled_out_model: str | None = None
+    """Model URI of the stable revision before it."""
     canary_percent: int | None = None
     """Share of the replicas the canary revision runs at its current step."""
     step_started: datetime | None = None

@@ -45,18 +45,25 @@ class MLAConfig:
 
     # model
     vocab_size: int = 32768
+    """Tokens in the vocabulary (rows of the embedding and the output head)."""
     hidden_size: int = 2048
+    """Width of the residual stream (d_model)."""
     num_hidden_layers: int = 24
+    """Decoder layers."""
     intermediate_size: int = 4864
     """Width of the SwiGLU MLP's gate and up projections."""
     rms_norm_eps: float = 1e-6
+    """Epsilon of the RMSNorm layers."""
     tie_word_embeddings: bool = False
     """vLLM's DeepseekV3 loader has no tying logic; exported models keep `lm_head` untied."""
     max_position_embeddings: int = 4096
+    """Longest context in tokens the model supports."""
     initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation of the weights."""
 
     # mla
     num_attention_heads: int = 16
+    """Attention heads per layer."""
     q_lora_rank: int | None = None
     """Rank of the low-rank query path (q_a_proj → q_a_layernorm → q_b_proj); None: one q_proj."""
     kv_lora_rank: int = 512
@@ -66,15 +73,20 @@ class MLAConfig:
     qk_rope_head_dim: int = 64
     """Per-head width of the decoupled RoPE slice; its key part is shared by all heads."""
     v_head_dim: int = 128
+    """Per-head width of the values."""
     rope_theta: float = 10000.0
+    """RoPE base frequency."""
 
     # yarn
     yarn: YarnScaling = field(default_factory=YarnScaling)
 
     # tokens
     bos_token_id: int = 0
+    """Token id of the beginning of a sequence."""
     eos_token_id: int = 1
+    """Token id of the end of a sequence."""
     pad_token_id: int = 2
+    """Token id of padding."""
 
     def __post_init__(self) -> None:
         validate(self)

@@ -162,6 +162,27 @@ def resolve(mlflow: Any, ref: ModelRegistryRef) -> InputModel:
     return InputModel(True, _registered(ref.name, str(found.version), found.run_id))
 
 
+def set_alias(mlflow: Any, name: str, version: str, alias: str) -> None:
+    """Point `alias` at this version (MLflow moves it from any other version)."""
+    try:
+        mlflow.set_registered_model_alias(name, alias, version)
+    except Exception as error:
+        raise _unavailable(error) from error
+
+
+def log_metrics(
+    mlflow: Any, run_id: str, metrics: dict[str, float], step: int, timestamp_ms: int
+) -> None:
+    """Metrics at a given step and time: logging the same ones again adds no points."""
+    from mlflow.entities import Metric
+
+    batch = [Metric(key, value, timestamp_ms, step) for key, value in sorted(metrics.items())]
+    try:
+        mlflow.log_batch(run_id, metrics=batch)
+    except Exception as error:
+        raise _unavailable(error) from error
+
+
 def tag_version(mlflow: Any, name: str, version: str, tags: dict[str, str]) -> None:
     try:
         for key, value in tags.items():

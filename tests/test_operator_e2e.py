@@ -170,6 +170,23 @@ def test_crds_install_and_an_invalid_training_run_is_rejected(
     assert "Target context length" in explained
 
 
+def test_kubectl_explain_shows_every_field(icx_crds: KubeCluster) -> None:
+    """The descriptions reach `kubectl explain` through the installed CRDs (the unit test
+    in test_crds_models.py checks that no field lacks one)."""
+    expected = {
+        "alignment.spec.dpo.beta": ["DPO's β", "Default `0.1`"],
+        "inferenceservice.spec.autoscaling.minReplicas": ["Fewest replicas", "Default `1`"],
+        "trainingrun.spec.kubernetes.tolerations.key": ["Taint key"],
+        "evaluation.status.results.passkeyAccuracy": ["Mean accuracy over the grid"],
+        "trainingrun.apiVersion": ["APIVersion defines the versioned schema"],
+        "trainingrun.metadata": ["Standard object's metadata"],
+    }
+    for field, texts in expected.items():
+        explained = " ".join(icx_crds.kubectl("explain", field).split())
+        for text in texts:
+            assert text in explained, f"kubectl explain {field}: {explained}"
+
+
 def test_the_api_server_refuses_bad_dataset_uris_and_judges(
     icx_crds: KubeCluster, kube_namespace: str
 ) -> None:
@@ -198,6 +215,37 @@ def test_the_api_server_refuses_bad_dataset_uris_and_judges(
         assert message in str(rejected.value)
     good = resource(
         "TrainingRun", "good-data", {"model": {"preset": "tiny"}, "data": {"uri": "/d/t.jsonl"}}
+    )
+    icx_crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-",
+                     stdin=yaml.safe_dump(good))  # fmt: skip
+
+
+def test_the_api_server_refuses_ambiguous_or_reserved_mlflow_aliases(
+    icx_crds: KubeCluster, kube_namespace: str
+) -> None:
+    both = resource(
+        "InferenceService",
+        "both",
+        {"model": {"mlflow": {"name": "m", "version": "1", "alias": "champion"}}},
+    )
+    reserved = resource(
+        "Evaluation", "reserved", {"model": {"trainingRun": "t"}, "aliasOnPass": "V2"}
+    )
+    latest = resource(
+        "Alignment", "latest", {"baseModel": {"mlflow": {"name": "m", "alias": "Latest"}}}
+    )
+    messages = {
+        "set at most one of: version, alias": both,
+        "an MLflow alias cannot be `latest` or `v<number>`": reserved,
+        "cannot be `latest`": latest,
+    }
+    for message, obj in messages.items():
+        obj["metadata"]["namespace"] = kube_namespace
+        with pytest.raises(devcluster.ClusterError) as rejected:
+            apply(icx_crds, obj)
+        assert message in str(rejected.value)
+    good = resource(
+        "Evaluation", "good", {"model": {"mlflow": {"name": "m", "alias": "v2-candidate"}}}
     )
     icx_crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-",
                      stdin=yaml.safe_dump(good))  # fmt: skip
@@ -384,6 +432,16 @@ def test_slurm_backend_chain_train_align_evaluate(
     )
     assert float(version.tags[prefix + "judge_score"]) == pytest.approx(
         results["judgeScore"], abs=1e-4
+    )
+    # It passed: the version carries the alias, and its own run the results as metrics.
+    assert (
+        client.get_model_version_by_alias(name + "-dpo", "champion").version
+        == (dpo_model["version"])
+    )
+    version_run = client.get_run(dpo_model["runId"]).data.metrics
+    assert version_run[f"eval/{kube_namespace}/tiny-eval/passed"] == 1.0
+    assert version_run[f"eval/{kube_namespace}/tiny-eval/passkey_accuracy"] == pytest.approx(
+        results["passkeyAccuracy"]
     )
     run = client.get_run(evaluated["status"]["runId"])
     assert run.data.metrics["judge_items"] == 4 and run.data.metrics["judge_parsed"] == 4

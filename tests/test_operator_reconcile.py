@@ -13,10 +13,12 @@ from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     CancelSlurm,
     InputModel,
+    LogRunMetrics,
     Observed,
     Plan,
     RegisterModel,
     RunObservation,
+    SetModelAlias,
     SubmitSlurm,
     TagModelVersion,
     evaluation_results,
@@ -272,10 +274,57 @@ def test_evaluation_writes_results_and_tags_the_version() -> None:
         {"length": 512, "accuracy": 0.5},
         {"length": 1024, "accuracy": 0.75},
     ]
-    [tag] = plan.actions
+    tag, metrics, alias = plan.actions
     assert isinstance(tag, TagModelVersion) and (tag.name, tag.version) == ("base", "3")
     assert tag.tags["infinitecontext.eval.ns.run.passed"] == "true"
+    assert isinstance(metrics, LogRunMetrics) and metrics.run_id == "r0"  # the version's run
+    assert metrics.metrics == {
+        "eval/ns/run/passkey_accuracy": 0.625,
+        "eval/ns/run/passkey_accuracy_512": 0.5,
+        "eval/ns/run/passkey_accuracy_1024": 0.75,
+        "eval/ns/run/passed": 1.0,
+    }
+    assert alias == SetModelAlias("base", "3", "champion")
     assert condition(plan, "Passed")["status"] == "True"
+
+
+def test_a_failing_evaluation_logs_its_metrics_but_sets_no_alias() -> None:
+    spec = {**EVAL, "thresholds": {"passkeyAccuracy": 0.9}, "aliasOnPass": "prod"}
+    res, _ = step(resource("Evaluation", spec), observed(input=InputModel(True, MODEL)))
+    job = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r3", "FINISHED", {"passkey_acc_mean": 0.5})
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    assert plan.status["results"]["passed"] is False
+    assert [type(a) for a in plan.actions] == [TagModelVersion, LogRunMetrics]
+    [metrics] = [a for a in plan.actions if isinstance(a, LogRunMetrics)]
+    assert metrics.metrics["eval/ns/run/passed"] == 0.0
+
+
+def test_an_empty_alias_on_pass_sets_none() -> None:
+    spec = {**EVAL, "aliasOnPass": ""}
+    res, _ = step(resource("Evaluation", spec), observed(input=InputModel(True, MODEL)))
+    job = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r3", "FINISHED", {"passkey_acc_mean": 0.75})
+    _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    assert plan.status["results"]["passed"] is True
+    assert not [a for a in plan.actions if isinstance(a, SetModelAlias)]
+
+
+def test_the_input_version_is_pinned_once_the_job_is_submitted() -> None:
+    """An Evaluation of `alias: champion` keeps the version its job downloaded, even when
+    the alias moves (e.g. another Evaluation passed) while the job runs."""
+    spec = {**EVAL, "model": {"mlflow": {"name": "base", "alias": "champion"}}}
+    res, plan = step(resource("Evaluation", spec), observed(input=InputModel(True, MODEL)))
+    assert plan.status["inputModel"]["version"] == "3"
+    moved = RegisteredModel(run_id="r9", name="base", version="4", uri="models:/base/4")
+    job = JobObservation("Running", "Running")
+    res, plan = step(res, observed(input=InputModel(True, moved), job=job))
+    assert plan.status["inputModel"]["version"] == "3"
+    done = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r3", "FINISHED", {"passkey_acc_mean": 0.75})
+    _, plan = step(res, observed(input=InputModel(True, moved), job=done, run=run))
+    assert plan.status["model"]["uri"] == "models:/base/3"
+    assert SetModelAlias("base", "3", "champion") in plan.actions
 
 
 def test_evaluation_thresholds() -> None:
@@ -398,9 +447,11 @@ def test_evaluation_with_a_judge_url_and_rubric_runs_the_judge_after_the_grid() 
     _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
     assert plan.status["phase"] == "Succeeded"
     assert plan.status["results"]["judgeScore"] == 0.625
-    [tag] = plan.actions
+    tag, metrics, _ = plan.actions
     assert isinstance(tag, TagModelVersion)
     assert tag.tags["infinitecontext.eval.ns.run.judge_score"] == "0.6250"
+    assert isinstance(metrics, LogRunMetrics)
+    assert metrics.metrics["eval/ns/run/judge_score"] == 0.625
     assert "judge score 0.625" in condition(plan, "Ready")["message"]
 
 

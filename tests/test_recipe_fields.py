@@ -57,6 +57,8 @@ OPERATOR_ONLY = {
     "model.mlflow",
     # The operator grades the job's logged metrics against these.
     "thresholds",
+    # The operator points this MLflow alias at the evaluated version when it passed.
+    "alias_on_pass",
     # The operator resolves the InferenceService to the URL that the recipe carries.
     "judge.inference_service",
 }

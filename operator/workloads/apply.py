@@ -10,8 +10,10 @@ from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     CancelSlurm,
+    LogRunMetrics,
     Plan,
     RegisterModel,
+    SetModelAlias,
     SubmitSlurm,
     TagModelVersion,
 )
@@ -44,4 +46,12 @@ def execute(ctx: OperatorContext, plan: Plan, tracking_uri: str) -> dict[str, An
         elif isinstance(action, TagModelVersion):
             mlflow = registry.client(tracking_uri)
             registry.tag_version(mlflow, action.name, action.version, action.tags)
+        elif isinstance(action, LogRunMetrics):
+            mlflow = registry.client(tracking_uri)
+            registry.log_metrics(
+                mlflow, action.run_id, action.metrics, action.step, action.timestamp_ms
+            )
+        elif isinstance(action, SetModelAlias):
+            mlflow = registry.client(tracking_uri)
+            registry.set_alias(mlflow, action.name, action.version, action.alias)
     return status

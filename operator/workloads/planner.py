@@ -154,7 +154,36 @@ class TagModelVersion:
     tags: dict[str, str]
 
 
-Action = ApplyChildren | SubmitSlurm | CancelSlurm | RegisterModel | TagModelVersion
+@dataclass(frozen=True)
+class SetModelAlias:
+    """Point `alias` of registered model `name` at `version` (an Evaluation that passed)."""
+
+    name: str
+    version: str
+    alias: str
+
+
+@dataclass(frozen=True)
+class LogRunMetrics:
+    """Metrics on an existing run: an Evaluation's results on the evaluated version's run,
+    at the Evaluation's generation as the step and its start as the time, so that a
+    repeated pass logs nothing new."""
+
+    run_id: str
+    metrics: dict[str, float]
+    step: int
+    timestamp_ms: int
+
+
+Action = (
+    ApplyChildren
+    | SubmitSlurm
+    | CancelSlurm
+    | RegisterModel
+    | TagModelVersion
+    | SetModelAlias
+    | LogRunMetrics
+)
 
 
 @dataclass(frozen=True)
@@ -253,7 +282,10 @@ def reconcile(
         return builder.plan()  # refused: the same spec is not tried again
     if observed.unavailable:
         return _unavailable(builder, observed)
-    if isinstance(spec, AlignmentSpec | EvaluationSpec):
+    # The input is pinned once a job was submitted with it: a moved alias must not change
+    # which version the results and tags are about.
+    pinned = builder.status.job is not None and builder.status.input_model is not None
+    if isinstance(spec, AlignmentSpec | EvaluationSpec) and not pinned:
         if observed.input is None or not observed.input.ready:
             return _waiting(builder, observed.input)
         builder.status.input_model = observed.input.model
@@ -618,6 +650,14 @@ def _evaluated(
         if results.judge_score is not None:
             tags[f"{prefix}judge_score"] = f"{results.judge_score:.4f}"
         builder.actions.append(TagModelVersion(model.name, model.version, tags))
+        if model.run_id:
+            started = status.start_time or builder.now
+            metrics = evaluation_metrics(resource, results)
+            builder.actions.append(
+                LogRunMetrics(model.run_id, metrics, resource.generation, _millis(started))
+            )
+        if results.passed and spec.alias_on_pass:
+            builder.actions.append(SetModelAlias(model.name, model.version, spec.alias_on_pass))
     verdict = "passed" if results.passed else "did not pass"
     message = f"passkey accuracy {results.passkey_accuracy or 0:.3f}"
     if results.judge_score is not None:
@@ -628,6 +668,23 @@ def _evaluated(
     status.completion_time = status.completion_time or builder.now
     builder.phase(Phase.SUCCEEDED, "True", "Evaluated", message)
     return builder.plan()
+
+
+def evaluation_metrics(resource: Resource, results: EvaluationResults) -> dict[str, float]:
+    """The results as metrics of the evaluated version's run, under
+    `eval/<namespace>/<name>/` (one section of the MLflow UI per Evaluation)."""
+    prefix = f"eval/{resource.namespace}/{resource.name}/"
+    metrics = {f"{prefix}passkey_accuracy": results.passkey_accuracy or 0.0}
+    for cell in results.per_length:
+        metrics[f"{prefix}passkey_accuracy_{cell.length}"] = cell.accuracy
+    if results.judge_score is not None:
+        metrics[f"{prefix}judge_score"] = results.judge_score
+    metrics[f"{prefix}passed"] = 1.0 if results.passed else 0.0
+    return metrics
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def _judge_failed(
@@ -702,12 +759,15 @@ __all__ = [
     "InputModel",
     "InvalidSpec",
     "JudgeInput",
+    "LogRunMetrics",
     "Observed",
     "Plan",
     "RegisterModel",
     "RunObservation",
+    "SetModelAlias",
     "SubmitSlurm",
     "TagModelVersion",
+    "evaluation_metrics",
     "evaluation_results",
     "input_from_object",
     "judge_from_object",
