@@ -167,7 +167,7 @@ def set_alias(mlflow: Any, name: str, version: str, alias: str) -> None:
     try:
         mlflow.set_registered_model_alias(name, alias, version)
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error
 
 
 def log_metrics(
@@ -180,7 +180,7 @@ def log_metrics(
     try:
         mlflow.log_batch(run_id, metrics=batch)
     except Exception as error:
-        raise _unavailable(error) from error
+        raise _classified(error) from error
 
 
 def tag_version(mlflow: Any, name: str, version: str, tags: dict[str, str]) -> None:
