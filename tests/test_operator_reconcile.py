@@ -253,6 +253,19 @@ def test_alignment_with_ready_input_passes_it_to_the_job_and_lineage() -> None:
     assert register.tags["infinitecontext.parent_model"] == "models:/base/3"
 
 
+def test_alignment_whose_parent_goes_mid_run_still_registers_its_model() -> None:
+    res, _ = step(resource("Alignment", ALIGN), observed(input=InputModel(True, MODEL)))
+    gone = InputModel(False, message="TrainingRun base does not exist (yet)")
+    res, plan = step(res, observed(input=gone, job=JobObservation("Running", "PodsRunning")))
+    assert plan.status["phase"] == "Running"
+    job = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r2", "FINISHED", has_model=True)
+    _, plan = step(res, observed(input=gone, job=job, run=run))
+    [register] = plan.actions
+    assert isinstance(register, RegisterModel)
+    assert register.tags["infinitecontext.parent_model"] == "models:/base/3"
+
+
 EVAL = {
     "model": {"mlflow": {"name": "base", "version": "3"}},
     "thresholds": {"passkeyAccuracy": 0.5},

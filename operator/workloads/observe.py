@@ -79,6 +79,8 @@ def _input(
         ref = spec.model
     else:
         return None
+    if resource.status.get("job") and resource.status.get("inputModel"):
+        return None  # the submitted job carries its input: not read again
     if ref.mlflow is not None:
         return registry.resolve(registry.client(uri), ref.mlflow)
     referenced = TRAINING_RUN if ref.training_run else ALIGNMENT

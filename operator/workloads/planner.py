@@ -246,7 +246,7 @@ def reconcile(
         return builder.plan()  # finished work stays finished; only observedGeneration moves
     if observed.unavailable:
         return _unavailable(builder, observed)
-    if isinstance(spec, AlignmentSpec | EvaluationSpec):
+    if isinstance(spec, AlignmentSpec | EvaluationSpec) and not _input_in_use(builder):
         if observed.input is None or not observed.input.ready:
             return _waiting(builder, observed.input)
         builder.status.input_model = observed.input.model
@@ -339,6 +339,12 @@ def _resolve_judge(
 
 def _judge_of(builder: _Builder) -> ResolvedJudge | None:
     return builder.status.judge if isinstance(builder.status, EvaluationStatus) else None
+
+
+def _input_in_use(builder: _Builder) -> bool:
+    """A submitted job has its input model (the job carries its URI): what happens to
+    the object that produced it later (deleted, retrained) does not stop this work."""
+    return builder.status.job is not None and builder.status.input_model is not None
 
 
 def _waiting(builder: _Builder, found: InputModel | None) -> Plan:
