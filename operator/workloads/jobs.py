@@ -39,7 +39,9 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Exit codes of a process that ended by itself with an error: fail fast, never retry.
 OUR_CODE_EXIT_CODES = list(range(1, 128))
 
-JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Lost"]
+"""`Lost`: SLURM no longer knows the recorded job (purged after MinJobAge) and no
+accounting says how it ended."""
 
 
 @dataclass(frozen=True)

@@ -98,10 +98,12 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
         return observe_job(found) if found else None
     slurm = ctx.slurm()
     if job.get("slurmJobId"):
-        try:
-            return observe_slurm(slurm.get(int(job["slurmJobId"])))
+        job_id = int(job["slurmJobId"])
+        try:  # the CLI backend falls back to accounting (sacct) for a purged job
+            return observe_slurm(slurm.get(job_id))
         except JobNotFound:
-            return None
+            message = f"SLURM no longer knows job {job_id} (purged after MinJobAge, no accounting)"
+            return JobObservation("Lost", "JobLost", message, slurm_job_id=job_id)
     # Submitted, but the id was never recorded (operator restart): find it by its key.
     key = slurm_key(resource.uid, int(job.get("attempt", 0)))
     status = find_by_key(slurm.list(key=key), key)
@@ -111,8 +113,9 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
 def _run(
     resource: Resource, spec: WorkloadSpec, job: JobObservation | None, uri: str
 ) -> tuple[Any, Any]:
-    if job is None or job.phase not in ("Running", "Succeeded"):
+    if job is None or job.phase not in ("Running", "Succeeded", "Lost"):
         return None, None
+    ended = job.phase != "Running"  # a lost job's run may say how it ended
     mlflow = registry.client(uri)
     run_id = resource.status.get("runId") or registry.find_run_id(
         mlflow, run_experiments(resource.kind, spec), run_name(resource.uid)
@@ -120,8 +123,8 @@ def _run(
     if run_id is None:
         return None, None
     is_eval = resource.kind == EVALUATION.kind
-    run = registry.observe_run(mlflow, run_id, want_model=not is_eval and job.phase == "Succeeded")
+    run = registry.observe_run(mlflow, run_id, want_model=not is_eval and ended)
     registered = None
-    if not is_eval and job.phase == "Succeeded":
+    if not is_eval and ended:
         registered = registry.find_version(mlflow, registered_model_name(resource, spec), run_id)
     return run, registered

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    GROUP,
     KINDS_BY_NAME,
     AlignmentSpec,
     Backend,
@@ -64,6 +65,8 @@ from infinitecontext.operator.workloads.slurm import slurm_request
 from infinitecontext.slurm_bridge.models import JobRequest
 
 TAG_PREFIX = "infinitecontext."
+RESUBMIT_LOST_JOB = f"{GROUP}/resubmit-lost-job"
+"""Annotation: run the work again although its lost SLURM job (this id) may have run."""
 FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
 
 
@@ -443,6 +446,8 @@ def _follow_job(
         builder.status.run_id = observed.run.run_id
     if job.phase == "Suspended":  # the Job is still suspended from before: resume it
         return _submit(builder, resource, spec, observed, attempt=_attempt(builder))
+    if job.phase == "Lost":
+        return _lost(builder, resource, spec, observed, job)
     if job.phase == "Succeeded":
         return _succeeded(builder, resource, spec, observed)
     if job.phase == "Failed":
@@ -455,6 +460,37 @@ def _follow_job(
         builder.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
         builder.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
+    return builder.plan()
+
+
+def _lost(
+    builder: _Builder,
+    resource: Resource,
+    spec: WorkloadSpec,
+    observed: Observed,
+    job: JobObservation,
+) -> Plan:
+    """The recorded SLURM job is gone without a record of its end (purged during an
+    outage longer than MinJobAge, no accounting). Its MLflow run may say how it ended;
+    where it does not, submitting again could run the work twice: ask instead."""
+    run = observed.run
+    if run is not None and run.status == "FINISHED":
+        return _succeeded(builder, resource, spec, observed)
+    if run is not None and run.status in ("FAILED", "KILLED"):
+        message = f"{job.message}; its MLflow run {run.run_id} ended {run.status}"
+        return _finish_failed(builder, "JobFailed", message)
+    if resource.annotations.get(RESUBMIT_LOST_JOB) == str(job.slurm_job_id):
+        message = f"{job.message}; {RESUBMIT_LOST_JOB} asks to run it again"
+        builder.event("Resubmitting", message, warning=True)
+        return _submit(builder, resource, spec, observed, attempt=_attempt(builder) + 1)
+    message = (
+        f"{job.message}, and no MLflow run says how it ended: it may have run. To run it "
+        f"again, annotate {RESUBMIT_LOST_JOB}={job.slurm_job_id}; to give up, delete this"
+    )
+    ready = cond.find(builder.status.conditions, cond.READY)
+    if ready is None or ready.reason != "JobLost":
+        builder.event("JobLost", message, warning=True)
+    builder.condition(cond.READY, "Unknown", "JobLost", message)
     return builder.plan()
 
 
