@@ -132,6 +132,28 @@ def test_finished_run_stays_finished() -> None:
     assert plan.status["observedGeneration"] == 2
 
 
+AT = NOW.isoformat()
+
+
+def test_a_finished_run_never_contradicts_itself_after_an_edit() -> None:
+    succeeded = {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": t, "status": "True", "reason": "ModelRegistered", "lastTransitionTime": AT}
+            for t in ("Ready", "Succeeded")
+        ],
+    }
+    invalid = {"model": {"config": {"qkRopeHeadDim": 3}}}  # an edit admission missed
+    res = resource(spec=invalid, status=succeeded, generation=2)
+    _, plan = step(res, observed())
+    assert plan.actions == [] and plan.status["phase"] == "Succeeded"
+    assert {c["type"]: c["reason"] for c in plan.status["conditions"]} == {
+        "Ready": "ModelRegistered",
+        "Succeeded": "ModelRegistered",
+    }
+
+
 def test_invalid_spec_ends_ready_false_instead_of_crashing() -> None:
     spec = {"model": {"config": {"qkRopeHeadDim": 3}}}
     _, plan = step(resource(spec=spec), observed())

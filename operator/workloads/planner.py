@@ -67,7 +67,6 @@ from infinitecontext.slurm_bridge.models import JobRequest
 TAG_PREFIX = "infinitecontext."
 RESUBMIT_LOST_JOB = f"{GROUP}/resubmit-lost-job"
 """Annotation: run the work again although its lost SLURM job (this id) may have run."""
-FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
 
 
 # ---------------------------------------------------------------- inputs
@@ -237,6 +236,11 @@ def reconcile(
     kind = KINDS_BY_NAME[resource.kind]
     status = _status(kind.status, resource.status)
     builder = _Builder(status, now, resource.generation)
+    if status.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        # Finished work stays finished; only observedGeneration moves. The API server
+        # lets a submitted object's spec change only where the result does not depend
+        # on it (crds/models.py WORKLOAD_MUTABLE_FIELDS), so the result still holds.
+        return builder.plan()
     if isinstance(spec, InvalidSpec):
         builder.phase(Phase.INVALID, "False", "InvalidSpec", spec.message)
         return builder.plan()
@@ -245,8 +249,6 @@ def reconcile(
     except ValueError as error:
         builder.phase(Phase.INVALID, "False", "InvalidSpec", _error_text(error))
         return builder.plan()
-    if status.phase in FINAL and status.phase != Phase.INVALID:
-        return builder.plan()  # finished work stays finished; only observedGeneration moves
     if observed.unavailable:
         return _unavailable(builder, observed)
     if isinstance(spec, AlignmentSpec | EvaluationSpec) and not _input_in_use(builder):
