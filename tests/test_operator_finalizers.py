@@ -1,6 +1,7 @@
 """The SLURM finalizers always finish: purged or finished jobs count as cancelled, an
 unreachable SLURM is retried a bounded number of times (shown in a condition), and an
-annotation skips the remote cancel (no cluster, no SLURM: a fake of each)."""
+annotation skips the remote cancel; a purged job is observed as lost, never as not
+submitted (no cluster, no SLURM: a fake of each)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from infinitecontext.operator.finalizers import (
     retry_delay,
 )
 from infinitecontext.operator.inference.apply import cancel_replicas
+from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.handlers import slurm_jobs_of
+from infinitecontext.operator.workloads.observe import job_of
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
 from infinitecontext.slurm_bridge.models import JobStatus
 from infinitecontext.slurm_bridge.states import Phase
@@ -155,3 +158,10 @@ def test_inference_replicas_purged_meanwhile_count_as_cancelled() -> None:
 def test_cancel_live_skips_duplicates() -> None:
     slurm = FakeSlurm({5: job(5, Phase.RUNNING, "k")})
     assert cancel_live(slurm, [5, 5]) == [5]  # type: ignore[arg-type]
+
+
+def test_a_recorded_job_slurm_forgot_is_observed_as_lost_not_as_missing() -> None:
+    status = {"job": {"backend": "slurm", "slurmJobId": 42, "attempt": 0}}
+    run = Resource("TrainingRun", "run", "ns", "uid-1", 1, {}, status)
+    observed = job_of(context(FakeSlurm()), run)  # 42 purged after MinJobAge
+    assert observed is not None and observed.phase == "Lost" and observed.slurm_job_id == 42

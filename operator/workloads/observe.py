@@ -51,7 +51,7 @@ def observe(ctx: OperatorContext, resource: Resource, spec: WorkloadSpec | Inval
     try:
         input_model = _input(ctx, resource, spec, uri)
         judge = _judge(ctx, resource, spec)
-        job = _job(ctx, resource)
+        job = job_of(ctx, resource)
         run, registered = _run(resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         return replace(base, unavailable=str(error))
@@ -89,7 +89,7 @@ def _input(
     return input_from_object(referenced.kind, name, obj)
 
 
-def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
+def job_of(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
     job = resource.status.get("job") or {}
     if not job:
         return None
