@@ -90,6 +90,8 @@ def _input(
 
 
 def job_of(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
+    """The submitted job as its backend reports it; None: not submitted (or, on
+    Kubernetes, deleted). A SLURM job SLURM has forgotten is `Lost`."""
     job = resource.status.get("job") or {}
     if not job:
         return None
