@@ -8,6 +8,7 @@ operators that register the same run at once end with one version (`_settle`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,8 @@ from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS"}
+
+log = logging.getLogger(__name__)
 
 
 class RegistryUnavailable(Exception):
@@ -136,6 +139,14 @@ def _settle(mlflow: Any, name: str, run_id: str, ours: str) -> RegisteredModel:
         mlflow.delete_model_version(name, ours)
     except Exception as error:
         raise _unavailable(error) from error
+    log.warning(
+        "run %s was registered twice at once (another operator?): kept %s version %s, "
+        "deleted version %s",
+        run_id,
+        name,
+        kept.version,
+        ours,
+    )
     return kept
 
 
