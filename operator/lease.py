@@ -1,9 +1,10 @@
 """A standalone operator (no kopf peering) finds out about another one on the same
 objects: each holds a Lease (coordination.k8s.io) named `infinitecontext-operator` in
 the first namespace it watches (`default` when it watches all), renewed every
-RENEW_SECONDS. One that finds the Lease held by a live other operator says so in an
-ERROR log line, and again every minute while that lasts, and counts it in the metric
-`icx_operator_other_operator`; it does not take the Lease over until it expires.
+RENEW_SECONDS. One that finds the Lease held by a live other operator notes itself on
+the Lease (annotation CONTENDER) and does not take it over until it expires; both say
+so in an ERROR log line, again every minute while that lasts, and in the metric
+`icx_operator_other_operator`.
 
 Both operators then act on the same objects: what they do is idempotent (SLURM jobs by
 key, model versions by run, children by server-side apply), but the fix is to run one,
@@ -26,6 +27,8 @@ from kubernetes.client.exceptions import ApiException
 from infinitecontext.operator import metrics
 
 LEASE_NAME = "infinitecontext-operator"
+CONTENDER = "infinitecontext.dev/contender"
+"""Annotation on the Lease: `<identity> <time>` of an operator that found it held."""
 DURATION_SECONDS = 30
 RENEW_SECONDS = 10
 WARN_EVERY_SECONDS = 60
@@ -57,6 +60,17 @@ def holder_of(lease: Any) -> Holder | None:
     return Holder(spec.holder_identity, renewed, spec.lease_duration_seconds or DURATION_SECONDS)
 
 
+def contender_of(lease: Any) -> Holder | None:
+    """Another operator that found the Lease held, from its note on the Lease."""
+    note = ((lease.metadata.annotations if lease.metadata else None) or {}).get(CONTENDER, "")
+    who, _, when = note.partition(" ")
+    try:
+        seen = datetime.fromisoformat(when)
+    except ValueError:
+        return None
+    return Holder(who, seen, DURATION_SECONDS)
+
+
 class OperatorLease:
     """Holds the Lease, or watches the operator that does."""
 
@@ -70,7 +84,8 @@ class OperatorLease:
         self._last_warning: datetime | None = None
 
     def check(self, now: datetime) -> Holder | None:
-        """One round: take or renew the Lease; the other live operator holding it, if any."""
+        """One round: take or renew the Lease; the other live operator, if any (the one
+        holding it, or one that found it held by us)."""
         try:
             lease: Any = self._api.read_namespaced_lease(LEASE_NAME, self.namespace)
         except ApiException as error:
@@ -80,12 +95,17 @@ class OperatorLease:
             return None
         holder = holder_of(lease)
         if holder is not None and holder.identity != self.me and holder.alive(now):
+            # Tell the holder about us: it reads this when it renews.
+            seen = {"metadata": {"annotations": {CONTENDER: f"{self.me} {now.isoformat()}"}}}
+            self._api.patch_namespaced_lease(LEASE_NAME, self.namespace, seen)
             return holder
-        # Ours, or free: renew or take it (a concurrent writer makes this a 409: next round).
+        contender = contender_of(lease)
+        # Ours, or free: renew or take it (a concurrent writer makes this a 409: next
+        # round); the renewal drops the contender's note, which it writes again.
         self._api.replace_namespaced_lease(
             LEASE_NAME, self.namespace, self._lease(now, lease.metadata.resource_version)
         )
-        return None
+        return contender if contender is not None and contender.alive(now) else None
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -113,9 +133,9 @@ class OperatorLease:
             return
         self._last_warning = now
         log.error(
-            "another operator (%s) holds Lease %s/%s, renewed %s: both act on the same "
+            "another operator (%s) shares Lease %s/%s, seen %s: both act on the same "
             "objects without peering. Run one operator, or replicas with --peering (if it "
-            "has just stopped, its Lease expires within %d s)",
+            "has just stopped, this ends within %d s)",
             other.identity,
             self.namespace,
             LEASE_NAME,
