@@ -167,7 +167,7 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
     status = _schema(kind.status)
     spec["description"] = f"Desired state of the {kind.kind}."
     status["description"] = f"Observed state of the {kind.kind}, written by the operator."
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
         "required": ["spec"],
@@ -181,6 +181,9 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
             "status": status,
         },
     }
+    if kind.rules:
+        schema["x-kubernetes-validations"] = kind.rules
+    return schema
 
 
 def crd(kind: Kind) -> dict[str, Any]:

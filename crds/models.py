@@ -256,6 +256,37 @@ _BACKEND_RULES: list[Any] = [
 ]
 
 
+WORKLOAD_MUTABLE_FIELDS = ("suspend", "retry_policy", "active_deadline_seconds")
+"""The spec fields of a TrainingRun, Alignment or Evaluation that may change once its
+job is submitted; every other field is the work itself, as a Kubernetes Job's template
+is."""
+
+
+def immutable_once_submitted(spec: type[BaseModel], mutable: tuple[str, ...]) -> dict[str, Any]:
+    """A CEL rule on the whole object: once `status.job` is recorded, every spec field but
+    `mutable` keeps its value (present or absent alike)."""
+    terms = []
+    for name, field in spec.model_fields.items():
+        if name in mutable:
+            continue
+        wire = field.alias or to_camel(name)
+        same = f"self.spec.{wire} == oldSelf.spec.{wire}"
+        if field.is_required() or field.default is not None or field.default_factory:
+            terms.append(same)  # always there (the API server fills in defaults)
+        else:
+            present = f"has(self.spec.{wire})"
+            terms.append(
+                f"({present} ? has(oldSelf.spec.{wire}) && {same} : !has(oldSelf.spec.{wire}))"
+            )
+    kind = spec.__name__.removesuffix("Spec")
+    allowed = ", ".join(to_camel(name) for name in mutable)
+    return cel(
+        f"!has(oldSelf.status) || !has(oldSelf.status.job) || ({' && '.join(terms)})",
+        f"the spec of a submitted {kind} cannot change except {allowed}: "
+        f"create a new {kind} to run different work",
+    )
+
+
 class WorkloadSpec(Spec):
     """Fields shared by every kind that runs a job."""
 
@@ -917,6 +948,8 @@ class Kind(BaseModel):
     columns: list[PrinterColumn]
     scale: bool = False
     description: str = ""
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    """CEL rules on the whole object (they may read `oldSelf.status`)."""
 
     @property
     def singular(self) -> str:
@@ -932,6 +965,7 @@ TRAINING_RUN = Kind(
     plural="trainingruns",
     short_names=["icxtr"],
     spec=TrainingRunSpec,
+    rules=[immutable_once_submitted(TrainingRunSpec, WORKLOAD_MUTABLE_FIELDS)],
     status=TrainingRunStatus,
     columns=[
         _PHASE,
@@ -948,6 +982,7 @@ ALIGNMENT = Kind(
     plural="alignments",
     short_names=["icxal"],
     spec=AlignmentSpec,
+    rules=[immutable_once_submitted(AlignmentSpec, WORKLOAD_MUTABLE_FIELDS)],
     status=AlignmentStatus,
     columns=[_PHASE, _READY, _OUTPUT, _BACKEND, _AGE],
     description="Aligns a model with DPO and registers the result as a new model version.",
@@ -957,6 +992,7 @@ EVALUATION = Kind(
     plural="evaluations",
     short_names=["icxev"],
     spec=EvaluationSpec,
+    rules=[immutable_once_submitted(EvaluationSpec, WORKLOAD_MUTABLE_FIELDS)],
     status=EvaluationStatus,
     columns=[
         _PHASE,

@@ -38,6 +38,8 @@ class OperatorContext:
     """PATH of jobs on SLURM nodes (where `icx` is installed there)."""
     workload_poll_seconds: float = 10.0
     inference_poll_seconds: float = 5.0
+    remote_cancel_attempts: int = 12
+    """Tries of a finalizer's SLURM cancel (about 40 minutes) before it gives up."""
     locks: dict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
     """uid -> the lock that serialises the object's passes."""
     written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)

@@ -165,13 +165,18 @@ def run(options: OperatorOptions) -> None:
     # kopf logs in the way its default registry would: through the kubernetes client.
     kopf.on.login(registry=kopf_registry)(kopf.login_via_client)
     kopf.on.startup(registry=kopf_registry)(_configure(options))
-    register_controllers(build_context(options), kopf_registry)
+    context = build_context(options)
+    register_controllers(context, kopf_registry)
     from infinitecontext.crds.models import KINDS
     from infinitecontext.operator import metrics
 
     metrics.initialise([k.kind for k in KINDS])
     start_http_server(options.metrics_port)
     standalone = options.peering is None
+    if standalone:  # peering pauses all replicas but one; without it, notice another
+        from infinitecontext.operator import lease
+
+        lease.start(context.kube.api_client, options.namespaces)
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
     kopf.run(
         registry=kopf_registry,

@@ -24,6 +24,10 @@ DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 OBJECTS = Gauge("icx_operator_objects", "Objects per phase, by kind.", ["kind", "phase"])
+OTHER_OPERATOR = Gauge(
+    "icx_operator_other_operator",
+    "1 while another standalone operator holds the Lease of the same objects (lease.py).",
+)
 
 _lock = threading.Lock()
 

@@ -2,11 +2,13 @@
 
 Each call is idempotent on the resource: the run is found by the resource's UID tag
 before one is created, and a model version is found by (name, run) before one is
-registered, so a pass that is repeated after a crash creates nothing twice.
+registered, so a pass that is repeated after a crash creates nothing twice; two
+operators that register the same run at once end with one version (`_settle`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -17,6 +19,8 @@ from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS"}
+
+log = logging.getLogger(__name__)
 
 
 class RegistryUnavailable(Exception):
@@ -111,8 +115,8 @@ def find_version(mlflow: Any, name: str, run_id: str) -> RegisteredModel | None:
         raise _classified(error) from error
     if not versions:
         return None
-    newest = max(versions, key=lambda v: int(v.version))
-    return _registered(name, str(newest.version), run_id)
+    oldest = min(versions, key=lambda v: int(v.version))  # the one a race keeps
+    return _registered(name, str(oldest.version), run_id)
 
 
 def register(
@@ -130,10 +134,31 @@ def register(
                 raise
         artifact_uri = mlflow.get_run(run_id).info.artifact_uri
         resolved = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}" if source.startswith("runs:") else source
-        version = mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags)
+        version = str(mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags).version)
     except Exception as error:
         raise _classified(error) from error
-    return _registered(name, str(version.version), run_id)
+    return _settle(mlflow, name, run_id, version)
+
+
+def _settle(mlflow: Any, name: str, run_id: str, ours: str) -> RegisteredModel:
+    """Keep one version per run when two operators registered it at once: both see every
+    version once created, the oldest is kept, and each deletes only its own duplicate."""
+    kept = find_version(mlflow, name, run_id)
+    if kept is None or kept.version == ours:
+        return _registered(name, ours, run_id)
+    try:
+        mlflow.delete_model_version(name, ours)
+    except Exception as error:
+        raise _classified(error) from error
+    log.warning(
+        "run %s was registered twice at once (another operator?): kept %s version %s, "
+        "deleted version %s",
+        run_id,
+        name,
+        kept.version,
+        ours,
+    )
+    return kept
 
 
 def _registered(name: str, version: str, run_id: str | None) -> RegisteredModel:

@@ -7,7 +7,7 @@ hands in, once per pass, and their pure planners take it as it is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infinitecontext.crds.models import Kind
@@ -24,6 +24,7 @@ class Resource:
     generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Resource:
@@ -36,6 +37,7 @@ class Resource:
             generation=int(meta.get("generation") or 1),
             spec=dict(body.get("spec") or {}),
             status={k: v for k, v in dict(body.get("status") or {}).items() if k != "kopf"},
+            annotations=dict(meta.get("annotations") or {}),
         )
 
 

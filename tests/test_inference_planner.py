@@ -271,6 +271,8 @@ def test_first_revision_rolled_back_leaves_nothing_serving() -> None:
     svc, plan = run(svc, observed, T0 + timedelta(seconds=5))
     assert outcomes(svc.status) == {1: "RolledBack"}
     assert plan.apply == [] and svc.status["phase"] == "Degraded"
+    progressing = condition(svc.status, "Progressing")  # ended, but not "RolloutComplete"
+    assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
 
 
 def test_setting_the_spec_back_clears_rolled_back() -> None:

@@ -160,6 +160,8 @@ def test_new_revision_not_ready_in_time_is_rolled_back() -> None:
     assert condition(svc.status, "RolledBack")["reason"] == "ProgressDeadlineExceeded"
     assert sorted(result.cancel) == sorted(r.job_id for r in starting)
     assert svc.status["stableRevision"] == 1 and svc.status["phase"] == "Degraded"
+    progressing = condition(svc.status, "Progressing")  # ended, but not "RolloutComplete"
+    assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
 
 
 def test_replicas_are_found_by_their_key() -> None:

@@ -724,3 +724,36 @@ def test_the_namespaced_variant_runs_under_its_role_only(
     log = operator.log.read_text()
     assert "Forbidden" not in log and "Not enough permissions" not in log, log[-3000:]
     assert "no right to read CRD httproutes.gateway.networking.k8s.io" in log
+
+
+def test_two_standalone_operators_register_one_version_and_the_second_warns(
+    icx_crds: KubeCluster,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    start = {"namespaces": [kube_namespace], "tracking_uri": mlflow_server.url}
+    operator_factory(icx_crds.kubeconfig, **start)
+    second = operator_factory(icx_crds.kubeconfig, **start)
+    name = f"two-{kube_namespace}"
+    spec = TINY_TRAINING | {
+        "kubernetes": {"image": "trainer:test", "nodeSelector": HOLD},
+        "checkpoint": {"path": str(tmp_path / "ckpt"), "everySteps": 2},
+        "mlflow": {"registeredModelName": name},
+    }
+    obj = resource("TrainingRun", "twice", spec)
+    obj["metadata"]["namespace"] = kube_namespace
+    apply(icx_crds, obj)
+    wait_for(
+        "the pod", lambda: "twice-train" in icx_crds.kubectl("get", "pods", "-n", kube_namespace)
+    )
+    run_pod_as_a_node(icx_crds, kube_namespace, "twice-train", tmp_path)
+    ready = wait_condition(
+        icx_crds, "trainingrun", "twice", kube_namespace, "Ready", "status", "True"
+    )
+    versions = MlflowClient(mlflow_server.url).search_model_versions(f"name = '{name}'")
+    assert [f"models:/{name}/{v.version}" for v in versions] == [ready["status"]["model"]["uri"]]
+    assert "another operator (" in second.log.read_text()

@@ -134,6 +134,28 @@ def test_finished_run_stays_finished() -> None:
     assert plan.status["observedGeneration"] == 2
 
 
+AT = NOW.isoformat()
+
+
+def test_a_finished_run_never_contradicts_itself_after_an_edit() -> None:
+    succeeded = {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": t, "status": "True", "reason": "ModelRegistered", "lastTransitionTime": AT}
+            for t in ("Ready", "Succeeded")
+        ],
+    }
+    invalid = {"model": {"config": {"qkRopeHeadDim": 3}}}  # an edit admission missed
+    res = resource(spec=invalid, status=succeeded, generation=2)
+    _, plan = step(res, observed())
+    assert plan.actions == [] and plan.status["phase"] == "Succeeded"
+    assert {c["type"]: c["reason"] for c in plan.status["conditions"]} == {
+        "Ready": "ModelRegistered",
+        "Succeeded": "ModelRegistered",
+    }
+
+
 def test_invalid_spec_ends_ready_false_instead_of_crashing() -> None:
     spec = {"model": {"config": {"qkRopeHeadDim": 3}}}
     _, plan = step(resource(spec=spec), observed())
@@ -227,6 +249,47 @@ def test_slurm_deadline_cancels_the_job() -> None:
     assert condition(plan, "Ready")["reason"] == "DeadlineExceeded"
 
 
+def lost_slurm_run(annotations: dict[str, str] | None = None) -> tuple[Resource, JobObservation]:
+    res, _ = step(resource(spec=SLURM_SPEC), observed())
+    res, _ = step(res, observed(job=JobObservation("Running", "Running", slurm_job_id=42)))
+    res = Resource(**{**res.__dict__, "annotations": annotations or {}})
+    return res, JobObservation("Lost", "JobLost", "SLURM no longer knows job 42", slurm_job_id=42)
+
+
+def test_a_lost_slurm_job_is_not_submitted_again_but_asked_about() -> None:
+    res, lost = lost_slurm_run()
+    res, plan = step(res, observed(job=lost))
+    assert plan.actions == []
+    ready = condition(plan, "Ready")
+    assert (ready["status"], ready["reason"]) == ("Unknown", "JobLost")
+    assert "infinitecontext.dev/resubmit-lost-job=42" in ready["message"]
+    assert [e.reason for e in plan.events] == ["JobLost"]
+    _, again = step(res, observed(job=lost, run=RunObservation("r", "RUNNING")))
+    assert again.actions == [] and again.events == []  # asked once, still waiting
+
+
+def test_a_lost_slurm_job_is_submitted_again_when_the_annotation_names_it() -> None:
+    res, lost = lost_slurm_run({"infinitecontext.dev/resubmit-lost-job": "41"})
+    _, plan = step(res, observed(job=lost))
+    assert plan.actions == []  # another job's id: not an answer about this one
+    res, lost = lost_slurm_run({"infinitecontext.dev/resubmit-lost-job": "42"})
+    _, plan = step(res, observed(job=lost))
+    [submit] = plan.actions
+    assert isinstance(submit, SubmitSlurm) and submit.request.key == "uid-1.1"
+
+
+def test_a_lost_slurm_job_whose_run_ended_takes_the_run_as_its_result() -> None:
+    res, lost = lost_slurm_run()
+    finished = RunObservation("r", "FINISHED", has_model=True)
+    _, plan = step(res, observed(job=lost, run=finished))
+    [register] = plan.actions
+    assert isinstance(register, RegisterModel) and register.run_id == "r"
+    _, plan = step(res, observed(job=lost, run=RunObservation("r", "FAILED")))
+    assert (
+        plan.status["phase"] == "Failed" and "ended FAILED" in condition(plan, "Ready")["message"]
+    )
+
+
 ALIGN = {"baseModel": {"trainingRun": "base"}}
 
 
@@ -250,6 +313,19 @@ def test_alignment_with_ready_input_passes_it_to_the_job_and_lineage() -> None:
     job = JobObservation("Succeeded", "Completed")
     run = RunObservation("r2", "FINISHED", has_model=True)
     _, plan = step(res, observed(input=InputModel(True, MODEL), job=job, run=run))
+    [register] = plan.actions
+    assert isinstance(register, RegisterModel)
+    assert register.tags["infinitecontext.parent_model"] == "models:/base/3"
+
+
+def test_alignment_whose_parent_goes_mid_run_still_registers_its_model() -> None:
+    res, _ = step(resource("Alignment", ALIGN), observed(input=InputModel(True, MODEL)))
+    gone = InputModel(False, message="TrainingRun base does not exist (yet)")
+    res, plan = step(res, observed(input=gone, job=JobObservation("Running", "PodsRunning")))
+    assert plan.status["phase"] == "Running"
+    job = JobObservation("Succeeded", "Completed")
+    run = RunObservation("r2", "FINISHED", has_model=True)
+    _, plan = step(res, observed(input=gone, job=job, run=run))
     [register] = plan.actions
     assert isinstance(register, RegisterModel)
     assert register.tags["infinitecontext.parent_model"] == "models:/base/3"

@@ -13,6 +13,7 @@ import pytest
 from plugins.slurm import start_daemon, stop_daemon, wait_for_job
 
 from infinitecontext.devtools.waiting import wait_for
+from infinitecontext.operator.finalizers import cancel_live
 from infinitecontext.slurm_bridge.client import connect
 from infinitecontext.slurm_bridge.commands import CommandClient
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmUnavailable
@@ -96,6 +97,15 @@ def test_same_key_returns_the_same_job(slurm_rest, slurm_commands, job_dir):
 def test_unknown_job_is_not_found(slurm_client):
     with pytest.raises(JobNotFound):
         slurm_client.get(999_999_999)
+
+
+def test_the_finalizers_cancel_skips_finished_and_purged_jobs(slurm_client, job_dir):
+    done = slurm_client.submit(_request(job_dir, ["true"]))
+    _finished(slurm_client, done.job_id)
+    live = slurm_client.submit(_request(job_dir, ["sleep", "300"]))
+    purged = 999_999_999  # as a job SLURM forgot after MinJobAge
+    assert cancel_live(slurm_client, [done.job_id, purged, live.job_id]) == [live.job_id]
+    assert _finished(slurm_client, live.job_id).state == "CANCELLED"
 
 
 def test_hostile_strings_reach_the_job_verbatim(slurm_client, job_dir):

@@ -4,9 +4,11 @@ children, submit and cancel SLURM replica jobs."""
 from __future__ import annotations
 
 from infinitecontext.operator.context import OperatorContext
+from infinitecontext.operator.finalizers import cancel_live
 from infinitecontext.operator.inference.planner import InferencePlan
 from infinitecontext.operator.inference.slurm import SlurmPlan, replicas_of
 from infinitecontext.operator.resource import Resource
+from infinitecontext.slurm_bridge.client import SlurmClient
 
 
 def apply_children(
@@ -29,12 +31,6 @@ def apply_slurm(ctx: OperatorContext, isvc: Resource, plan: SlurmPlan) -> None:
     apply_children(ctx, isvc, plan.plan)
 
 
-def cancel_replicas(ctx: OperatorContext, uid: str) -> list[int]:
+def cancel_replicas(slurm: SlurmClient, uid: str) -> list[int]:
     """Cancel every live replica job of the InferenceService `uid`; their ids."""
-    slurm = ctx.slurm()
-    cancelled = []
-    for replica in replicas_of(uid, slurm.list(), 0):
-        if replica.alive:
-            slurm.cancel(replica.job_id)
-            cancelled.append(replica.job_id)
-    return cancelled
+    return cancel_live(slurm, [r.job_id for r in replicas_of(uid, slurm.list(), 0) if r.alive])

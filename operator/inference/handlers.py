@@ -27,6 +27,7 @@ from infinitecontext.operator import metrics
 from infinitecontext.operator.conditions import refused_at
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.failures import refusal
+from infinitecontext.operator.finalizers import finalize_remote_jobs
 from infinitecontext.operator.inference.apply import apply_children, apply_slurm, cancel_replicas
 from infinitecontext.operator.inference.observe import observe_kubernetes, observe_slurm
 from infinitecontext.operator.inference.planner import (
@@ -91,15 +92,6 @@ def poll_inference(ctx: OperatorContext, body: Any) -> None:
     ctx.backoff.poll(body["metadata"]["uid"], lambda: reconcile_inference(ctx, body))
 
 
-def cancel_slurm_replicas(ctx: OperatorContext, body: Any, logger: Any) -> None:
-    """Finalizer of SLURM-backed services: cancel every replica job."""
-    try:
-        for job_id in cancel_replicas(ctx, body["metadata"]["uid"]):
-            logger.info("cancelled replica job %s", job_id)
-    except SlurmUnavailable as error:
-        raise kopf.TemporaryError(f"SLURM unavailable, retrying: {error}", delay=15) from error
-
-
 def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
     """Register the InferenceService handlers into `target`; the timer polls every
     `ctx.inference_poll_seconds`."""
@@ -111,7 +103,16 @@ def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
         poll_inference(ctx, kwargs["body"])
 
     def cancel(**kwargs: Any) -> None:
-        cancel_slurm_replicas(ctx, kwargs["body"], kwargs["logger"])
+        body = kwargs["body"]
+        uid = body["metadata"]["uid"]
+        finalize_remote_jobs(
+            ctx,
+            INFERENCE_SERVICE,
+            body,
+            kwargs["retry"],
+            lambda slurm: cancel_replicas(slurm, uid),
+            kwargs["logger"],
+        )
 
     def forget(**kwargs: Any) -> None:
         uid = kwargs["body"]["metadata"]["uid"]

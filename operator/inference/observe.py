@@ -41,10 +41,14 @@ def resolve_model(
     ctx: OperatorContext, isvc: Resource, spec: InferenceServiceSpec
 ) -> ResolvedModel:
     """The model version the spec asks for; an MLflow alias is resolved on every pass, so
-    moving the alias rolls out a new revision."""
+    moving the alias rolls out a new revision. A pinned version is looked up until a
+    revision has served it, so one that does not exist starts no replica."""
     ref = spec.model
     if ref.mlflow is not None and ref.mlflow.version:
-        return ResolvedModel(f"models:/{ref.mlflow.name}/{ref.mlflow.version}")
+        pinned = f"models:/{ref.mlflow.name}/{ref.mlflow.version}"
+        served = {r.get("modelVersion") for r in isvc.status.get("revisions") or []}
+        if pinned in served:
+            return ResolvedModel(pinned)
     if ref.mlflow is not None:
         try:
             found = registry.resolve(registry.client(tracking_uri(ctx, spec)), ref.mlflow)

@@ -551,21 +551,25 @@ def _conditions(rollout: RolloutState, observed: InferenceObserved, progress_rea
         set_(AVAILABLE, "False", "NoReplicaReady", "no replica is ready yet")
 
     progressing = rollout.progressing
-    if progressing is not None:
-        message = _progress_message(rollout, progressing, progress_reason, observed)
-        set_(PROGRESSING, "True", progress_reason or "NewRevision", message)
-    elif observed.model_uri is None:
-        set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
-    else:
-        set_(PROGRESSING, "False", "RolloutComplete", "no rollout in progress")
-
     failed = _desired_rolled_back(rollout, observed)
+    message = ""
     if failed is not None:
         message = (
             f"revision {failed.revision} ({failed.model_version}) was rolled back: "
             f"{failed.message or failed.reason}; change the spec (or set it back) to roll out "
             "again"
         )
+    if progressing is not None:
+        progress = _progress_message(rollout, progressing, progress_reason, observed)
+        set_(PROGRESSING, "True", progress_reason or "NewRevision", progress)
+    elif observed.model_uri is None:
+        set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
+    elif failed is not None:  # the rollout ended, but not complete: say how
+        set_(PROGRESSING, "False", failed.reason or "RolledBack", message)
+    else:
+        set_(PROGRESSING, "False", "RolloutComplete", "no rollout in progress")
+
+    if failed is not None:
         set_(ROLLED_BACK, "True", failed.reason or "RolledBack", message)
         set_(DEGRADED, "True", failed.reason or "RolledBack", message)
     else:

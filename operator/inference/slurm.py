@@ -324,17 +324,19 @@ def _slurm_status(
         set_(AVAILABLE, "False", "NoReplicaReady", "no replica job answers /ready yet")
         set_(cond.READY, "False", "NotServing", "no replica job answers /ready yet")
     progressing = rollout.progressing
-    if progressing is not None:
-        message = f"revision {progressing.revision} ({progressing.model_version}) is starting"
-        set_(PROGRESSING, "True", "NewRevision", message)
-    elif observed.model_uri is None:
-        set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
-    else:
-        set_(PROGRESSING, "False", "RolloutComplete", "")
     latest = max(status.revisions, key=lambda x: x.revision, default=None)
     failed = latest is not None and latest.outcome == "RolledBack"
     message = f"revision {latest.revision}: {latest.message}" if failed and latest else ""
     reason = (latest.reason if failed and latest else None) or "NoRollback"
+    if progressing is not None:
+        starting = f"revision {progressing.revision} ({progressing.model_version}) is starting"
+        set_(PROGRESSING, "True", "NewRevision", starting)
+    elif observed.model_uri is None:
+        set_(PROGRESSING, "True", "WaitingForModel", observed.model_message)
+    elif failed:  # the rollout ended, but not complete: say how
+        set_(PROGRESSING, "False", reason, message)
+    else:
+        set_(PROGRESSING, "False", "RolloutComplete", "")
     set_(ROLLED_BACK, "True" if failed else "False", reason, message)
     set_(DEGRADED, "True" if failed else "False", reason if failed else "AsExpected", message)
     status.phase = (

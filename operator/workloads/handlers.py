@@ -29,12 +29,14 @@ from infinitecontext.operator import metrics, registry
 from infinitecontext.operator.backoff import FIRST_DELAY_SECONDS
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.operator.failures import refusal
+from infinitecontext.operator.finalizers import CancelJobs, cancel_live, finalize_remote_jobs
 from infinitecontext.operator.passes import Pass, reconcile_pass
 from infinitecontext.operator.resource import Resource
 from infinitecontext.operator.workloads.apply import execute
 from infinitecontext.operator.workloads.observe import FINAL_PHASES, observe, tracking_uri
 from infinitecontext.operator.workloads.planner import InvalidSpec, Plan, parse, reconcile
 from infinitecontext.operator.workloads.slurm import slurm_key
+from infinitecontext.slurm_bridge.client import SlurmClient
 from infinitecontext.slurm_bridge.errors import SlurmUnavailable
 
 WORK_KINDS = (TRAINING_RUN, ALIGNMENT, EVALUATION)
@@ -43,6 +45,8 @@ MAX_PASSES = 4
 
 
 def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
+    if body["metadata"].get("deletionTimestamp"):
+        return  # the finalizers run: nothing new may be submitted
     with reconcile_pass(ctx, kind, body) as current:
         spec = parse(current.resource)
         for _ in range(MAX_PASSES):
@@ -98,21 +102,17 @@ def _in_flight(**kwargs: Any) -> bool:
     return not settled or status.get("observedGeneration") != generation
 
 
-def cancel_slurm_job(ctx: OperatorContext, body: Any, logger: Any) -> None:
-    """Finalizer of SLURM-backed work: cancel the job before the object goes."""
+def slurm_jobs_of(body: Any) -> CancelJobs:
+    """The finalizer's cancel of a workload: its recorded job, and any job of its
+    current attempt's key (submitted, but the id never recorded)."""
     job = (body.get("status") or {}).get("job") or {}
-    uid = body["metadata"]["uid"]
-    metrics.record_object(uid, "", "", "", None)
-    try:
-        slurm = ctx.slurm()
-        ids = [int(job["slurmJobId"])] if job.get("slurmJobId") else []
-        key = slurm_key(uid, int(job.get("attempt", 0)))
-        ids += [j.job_id for j in slurm.list(key=key) if j.job_id not in ids and not j.finished]
-        for job_id in ids:
-            slurm.cancel(job_id)
-            logger.info("cancelled SLURM job %s", job_id)
-    except SlurmUnavailable as error:
-        raise kopf.TemporaryError(f"SLURM unavailable, retrying: {error}", delay=15) from error
+    key = slurm_key(body["metadata"]["uid"], int(job.get("attempt", 0)))
+
+    def cancel(slurm: SlurmClient) -> list[int]:
+        recorded = [int(job["slurmJobId"])] if job.get("slurmJobId") else []
+        return cancel_live(slurm, recorded + [j.job_id for j in slurm.list(key=key)])
+
+    return cancel
 
 
 def register(ctx: OperatorContext, target: kopf.OperatorRegistry) -> None:
@@ -129,7 +129,11 @@ def _register_kind(ctx: OperatorContext, kind: Kind, target: kopf.OperatorRegist
         poll_object(ctx, kind, kwargs["body"])
 
     def cancel(**kwargs: Any) -> None:
-        cancel_slurm_job(ctx, kwargs["body"], kwargs["logger"])
+        body = kwargs["body"]
+        metrics.record_object(body["metadata"]["uid"], "", "", "", None)
+        finalize_remote_jobs(
+            ctx, kind, body, kwargs["retry"], slurm_jobs_of(body), kwargs["logger"]
+        )
 
     def forget(**kwargs: Any) -> None:
         uid = kwargs["body"]["metadata"]["uid"]

@@ -40,7 +40,9 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 OUR_CODE_EXIT_CODES = list(range(1, 128))
 
 JOB_NAME_LIMIT = 50
-JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+JobPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Lost"]
+"""`Lost`: SLURM no longer knows the recorded job (purged after MinJobAge) and no
+accounting says how it ended."""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def observe(ctx: OperatorContext, resource: Resource, spec: WorkloadSpec | Inval
     try:
         input_model = _input(ctx, resource, spec, uri)
         judge = _judge(ctx, resource, spec)
-        job = _job(ctx, resource)
+        job = job_of(ctx, resource)
         run, registered = _run(resource, spec, job, uri)
     except (SlurmUnavailable, registry.RegistryUnavailable) as error:
         return replace(base, unavailable=str(error))
@@ -86,6 +86,8 @@ def _input(
         ref = spec.model
     else:
         return None
+    if resource.status.get("job") and resource.status.get("inputModel"):
+        return None  # the submitted job carries its input: not read again
     if ref.mlflow is not None:
         return registry.resolve(registry.client(uri), ref.mlflow)
     referenced = TRAINING_RUN if ref.training_run else ALIGNMENT
@@ -94,7 +96,9 @@ def _input(
     return input_from_object(referenced.kind, name, obj)
 
 
-def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
+def job_of(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
+    """The submitted job as its backend reports it; None: not submitted (or, on
+    Kubernetes, deleted). A SLURM job SLURM has forgotten is `Lost`."""
     job = resource.status.get("job") or {}
     if not job:
         return None
@@ -104,10 +108,12 @@ def _job(ctx: OperatorContext, resource: Resource) -> JobObservation | None:
     slurm = ctx.slurm()
     status: JobStatus | None
     if job.get("slurmJobId"):
-        try:
-            status = slurm.get(int(job["slurmJobId"]))
+        job_id = int(job["slurmJobId"])
+        try:  # the CLI backend falls back to accounting (sacct) for a purged job
+            status = slurm.get(job_id)
         except JobNotFound:
-            return None
+            message = f"SLURM no longer knows job {job_id} (purged after MinJobAge, no accounting)"
+            return JobObservation("Lost", "JobLost", message, slurm_job_id=job_id)
     else:  # submitted, but the id was never recorded (operator restart): find it by its key
         key = slurm_key(resource.uid, int(job.get("attempt", 0)))
         status = find_by_key(slurm.list(key=key), key)
@@ -131,8 +137,9 @@ def _error_tail(status: JobStatus) -> str:
 def _run(
     resource: Resource, spec: WorkloadSpec, job: JobObservation | None, uri: str
 ) -> tuple[Any, Any]:
-    if job is None or job.phase not in ("Running", "Succeeded"):
+    if job is None or job.phase not in ("Running", "Succeeded", "Lost"):
         return None, None
+    ended = job.phase != "Running"  # a lost job's run may say how it ended
     mlflow = registry.client(uri)
     run_id = resource.status.get("runId") or registry.find_run_id(
         mlflow, run_experiments(resource.kind, spec), run_name(resource.uid)
@@ -140,8 +147,8 @@ def _run(
     if run_id is None:
         return None, None
     is_eval = resource.kind == EVALUATION.kind
-    run = registry.observe_run(mlflow, run_id, want_model=not is_eval and job.phase == "Succeeded")
+    run = registry.observe_run(mlflow, run_id, want_model=not is_eval and ended)
     registered = None
-    if not is_eval and job.phase == "Succeeded":
+    if not is_eval and ended:
         registered = registry.find_version(mlflow, registered_model_name(resource, spec), run_id)
     return run, registered

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    GROUP,
     KINDS_BY_NAME,
     AlignmentSpec,
     Backend,
@@ -65,7 +66,8 @@ from infinitecontext.slurm_bridge.errors import InvalidJobRequest
 from infinitecontext.slurm_bridge.models import JobRequest
 
 TAG_PREFIX = "infinitecontext."
-FINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID)
+RESUBMIT_LOST_JOB = f"{GROUP}/resubmit-lost-job"
+"""Annotation: run the work again although its lost SLURM job (this id) may have run."""
 
 
 # ---------------------------------------------------------------- inputs
@@ -266,6 +268,11 @@ def reconcile(
     kind = KINDS_BY_NAME[resource.kind]
     status = _status(kind.status, resource.status)
     builder = _Builder(status, now, resource.generation)
+    if status.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        # Finished work stays finished; only observedGeneration moves. The API server
+        # lets a submitted object's spec change only where the result does not depend
+        # on it (crds/models.py WORKLOAD_MUTABLE_FIELDS), so the result still holds.
+        return builder.plan()
     if isinstance(spec, InvalidSpec):
         builder.phase(Phase.INVALID, "False", cond.INVALID_SPEC, spec.message)
         return builder.plan()
@@ -274,18 +281,15 @@ def reconcile(
     except ValueError as error:
         builder.phase(Phase.INVALID, "False", cond.INVALID_SPEC, _error_text(error))
         return builder.plan()
-    if status.phase in FINAL and status.phase != Phase.INVALID:
-        return builder.plan()  # finished work stays finished; only observedGeneration moves
     if observed.refused is not None:
         return _refused(builder, observed.refused)
     if cond.refused_at(status.conditions, resource.generation):
         return builder.plan()  # refused: the same spec is not tried again
     if observed.unavailable:
         return _unavailable(builder, observed)
-    # The input is pinned once a job was submitted with it: a moved alias must not change
-    # which version the results and tags are about.
-    pinned = builder.status.job is not None and builder.status.input_model is not None
-    if isinstance(spec, AlignmentSpec | EvaluationSpec) and not pinned:
+    # The input is pinned once a job was submitted with it: a moved alias or a deleted
+    # parent must not change which version the results and tags are about.
+    if isinstance(spec, AlignmentSpec | EvaluationSpec) and not _input_in_use(builder):
         if observed.input is None or not observed.input.ready:
             return _waiting(builder, observed.input)
         builder.status.input_model = observed.input.model
@@ -387,6 +391,12 @@ def _judge_of(builder: _Builder) -> ResolvedJudge | None:
     return builder.status.judge if isinstance(builder.status, EvaluationStatus) else None
 
 
+def _input_in_use(builder: _Builder) -> bool:
+    """A submitted job has its input model (the job carries its URI): what happens to
+    the object that produced it later (deleted, retrained) does not stop this work."""
+    return builder.status.job is not None and builder.status.input_model is not None
+
+
 def _waiting(builder: _Builder, found: InputModel | None) -> Plan:
     reason = found.reason if found else "WaitingForInput"
     message = found.message if found else "the input model is not resolved yet"
@@ -486,6 +496,8 @@ def _follow_job(
         builder.status.run_id = observed.run.run_id
     if job.phase == "Suspended":  # the Job is still suspended from before: resume it
         return _submit(builder, resource, spec, observed, attempt=_attempt(builder))
+    if job.phase == "Lost":
+        return _lost(builder, resource, spec, observed, job)
     if job.phase == "Succeeded":
         return _succeeded(builder, resource, spec, observed)
     if job.phase == "Failed":
@@ -498,6 +510,37 @@ def _follow_job(
         builder.phase(Phase.RUNNING, "False", "Running", job.message or "the job is running")
     else:
         builder.phase(Phase.SUBMITTED, "False", "Submitted", job.message or "the job is pending")
+    return builder.plan()
+
+
+def _lost(
+    builder: _Builder,
+    resource: Resource,
+    spec: WorkloadSpec,
+    observed: Observed,
+    job: JobObservation,
+) -> Plan:
+    """The recorded SLURM job is gone without a record of its end (purged during an
+    outage longer than MinJobAge, no accounting). Its MLflow run may say how it ended;
+    where it does not, submitting again could run the work twice: ask instead."""
+    run = observed.run
+    if run is not None and run.status == "FINISHED":
+        return _succeeded(builder, resource, spec, observed)
+    if run is not None and run.status in ("FAILED", "KILLED"):
+        message = f"{job.message}; its MLflow run {run.run_id} ended {run.status}"
+        return _finish_failed(builder, "JobFailed", message)
+    if resource.annotations.get(RESUBMIT_LOST_JOB) == str(job.slurm_job_id):
+        message = f"{job.message}; {RESUBMIT_LOST_JOB} asks to run it again"
+        builder.event("Resubmitting", message, warning=True)
+        return _submit(builder, resource, spec, observed, attempt=_attempt(builder) + 1)
+    message = (
+        f"{job.message}, and no MLflow run says how it ended: it may have run. To run it "
+        f"again, annotate {RESUBMIT_LOST_JOB}={job.slurm_job_id}; to give up, delete this"
+    )
+    ready = cond.find(builder.status.conditions, cond.READY)
+    if ready is None or ready.reason != "JobLost":
+        builder.event("JobLost", message, warning=True)
+    builder.condition(cond.READY, "Unknown", "JobLost", message)
     return builder.plan()
 
 
