@@ -27,6 +27,10 @@ app = typer.Typer(
     help="InfiniteContext: train, align, evaluate and serve long-context MLA models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Click's plain help wraps long option names and texts; rich's panels cut them with
+    # "…" in an 80-column terminal. Wider terminals get up to 120 columns.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
 
 # Subcommand groups, one line each (keep this block sorted by name).
