@@ -1,5 +1,8 @@
 import json
+import re
 
+import click
+import typer
 from typer.testing import CliRunner
 
 from infinitecontext.cli import app
@@ -15,6 +18,30 @@ def test_help_lists_the_model_group():
     assert result.exit_code == 0
     for command in ("memory", "generate", "export", "import"):
         assert command in result.output
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def test_help_is_never_cut_at_80_columns():
+    """Every option name and every subcommand's summary is whole in an 80-column
+    terminal (rich's panels cut them with "…", click's list with "...")."""
+    for path, command in _commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        text = " ".join(result.output.split())
+        assert max(map(len, result.output.splitlines())) <= 80, path
+        for param in command.params:
+            for name in param.opts + param.secondary_opts:
+                assert name in text, (path, name)
+        # A word cut short ends in "…" (rich) or a line in "..." (click), not the usage line.
+        lines = [line.rstrip(" │") for line in result.output.splitlines()[1:]]
+        cut = [line for line in lines if re.search(r"\S…", line) or line.endswith("...")]
+        assert not cut, (path, result.output)
 
 
 def test_memory_table_for_the_1b_preset():

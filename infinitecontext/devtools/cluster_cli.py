@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from infinitecontext.clihelp import WholeSummaries
+
 app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 cluster_app = typer.Typer(
     help="A local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok) on loopback.",
     no_args_is_help=True,
 )
-app.add_typer(cluster_app, name="cluster")
+app.add_typer(cluster_app, name="cluster", cls=WholeSummaries)
 
 
 @cluster_app.command("up")
@@ -77,8 +79,8 @@ def cluster_sa_kubeconfig(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the kubeconfig.")],
     duration: Annotated[str, typer.Option(help="Lifetime of the bound token.")] = "24h",
 ) -> None:
-    """Write a kubeconfig that acts as a ServiceAccount, e.g. to run the operator locally
-    with exactly the RBAC bound to it."""
+    """Write a kubeconfig that acts as a ServiceAccount (to run the operator locally with
+    exactly the RBAC bound to it, for one)."""
     from infinitecontext.devtools import cluster as devcluster
 
     layout = devcluster.ClusterLayout.from_env()
