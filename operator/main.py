@@ -134,6 +134,27 @@ def _set_watch_timeouts(settings: kopf.OperatorSettings, seconds: int) -> None:
     settings.networking.request_timeout = 60  # kopf's own patches (finalizers, progress)
 
 
+class WithoutTimerSuccess(logging.Filter):
+    """Drops kopf's "Timer 'poll' succeeded.", one line per object per poll interval,
+    which buried everything else; a timer that fails is still logged (and retried)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer ") and message.endswith(" succeeded."))
+
+
+def configure_logging(verbose: bool) -> None:
+    """kopf's log handler on the root logger: each line with its time, logger and level,
+    an object's lines prefixed with [namespace/name]; without the timer flood (kept under
+    ICX_OPERATOR_VERBOSE, which also logs at DEBUG)."""
+    kopf.configure(
+        verbose=verbose, debug=False, quiet=False, log_format=kopf.LogFormat.FULL, log_prefix=True
+    )
+    if not verbose:
+        # kopf logs handler outcomes on "kopf.objects" (through a per-object adapter).
+        logging.getLogger("kopf.objects").addFilter(WithoutTimerSuccess())
+
+
 def _in_cluster_or_default() -> Any:
     from kubernetes import client, config
 
@@ -147,12 +168,7 @@ def _in_cluster_or_default() -> Any:
 def run(options: OperatorOptions) -> None:
     from prometheus_client import start_http_server
 
-    kopf.configure(
-        verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")),
-        debug=False,
-        quiet=False,
-        log_format=kopf.LogFormat.PLAIN,
-    )
+    configure_logging(verbose=bool(os.environ.get("ICX_OPERATOR_VERBOSE")))
 
     if options.kubeconfig:
         from kubernetes.config import kube_config
