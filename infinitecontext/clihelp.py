@@ -3,7 +3,8 @@ the terminal, where click would cut it to one line ending in "..."."""
 
 from __future__ import annotations
 
-import click
+# typer builds its commands on the click it vendors (typer._click), not on `click`.
+from typer._click import Context, HelpFormatter
 from typer.core import TyperGroup
 
 _WHOLE = 10_000
@@ -13,7 +14,7 @@ _WHOLE = 10_000
 class WholeSummaries(TyperGroup):
     """A command group whose help lists each subcommand's first sentence uncut."""
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)

@@ -6,6 +6,7 @@ carry their lineage, and the served model answers; `down` leaves no process behi
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -195,6 +196,16 @@ def test_tiny_lifecycle_runs_through_the_operator(
         # A second `up` reuses everything: nothing is trained again.
         again = demo.up(config)
         assert [m["uri"] for m in again.models] == [m["uri"] for m in summary.models]
+        # After `down`, a new demo trains afresh in folders of its own (it used to resume
+        # the first one's checkpoints, log into its MLflow run and fail).
+        first_key = demo.Processes.load(config.processes_file).jobs_key
+        assert demo.down(config).left_running == [
+            f"the Kubernetes cluster of {icx_crds.kubeconfig} (the demo did not start it)"
+        ]
+        time.sleep(1)  # keys are UTC seconds
+        fresh = demo.up(config)
+        assert demo.Processes.load(config.processes_file).jobs_key != first_key
+        assert fresh.models[0]["uri"] != summary.models[0]["uri"]
     finally:
         started = demo.Processes.load(config.processes_file)
         demo.down(config)
