@@ -81,6 +81,13 @@ def test_only_the_lifecycle_s_own_resources_count(tmp_path: Path) -> None:
     own = demo.own_resources([other, *ours], keys)
     assert [o["kind"] for o in own] == list(SPECS)
     assert not [f for f in map(demo.failure_of, own) if f]
+    # … nor is it deleted by `down`.
+    assert sorted(demo.lifecycle_names(config)) == [
+        "alignment/passkey-dpo",
+        "evaluation/passkey-eval",
+        "inferenceservice/passkey-serve",
+        "trainingrun/passkey-train",
+    ]
 
 
 def test_down_says_what_it_leaves_running(tmp_path: Path) -> None:

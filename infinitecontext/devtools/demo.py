@@ -486,6 +486,11 @@ def lifecycle_keys(config: DemoConfig) -> set[tuple[str, str]]:
     return {(d["kind"], d["metadata"]["name"]) for d in lifecycle_documents(config)}
 
 
+def lifecycle_names(config: DemoConfig) -> list[str]:
+    """The lifecycle's resources as kubectl names them (`trainingrun/passkey-train` …)."""
+    return [f"{kind.lower()}/{name}" for kind, name in sorted(lifecycle_keys(config))]
+
+
 def apply_lifecycle(
     config: DemoConfig, kubectl: Path, kubeconfig: Path, processes: Processes
 ) -> list[dict[str, Any]]:
@@ -722,10 +727,11 @@ def down(config: DemoConfig) -> DownReport:
     if kubeconfig is not None and kubeconfig.is_file():
         kubectl = _kubectl_path(config)
         if _answers(kubectl, kubeconfig) and _alive(processes.operator_pid):
-            kinds = ",".join(KINDS)
-            delete = ["delete", kinds, "--all", "-n", config.namespace, "--ignore-not-found"]
+            # The lifecycle's own resources only: others in the namespace are not ours.
+            names = lifecycle_names(config)
+            delete = ["delete", *names, "-n", config.namespace, "--ignore-not-found"]
             devcluster.kubectl(kubectl, kubeconfig, *delete, "--timeout=180s")
-            stopped.append(f"resources in namespace {config.namespace}")
+            stopped.append(f"the lifecycle's resources in namespace {config.namespace}")
     for name, pid in (("operator", processes.operator_pid), ("mlflow", processes.mlflow_pid)):
         if _stop(pid):
             stopped.append(name)
