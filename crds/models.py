@@ -930,6 +930,13 @@ class PrinterColumn(BaseModel):
 _READY = PrinterColumn(
     name="Ready", type="string", json_path='.status.conditions[?(@.type=="Ready")].status'
 )
+# Why an object is (not) Ready, in `kubectl get` itself; the message comes last, being long.
+_REASON = PrinterColumn(
+    name="Reason", type="string", json_path='.status.conditions[?(@.type=="Ready")].reason'
+)
+_MESSAGE = PrinterColumn(
+    name="Message", type="string", json_path='.status.conditions[?(@.type=="Ready")].message'
+)
 _PHASE = PrinterColumn(name="Phase", type="string", json_path=".status.phase")
 _AGE = PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp")
 _BACKEND = PrinterColumn(name="Backend", type="string", json_path=".spec.backend", priority=1)
@@ -974,6 +981,8 @@ TRAINING_RUN = Kind(
         PrinterColumn(name="Step", type="integer", json_path=".status.progress.step"),
         _BACKEND,
         _AGE,
+        _REASON,
+        _MESSAGE,
     ],
     description="Trains an MLA model and registers it in MLflow.",
 )
@@ -984,7 +993,7 @@ ALIGNMENT = Kind(
     spec=AlignmentSpec,
     rules=[immutable_once_submitted(AlignmentSpec, WORKLOAD_MUTABLE_FIELDS)],
     status=AlignmentStatus,
-    columns=[_PHASE, _READY, _OUTPUT, _BACKEND, _AGE],
+    columns=[_PHASE, _READY, _OUTPUT, _BACKEND, _AGE, _REASON, _MESSAGE],
     description="Aligns a model with DPO and registers the result as a new model version.",
 )
 EVALUATION = Kind(
@@ -1001,6 +1010,8 @@ EVALUATION = Kind(
         PrinterColumn(name="Accuracy", type="number", json_path=".status.results.passkeyAccuracy"),
         PrinterColumn(name="Passed", type="boolean", json_path=".status.results.passed"),
         _AGE,
+        _REASON,
+        _MESSAGE,
     ],
     description="Evaluates a model on a passkey grid (and a judge) and tags its version.",
 )
@@ -1017,6 +1028,8 @@ INFERENCE_SERVICE = Kind(
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Replicas", type="integer", json_path=".status.readyReplicas"),
         _AGE,
+        _REASON,
+        _MESSAGE,
     ],
     scale=True,
     description="Serves a registered model with vLLM, with canary rollouts and rollback.",

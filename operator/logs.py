@@ -61,15 +61,31 @@ class ObjectReferenceFilter(logging.Filter):
         return True
 
 
+class WithoutTimerSuccess(logging.Filter):
+    """Drops kopf's "Timer 'poll' succeeded.", one line per object per poll interval,
+    which buried everything else; a timer that fails is still logged (and retried)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer ") and message.endswith(" succeeded."))
+
+
 def configure(log_format: LogFormat, verbose: bool) -> None:
-    """kopf's root log handler in `log_format`, with object references on our lines too."""
+    """kopf's root log handler in `log_format` (plain lines with their time, logger and
+    level), with object references on our lines too; without the timer flood unless
+    `verbose` (which also logs at DEBUG)."""
     kopf.configure(
         verbose=verbose,
         debug=False,
         quiet=False,
-        log_format=kopf.LogFormat.JSON if log_format is LogFormat.json else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if log_format is LogFormat.json else kopf.LogFormat.FULL,
         log_prefix=log_format is LogFormat.plain,  # JSON has the `object` field instead
     )
+    if not verbose:
+        # kopf logs handler outcomes on "kopf.objects" (through a per-object adapter).
+        objects = logging.getLogger("kopf.objects")
+        if not any(isinstance(f, WithoutTimerSuccess) for f in objects.filters):
+            objects.addFilter(WithoutTimerSuccess())
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, ObjectReferenceFilter) for f in handler.filters):
             handler.addFilter(ObjectReferenceFilter())

@@ -1,5 +1,8 @@
 import json
+import re
+from typing import Any
 
+import typer
 from typer.testing import CliRunner
 
 from infinitecontext.cli import app
@@ -15,6 +18,32 @@ def test_help_lists_the_model_group():
     assert result.exit_code == 0
     for command in ("memory", "generate", "export", "import"):
         assert command in result.output
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()):
+    """Every command of the tree (typer's own click: not `click.Group` instances)."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_is_never_cut_at_80_columns():
+    """Every option name and every subcommand's summary is whole in an 80-column
+    terminal (rich's panels cut them with "…", click's list with "...")."""
+    tree = list(_commands(typer.main.get_command(app)))
+    assert (("dev", "cluster", "status") in dict(tree)) and len(tree) > 30
+    for path, command in tree:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        text = " ".join(result.output.split())
+        assert max(map(len, result.output.splitlines())) <= 80, path
+        for param in command.params:
+            for name in param.opts + param.secondary_opts:
+                assert name in text, (path, name)
+        # A word cut short ends in "…" (rich) or a line in "..." (click), not the usage line.
+        lines = [line.rstrip(" │") for line in result.output.splitlines()[1:]]
+        cut = [line for line in lines if re.search(r"\w…", line) or line.endswith("...")]
+        assert not cut, (path, result.output)
 
 
 def test_memory_table_for_the_1b_preset():

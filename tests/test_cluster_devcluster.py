@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -70,6 +71,24 @@ def test_status_without_a_cluster_says_so(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["dev", "cluster", "status"])
     assert result.exit_code == 1
     assert "no cluster" in result.output
+
+
+def test_status_finds_the_demo_s_plane(tmp_path, monkeypatch):
+    """`icx demo up` runs its plane in .cache/demo/cluster/: status shows it (it said
+    "no cluster"), with the kubeconfig to export."""
+    from infinitecontext.devtools import demo
+
+    monkeypatch.delenv("ICX_CLUSTER_DIR", raising=False)
+    monkeypatch.setattr(demo, "DEFAULT_STATE_DIR", tmp_path / "demo")
+    layout = demo.DemoConfig(state_dir=tmp_path / "demo").cluster_layout
+    layout.state_dir.mkdir(parents=True)
+    state = devcluster.ClusterState(etcd_port=1, etcd_peer_port=2, apiserver_port=9)
+    layout.state_file.write_text(json.dumps({**state.__dict__, "pids": {}}))
+    result = CliRunner().invoke(app, ["dev", "cluster", "status"])
+    assert "no cluster" not in result.output
+    assert "the demo's plane, server https://127.0.0.1:9  ready=False" in result.output
+    assert f"export KUBECONFIG={layout.admin_kubeconfig}" in result.output
+    assert result.exit_code == 1  # not ready: nothing answers on port 9
 
 
 @pytest.mark.slow

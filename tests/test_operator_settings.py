@@ -1,14 +1,17 @@
 """The kopf settings the operator starts with (operator/main.py), without a cluster."""
 
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import kopf
+import pytest
 
-from infinitecontext.operator import main
+from infinitecontext.operator import logs, main
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -80,3 +83,27 @@ def test_the_operator_does_not_import_the_dev_tooling() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_operator_log_lines_carry_a_time_and_timers_do_not_flood_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    objects = logging.getLogger("kopf.objects")
+    saved = (root.handlers[:], root.level, objects.filters[:])
+    try:
+        logs.configure(logs.LogFormat.plain, verbose=False)
+        ref = {"namespace": "ns", "name": "run"}
+        log = kopf.LocalObjectLogger(body={"metadata": ref}, settings=kopf.OperatorSettings())
+        log.info("Timer 'poll' succeeded.")
+        log.info("Handler 'reconcile-create' succeeded.")
+        log.error("Timer 'poll' failed with an exception. Will retry.")
+    finally:
+        root.handlers[:], objects.filters[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "[ns/run] Handler 'reconcile-create' succeeded." in lines[0]
+    assert "[ns/run] Timer 'poll' failed" in lines[1]
+    for line in lines:  # "[2026-12-07 12:00:00,123] kopf.objects …"
+        assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] ", line), line

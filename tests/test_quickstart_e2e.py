@@ -6,6 +6,7 @@ carry their lineage, and the served model answers; `down` leaves no process behi
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -40,16 +41,97 @@ def test_rendered_lifecycle_is_valid_and_lives_under_the_state_dir(
     preset: demo.DemoPreset, tmp_path: Path
 ) -> None:
     config = demo.DemoConfig(preset=preset, namespace="ns", state_dir=tmp_path)
-    rendered = demo.render(_lifecycle_documents("lifecycle"), config, serve_port=9123)
+    jobs_dir = config.jobs_dir("k1")
+    rendered = demo.render(_lifecycle_documents("lifecycle"), config, jobs_dir, serve_port=9123)
     assert [d["kind"] for d in rendered] == list(SPECS)
     for doc in rendered:
         spec = SPECS[doc["kind"]].model_validate(doc["spec"])
         assert doc["metadata"]["namespace"] == "ns"
         assert spec.backend == "slurm"
-        assert spec.slurm is not None and spec.slurm.working_directory == str(config.jobs_dir)
+        assert spec.slurm is not None and spec.slurm.working_directory == str(jobs_dir)
+    assert rendered[0]["spec"]["checkpoint"]["path"] == str(jobs_dir / "passkey-train")
     steps = rendered[0]["spec"]["hyperparameters"]["steps"]
     assert steps == (4 if preset == "tiny" else 600)
     assert rendered[3]["spec"]["server"]["port"] == 9123
+
+
+def test_a_new_lifecycle_gets_job_folders_of_its_own() -> None:
+    """A demo after `down` must not resume the first one's checkpoints (it then logged
+    into the old MLflow run, and the TrainingRun failed); a re-run `up` keeps the
+    folders, so that re-applying changes no spec and nothing trains again."""
+    first = demo.jobs_key_for(demo.Processes(), lifecycle_exists=False, now=1_800_000_000)
+    running = demo.Processes(jobs_key=first)
+    assert demo.jobs_key_for(running, lifecycle_exists=True, now=1_800_000_500) == first
+    after_down = demo.jobs_key_for(demo.Processes(), lifecycle_exists=False, now=1_800_000_500)
+    resources_gone = demo.jobs_key_for(running, lifecycle_exists=False, now=1_800_000_500)
+    assert after_down != first and resources_gone != first
+
+
+def test_only_the_lifecycle_s_own_resources_count(tmp_path: Path) -> None:
+    """A Failed resource of someone else's in the namespace does not fail `up`."""
+    config = demo.DemoConfig(state_dir=tmp_path)
+    keys = demo.lifecycle_keys(config)
+    failed = {"type": "Ready", "status": "False", "reason": "JobFailed", "message": "oom"}
+    other = {
+        "kind": "TrainingRun",
+        "metadata": {"name": "someone-elses"},
+        "status": {"phase": "Failed", "conditions": [failed]},
+    }
+    ours = [{"kind": kind, "metadata": {"name": name}} for kind, name in sorted(keys)]
+    own = demo.own_resources([other, *ours], keys)
+    assert [o["kind"] for o in own] == list(SPECS)
+    assert not [f for f in map(demo.failure_of, own) if f]
+    # … nor is it deleted by `down`.
+    assert sorted(demo.lifecycle_names(config)) == [
+        "alignment/passkey-dpo",
+        "evaluation/passkey-eval",
+        "inferenceservice/passkey-serve",
+        "trainingrun/passkey-train",
+    ]
+
+
+def test_down_says_what_it_leaves_running(tmp_path: Path) -> None:
+    """With $KUBECONFIG's cluster in use, `down` says it leaves that cluster running;
+    the demo's own plane it stops, whichever way `up` found it."""
+    layout = demo.DemoConfig(state_dir=tmp_path).cluster_layout
+    theirs = demo.Processes(kubeconfig=str(tmp_path / "theirs.kubeconfig"))
+    assert demo.left_running(theirs, layout) == [
+        f"the Kubernetes cluster of {tmp_path / 'theirs.kubeconfig'} (the demo did not start it)"
+    ]
+    ours = demo.Processes(kubeconfig=str(layout.admin_kubeconfig))
+    assert demo.left_running(ours, layout) == []
+    assert demo.left_running(demo.Processes(), layout) == []
+
+
+def test_the_demo_says_how_to_reach_its_cluster_with_kubectl(tmp_path: Path) -> None:
+    hint = demo.kubectl_hint(Path("/b/kubectl"), tmp_path / "admin.kubeconfig", "icx-demo")
+    assert hint.splitlines() == [
+        f"export KUBECONFIG={tmp_path / 'admin.kubeconfig'}",
+        "export PATH=/b:$PATH",
+        "kubectl get infinitecontext -n icx-demo",
+    ]
+
+
+def test_processes_from_an_older_demo_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "processes.json"
+    path.write_text('{"kubeconfig": "k", "local_cluster": true, "mlflow_pid": 7}')
+    assert demo.Processes.load(path) == demo.Processes(kubeconfig="k", mlflow_pid=7)
+
+
+def test_the_table_and_summary_keep_names_whole_at_80_columns() -> None:
+    from rich.console import Console
+
+    console = Console(width=80, record=True)
+    row = demo.Row(
+        "InferenceService", "passkey-serve", "Progressing", "WaitingForReplicas",
+        "waiting for the server job to answer /health " * 3, "0/1 ready",
+    )  # fmt: skip
+    console.print(demo.render_table([row], 12.0))
+    text = console.export_text()
+    for whole in ("InferenceService", "passkey-serve", "Progressing", "0/1 ready"):
+        assert whole in text
+    assert "WaitingForReplicas" in text.replace(" ", "").replace("\n", "")
+    assert demo.accuracy_text(1 / 6) == "0.17" and demo.accuracy_text(None) == "not measured"
 
 
 def test_gpu_examples_are_valid() -> None:
@@ -121,6 +203,16 @@ def test_tiny_lifecycle_runs_through_the_operator(
         # A second `up` reuses everything: nothing is trained again.
         again = demo.up(config)
         assert [m["uri"] for m in again.models] == [m["uri"] for m in summary.models]
+        # After `down`, a new demo trains afresh in folders of its own (it used to resume
+        # the first one's checkpoints, log into its MLflow run and fail).
+        first_key = demo.Processes.load(config.processes_file).jobs_key
+        assert demo.down(config).left_running == [
+            f"the Kubernetes cluster of {icx_crds.kubeconfig} (the demo did not start it)"
+        ]
+        time.sleep(1)  # keys are UTC seconds
+        fresh = demo.up(config)
+        assert demo.Processes.load(config.processes_file).jobs_key != first_key
+        assert fresh.models[0]["uri"] != summary.models[0]["uri"]
     finally:
         started = demo.Processes.load(config.processes_file)
         demo.down(config)

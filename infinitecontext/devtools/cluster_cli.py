@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from infinitecontext.clihelp import WholeSummaries
+
+if TYPE_CHECKING:
+    from infinitecontext.devtools.cluster import ClusterLayout
 
 app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 cluster_app = typer.Typer(
     help="A local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok) on loopback.",
     no_args_is_help=True,
 )
-app.add_typer(cluster_app, name="cluster")
+app.add_typer(cluster_app, name="cluster", cls=WholeSummaries)
 
 
 @cluster_app.command("up")
@@ -50,23 +56,38 @@ def cluster_down() -> None:
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
+def _known_layouts() -> list[tuple[str, ClusterLayout]]:
+    """Where planes live: $ICX_CLUSTER_DIR alone when set, else this command's default
+    folder and the quickstart's (`icx demo up` runs its own plane there)."""
+    from infinitecontext.devtools import cluster as devcluster
+    from infinitecontext.devtools import demo
+
+    layout = devcluster.ClusterLayout.from_env()
+    if os.environ.get("ICX_CLUSTER_DIR"):
+        return [("", layout)]
+    demo_layout = demo.DemoConfig(state_dir=demo.DEFAULT_STATE_DIR).cluster_layout
+    return [("", layout), ("the demo's plane, ", demo_layout)]
+
+
 @cluster_app.command("status")
 def cluster_status() -> None:
-    """Show each component's process and memory, and whether the API server is ready."""
+    """Show each component's process and memory, and whether the API server is ready
+    (the demo's plane too, unless $ICX_CLUSTER_DIR names one)."""
     from infinitecontext.devtools import cluster as devcluster
 
-    report = devcluster.status(devcluster.ClusterLayout.from_env())
-    if report.server is None:
-        typer.echo("no cluster: run `icx dev cluster up`")
+    found = [(label, devcluster.status(layout)) for label, layout in _known_layouts()]
+    running = [(label, report) for label, report in found if report.server is not None]
+    if not running:
+        typer.echo("no cluster: run `icx dev cluster up` (or `icx demo up`)")
         raise typer.Exit(1)
-    typer.echo(
-        f"server {report.server}  ready={report.ready}  kubeconfig {report.admin_kubeconfig}"
-    )
-    for c in report.components:
-        state = "running" if c.running else "STOPPED"
-        typer.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<8} {c.rss_mib:7.0f} MiB")
-    typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
-    if not report.ready:
+    for label, report in running:
+        typer.echo(f"{label}server {report.server}  ready={report.ready}")
+        typer.echo(f"  export KUBECONFIG={report.admin_kubeconfig}")
+        for c in report.components:
+            state = "running" if c.running else "STOPPED"
+            typer.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<8} {c.rss_mib:7.0f} MiB")
+        typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
+    if not all(report.ready for _, report in running):
         raise typer.Exit(1)
 
 
@@ -77,8 +98,8 @@ def cluster_sa_kubeconfig(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the kubeconfig.")],
     duration: Annotated[str, typer.Option(help="Lifetime of the bound token.")] = "24h",
 ) -> None:
-    """Write a kubeconfig that acts as a ServiceAccount, e.g. to run the operator locally
-    with exactly the RBAC bound to it."""
+    """Write a kubeconfig that acts as a ServiceAccount (to run the operator locally with
+    exactly the RBAC bound to it, for one)."""
     from infinitecontext.devtools import cluster as devcluster
 
     layout = devcluster.ClusterLayout.from_env()

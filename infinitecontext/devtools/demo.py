@@ -12,8 +12,13 @@ versions with their lineage, the evaluation, and a completion from the served mo
 
 Every process `up` starts is recorded in ``.cache/demo/processes.json``; `down` deletes
 the resources first (so the operator cancels their SLURM jobs), then stops exactly those
-processes. Re-running `up` re-applies the same manifests: resources that are already
-Succeeded keep their registered models and are not trained again.
+processes and the demo's local plane, and says what it leaves running. Re-running `up`
+re-applies the same manifests: resources that are already Succeeded keep their
+registered models and are not trained again. Each fresh lifecycle (after `down`, or
+once its resources are gone) gets job and checkpoint folders of its own,
+``.cache/demo/jobs/<key>/``, so a new TrainingRun never resumes an earlier demo's
+checkpoints (nor logs into that demo's MLflow run). `up` and `status` look only at the
+lifecycle's own resources, whatever else the namespace holds.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from infinitecontext.crds.models import CATEGORY
 from infinitecontext.devtools import cluster as devcluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,9 +94,12 @@ class DemoConfig:
     live: bool = True
 
     @property
-    def jobs_dir(self) -> Path:
-        """Working and checkpoint directories of the SLURM jobs."""
+    def jobs_root(self) -> Path:
+        """One folder per lifecycle (`jobs_dir`) for the SLURM jobs' work and checkpoints."""
         return self.state_dir / "jobs"
+
+    def jobs_dir(self, key: str) -> Path:
+        return self.jobs_root / key
 
     @property
     def processes_file(self) -> Path:
@@ -106,15 +115,19 @@ class Processes:
     """What `up` started and `down` stops: pids, ports and the kubeconfig in use."""
 
     kubeconfig: str = ""
-    local_cluster: bool = False
     mlflow_pid: int = 0
     mlflow_port: int = 0
     operator_pid: int = 0
     operator_health_port: int = 0
+    jobs_key: str = ""
+    """The lifecycle's job folder under `jobs_root` (see `jobs_key_for`)."""
 
     @classmethod
     def load(cls, path: Path) -> Processes:
-        return cls(**json.loads(path.read_text())) if path.is_file() else cls()
+        if not path.is_file():
+            return cls()
+        known = {f.name for f in fields(cls)}  # a file from an older demo may hold others
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +157,7 @@ class Summary:
     expected: str = ""
     completion: str = ""
     completion_tokens: int = 0
+    kubectl_hint: str = ""
 
     @property
     def answered_right(self) -> bool:
@@ -174,25 +188,47 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def render(
-    documents: list[dict[str, Any]], config: DemoConfig, serve_port: int | None = None
+    documents: list[dict[str, Any]],
+    config: DemoConfig,
+    jobs_dir: Path,
+    serve_port: int | None = None,
 ) -> list[dict[str, Any]]:
     """The lifecycle manifests for this demo: the preset's overrides, the namespace, and
-    job directories under the demo's state (paths the SLURM jobs can write)."""
+    job directories under `jobs_dir` (paths the SLURM jobs can write)."""
     rendered = []
     for doc in documents:
         kind, name = doc["kind"], doc["metadata"]["name"]
         spec = doc["spec"]
         if config.preset == "tiny":
             spec = deep_merge(spec, _TINY_OVERRIDES.get(kind, {}))
-        directories: dict[str, Any] = {"slurm": {"workingDirectory": str(config.jobs_dir)}}
+        directories: dict[str, Any] = {"slurm": {"workingDirectory": str(jobs_dir)}}
         if "checkpoint" in spec:
-            directories["checkpoint"] = {"path": str(config.jobs_dir / name)}
+            directories["checkpoint"] = {"path": str(jobs_dir / name)}
         if kind == "InferenceService" and serve_port is not None:
             directories["server"] = {"port": serve_port}
         spec = deep_merge(spec, directories)
         metadata = doc["metadata"] | {"namespace": config.namespace}
         rendered.append(doc | {"metadata": metadata, "spec": spec})
     return rendered
+
+
+def jobs_key_for(processes: Processes, lifecycle_exists: bool, now: float) -> str:
+    """The job folder key of this `up`: the recorded one while the whole lifecycle still
+    exists (re-applying it changes no spec, so nothing trains again), else a new one, so
+    a new TrainingRun starts from step 0 instead of resuming an earlier demo's
+    checkpoints. The time keeps keys apart and says when that lifecycle began."""
+    if processes.jobs_key and lifecycle_exists:
+        return processes.jobs_key
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+
+
+def kubectl_hint(kubectl: Path, kubeconfig: Path, namespace: str) -> str:
+    """How to point kubectl at the demo's cluster, as shell lines to paste."""
+    return (
+        f"export KUBECONFIG={kubeconfig}\n"
+        f"export PATH={kubectl.parent}:$PATH\n"
+        f"kubectl get {CATEGORY} -n {namespace}"
+    )
 
 
 def condition(obj: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
@@ -351,17 +387,17 @@ def ensure_cluster(config: DemoConfig, processes: Processes) -> Path:
     """The kubeconfig of a cluster that answers: the given one, $KUBECONFIG's, the
     demo's local plane when it is running, or a freshly started local plane."""
     kubectl = _kubectl_path(config)
+    layout = config.cluster_layout
     env_value = os.environ.get("KUBECONFIG", "")
     for candidate in (config.kubeconfig, Path(env_value) if env_value else None):
         if candidate is not None and candidate.is_file() and _answers(kubectl, candidate):
-            processes.kubeconfig, processes.local_cluster = str(candidate), False
+            processes.kubeconfig = str(candidate)
             return candidate
-    layout = config.cluster_layout
     if not devcluster.status(layout).ready:
         if not devcluster.binaries_present(layout):
             raise DemoError("no control-plane binaries: run `make cluster-build`")
         devcluster.up(layout, devcluster.ClusterSpec(cpu_nodes=1, gpu_nodes=0))
-    processes.kubeconfig, processes.local_cluster = str(layout.admin_kubeconfig), True
+    processes.kubeconfig = str(layout.admin_kubeconfig)
     return layout.admin_kubeconfig
 
 
@@ -440,14 +476,34 @@ def ensure_operator(
     _wait(lambda: _http_ok(url), "the operator", 120, log)
 
 
-def apply_lifecycle(
-    config: DemoConfig, kubectl: Path, kubeconfig: Path, serve_port: int | None
-) -> list[dict[str, Any]]:
+def lifecycle_documents(config: DemoConfig) -> list[dict[str, Any]]:
     files = sorted(config.examples_dir.glob("*.yaml"))
-    documents = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    rendered = render(documents, config, serve_port)
-    config.jobs_dir.mkdir(parents=True, exist_ok=True)
-    config.jobs_dir.chmod(0o755)  # SLURM jobs may run as another user
+    return [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def lifecycle_keys(config: DemoConfig) -> set[tuple[str, str]]:
+    """(kind, name) of the lifecycle's resources: the only ones the demo looks at."""
+    return {(d["kind"], d["metadata"]["name"]) for d in lifecycle_documents(config)}
+
+
+def lifecycle_names(config: DemoConfig) -> list[str]:
+    """The lifecycle's resources as kubectl names them (`trainingrun/passkey-train` …)."""
+    return [f"{kind.lower()}/{name}" for kind, name in sorted(lifecycle_keys(config))]
+
+
+def apply_lifecycle(
+    config: DemoConfig, kubectl: Path, kubeconfig: Path, processes: Processes
+) -> list[dict[str, Any]]:
+    """Apply the lifecycle, into this lifecycle's job folder (`jobs_key_for`)."""
+    documents = lifecycle_documents(config)
+    existing = read_resources(config, kubectl, kubeconfig)
+    processes.jobs_key = jobs_key_for(processes, len(existing) == len(documents), time.time())
+    processes.save(config.processes_file)
+    jobs_dir = config.jobs_dir(processes.jobs_key)
+    rendered = render(documents, config, jobs_dir, config.serve_port)
+    for folder in (config.jobs_root, jobs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)  # SLURM jobs may run as another user
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config.namespace}}
     manifests = yaml.safe_dump_all([namespace, *rendered])
     devcluster.kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=manifests)
@@ -458,24 +514,38 @@ def apply_lifecycle(
 
 
 def read_resources(config: DemoConfig, kubectl: Path, kubeconfig: Path) -> list[dict[str, Any]]:
+    """The lifecycle's resources as they are now, in lifecycle order (others in the
+    namespace are left out: their state is not the demo's)."""
     listed = devcluster.kubectl(
         kubectl, kubeconfig, "get", ",".join(KINDS), "-n", config.namespace, "-o", "json"
     )
-    items: list[dict[str, Any]] = json.loads(listed)["items"]
+    return own_resources(json.loads(listed)["items"], lifecycle_keys(config))
+
+
+def own_resources(items: list[dict[str, Any]], keys: set[tuple[str, str]]) -> list[dict[str, Any]]:
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted(items, key=lambda o: order.get(o["kind"].lower(), 99))
+    own = [o for o in items if (o["kind"], o["metadata"]["name"]) in keys]
+    return sorted(own, key=lambda o: order.get(o["kind"].lower(), 99))
 
 
 def render_table(rows: list[Row], elapsed_s: float) -> Any:
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"InfiniteContext lifecycle ({elapsed_s:.0f} s)")
-    for column in ("Kind", "Name", "Phase", "Ready reason", "Progress", "Message"):
-        table.add_column(column, overflow="fold")
+    title = f"InfiniteContext lifecycle ({elapsed_s:.0f} s)"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    # Names and states stay whole in an 80-column terminal; the Ready reason and its
+    # message share the last column, folded into what is left.
+    for column in ("Kind", "Name", "Phase", "Progress"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Ready reason: message", overflow="fold")
     for row in rows:
         style = {"Failed": "red", "Succeeded": "green", "Available": "green"}.get(row.phase)
-        cells = (row.kind, row.name, row.phase, row.reason, row.progress, row.message[:80])
-        table.add_row(*cells, style=style)
+        ready = Text(row.reason, style="bold")
+        if row.message:
+            ready.append(f": {row.message[:200]}", style="default")
+        table.add_row(row.kind, row.name, row.phase, row.progress, ready, style=style)
     return table
 
 
@@ -559,19 +629,38 @@ def summarize(tracking_uri: str, objects: list[dict[str, Any]]) -> Summary:
     return summary
 
 
-def print_summary(summary: Summary) -> None:
+def accuracy_text(value: Any) -> str:
+    """An accuracy as people read it: 0.17, not 0.16666666666666666."""
+    return f"{value:.2f}" if isinstance(value, int | float) else "not measured"
+
+
+def _console() -> Any:
+    """A console whose lines the terminal wraps (soft wrap), so that a path, a URI or a
+    command is never broken by a newline inside it, whatever width rich assumes."""
     from rich.console import Console
 
-    console = Console()
+    # No markup: the texts shown (a served completion) may hold brackets.
+    return Console(soft_wrap=True, markup=False, highlight=False)
+
+
+def print_kubectl_hint(hint: str) -> None:
+    console = _console()
+    console.rule("kubectl")
+    console.print("To look at the resources with kubectl (e.g. in another terminal):")
+    console.print(hint)
+
+
+def print_summary(summary: Summary) -> None:
+    console = _console()
     console.rule("Model versions (MLflow registry)")
     for model in summary.models:
         console.print(f"{model['resource']}: {model['uri']}")
         for key, value in sorted(model["tags"].items()):
             console.print(f"    {key} = {value}")
     console.rule("Evaluation")
-    console.print(f"passkey accuracy: {summary.evaluation.get('passkeyAccuracy')}")
+    console.print(f"passkey accuracy: {accuracy_text(summary.evaluation.get('passkeyAccuracy'))}")
     for entry in summary.evaluation.get("perLength", []):
-        console.print(f"    length {entry['length']}: {entry['accuracy']}")
+        console.print(f"    length {entry['length']}: {accuracy_text(entry['accuracy'])}")
     console.print(f"heatmap: {summary.heatmap} (also in the MLflow run's artifacts, eval/)")
     console.rule(f"Served model at {summary.url}")
     console.print(f"question (end): …{summary.question[-160:]}")
@@ -582,6 +671,8 @@ def print_summary(summary: Summary) -> None:
     console.print(
         f"open {summary.tracking_uri} in a browser (remote: ssh -L {port}:127.0.0.1:{port} …)"
     )
+    if summary.kubectl_hint:
+        print_kubectl_hint(summary.kubectl_hint)
 
 
 # --- entry points ----------------------------------------------------------------------
@@ -598,34 +689,55 @@ def up(config: DemoConfig) -> Summary:
     ensure_slurm()
     install_crds(kubectl, kubeconfig)
     ensure_operator(config, processes, kubeconfig, tracking_uri)
-    rendered = apply_lifecycle(config, kubectl, kubeconfig, config.serve_port)
+    rendered = apply_lifecycle(config, kubectl, kubeconfig, processes)
+    hint = kubectl_hint(kubectl, kubeconfig, config.namespace)
+    if config.live:
+        print_kubectl_hint(hint)
     objects = watch(config, kubectl, kubeconfig, len(rendered))
     summary = summarize(tracking_uri, objects)
+    summary.kubectl_hint = hint
     if config.live:
         print_summary(summary)
     return summary
 
 
-def down(config: DemoConfig) -> list[str]:
+@dataclass(frozen=True)
+class DownReport:
+    stopped: list[str]
+    left_running: list[str]
+    """What the demo used but did not start, and so leaves alone."""
+
+
+def left_running(processes: Processes, layout: devcluster.ClusterLayout) -> list[str]:
+    """What `down` leaves running, to be said: a cluster that is not the demo's plane
+    (`up` used $KUBECONFIG's or the given one)."""
+    used = Path(processes.kubeconfig) if processes.kubeconfig else None
+    if used is None or used.resolve() == layout.admin_kubeconfig.resolve():
+        return []
+    return [f"the Kubernetes cluster of {used} (the demo did not start it)"]
+
+
+def down(config: DemoConfig) -> DownReport:
     """Delete the demo's resources (their SLURM jobs are cancelled by the operator), then
-    stop the operator, MLflow and the local plane; returns what was stopped."""
+    stop the operator, MLflow and the demo's local plane (whenever it runs, however `up`
+    found it); returns what was stopped and what was left running."""
     processes = Processes.load(config.processes_file)
     stopped = []
     kubeconfig = Path(processes.kubeconfig) if processes.kubeconfig else None
     if kubeconfig is not None and kubeconfig.is_file():
         kubectl = _kubectl_path(config)
         if _answers(kubectl, kubeconfig) and _alive(processes.operator_pid):
-            kinds = ",".join(KINDS)
-            delete = ["delete", kinds, "--all", "-n", config.namespace, "--ignore-not-found"]
+            # The lifecycle's own resources only: others in the namespace are not ours.
+            names = lifecycle_names(config)
+            delete = ["delete", *names, "-n", config.namespace, "--ignore-not-found"]
             devcluster.kubectl(kubectl, kubeconfig, *delete, "--timeout=180s")
-            stopped.append(f"resources in namespace {config.namespace}")
+            stopped.append(f"the lifecycle's resources in namespace {config.namespace}")
     for name, pid in (("operator", processes.operator_pid), ("mlflow", processes.mlflow_pid)):
         if _stop(pid):
             stopped.append(name)
-    if processes.local_cluster:
-        stopped += devcluster.down(config.cluster_layout)
+    stopped += devcluster.down(config.cluster_layout)
     config.processes_file.unlink(missing_ok=True)
-    return stopped
+    return DownReport(stopped, left_running(processes, config.cluster_layout))
 
 
 def status(config: DemoConfig) -> list[Row]:

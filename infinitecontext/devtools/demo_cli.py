@@ -58,8 +58,10 @@ def demo_down(namespace: NamespaceOption = "icx-demo", state_dir: StateOption = 
     """Delete the demo's resources and stop every process the demo started."""
     from infinitecontext.devtools import demo
 
-    stopped = demo.down(_config("small", namespace, state_dir))
-    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    report = demo.down(_config("small", namespace, state_dir))
+    typer.echo("stopped: " + (", ".join(report.stopped) or "nothing was running"))
+    for what in report.left_running:
+        typer.echo(f"left running: {what}")
 
 
 @app.command("status")
@@ -71,7 +73,7 @@ def demo_status(namespace: NamespaceOption = "icx-demo", state_dir: StateOption 
     if not rows:
         typer.echo("the demo is not running: icx demo up")
     for row in rows:
-        typer.echo(f"{row.kind:<17}{row.name:<16}{row.phase:<12}{row.reason:<20}{row.progress}")
+        typer.echo(f"{row.kind:<17} {row.name:<16} {row.phase:<12} {row.reason:<20} {row.progress}")
 
 
 if __name__ == "__main__":
