@@ -5,7 +5,9 @@
 operator process uses, into a registry of its own) and the operator's own start-up
 settings, watching the namespaces `isvc-*`. The other kinds' controllers are left out
 so that a test can set an Evaluation's status by hand (the gate reads only that
-status). `isvc_namespace` gives each test a fresh namespace in that set.
+status). The model the tests serve, `tiny` versions 1 and 2, is registered in the
+session's MLflow (a pinned version is looked up before it is first served).
+`isvc_namespace` gives each test a fresh namespace in that set.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ NAMESPACE_PATTERN = "isvc-*"
 
 
 @pytest.fixture(scope="session")
-def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[Any]:
+def inference_operator(
+    kube_cluster: Any, operator_account: Path, mlflow_server: Any
+) -> Iterator[Any]:
     """The controller acting as a ServiceAccount with exactly deploy/rbac.yaml's rules
     (`operator_account`, tests/plugins/operator.py), so the e2e tests prove them enough."""
     import kopf
 
     from infinitecontext.operator import main
     from infinitecontext.operator.inference import handlers as inference_handlers
+
+    register_served_models(mlflow_server.url)
 
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(operator_account)  # kopf's own login reads it
@@ -46,6 +52,7 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
         # the tests' waits
         watch_timeout_s=20,
         inference_poll_seconds=1.0,
+        tracking_uri=mlflow_server.url,
     )
     inference_handlers.register(main.build_context(options), registry)
     kopf.on.startup(registry=registry)(main._configure(options))
@@ -71,6 +78,20 @@ def inference_operator(kube_cluster: Any, operator_account: Path) -> Iterator[An
         os.environ.pop("KUBECONFIG", None)
     else:
         os.environ["KUBECONFIG"] = previous
+
+
+def register_served_models(tracking_uri: str) -> None:
+    """`tiny` versions 1 and 2, each from a run of its own (no artifacts: the replicas on
+    kwok's nodes never load them)."""
+    from infinitecontext.operator import registry
+
+    mlflow = registry.client(tracking_uri)
+    experiment = mlflow.get_experiment_by_name("isvc-e2e")
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment("isvc-e2e")
+    for _ in range(2):
+        run_id = str(mlflow.create_run(experiment_id).info.run_id)
+        mlflow.set_terminated(run_id)
+        registry.register(mlflow, "tiny", f"runs:/{run_id}/model", run_id, {})
 
 
 @pytest.fixture
