@@ -56,6 +56,15 @@ def uses_data_parser(version: str) -> bool:
     return tuple(int(part) for part in version.split(".")) >= _DATA_PARSER_SINCE
 
 
+def ping_up(body: Mapping[str, Any]) -> bool:
+    """Whether a `/ping` reply has a controller that says UP (`ping` before v0.0.40,
+    `pinged` since)."""
+    return any(
+        str(entry.get("pinged", entry.get("ping", ""))).upper() == "UP"
+        for entry in body.get("pings", [])
+    )
+
+
 def classify_errors(status_code: int, body: Mapping[str, Any]) -> Exception | None:
     """The exception for a slurmrestd reply, or None when it succeeded."""
     errors = [e for e in body.get("errors", []) if isinstance(e, Mapping)]
@@ -97,8 +106,7 @@ class RestClient:
 
     def ping(self) -> bool:
         """True when slurmrestd answers and reaches a slurmctld that says UP."""
-        pings = self._request("GET", self._path("ping")).get("pings", [])
-        return any(str(entry.get("ping", "")).upper() == "UP" for entry in pings)
+        return ping_up(self._request("GET", self._path("ping")))
 
     def submit(self, request: JobRequest) -> JobRef:
         existing = find_by_key(self._jobs(), request.key)

@@ -14,7 +14,7 @@ from infinitecontext.slurm_bridge.parse import sacct_status
 from infinitecontext.slurm_bridge.render import (
     bash_quote,
     render_script,
-    rest_job_properties,
+    rest_submit_body,
     sbatch_argv,
 )
 from infinitecontext.slurm_bridge.rest import classify_errors, pick_version
@@ -107,11 +107,22 @@ def test_options_travel_as_fields_not_script_lines():
         qos="high",
         environment={"HF_HOME": "$(x)"},
     )
-    job = rest_job_properties(request)
+    old = rest_submit_body(request, data_parser=False)
+    job = old["job"]
     assert job["name"] == "#SBATCH --wrap=x"
     assert job["comment"] == "icx-key=uid-1"
     assert (job["nodes"], job["gpus_per_node"], job["cpus_per_task"]) == ([2, 2], "8", 16)
-    assert job["environment"]["HF_HOME"] == "$(x)"
+    assert (job["environment"]["HF_HOME"], job["time_limit"]) == ("$(x)", 90)
+    assert old["script"] == render_script(request)
+    new = rest_submit_body(request, data_parser=True)
+    job = new["job"]
+    assert list(new) == ["job"] and job["script"] == render_script(request)
+    assert (job["name"], job["comment"]) == ("#SBATCH --wrap=x", "icx-key=uid-1")
+    assert (job["minimum_nodes"], job["maximum_nodes"]) == (2, 2)
+    assert job["tres_per_node"] == "gres/gpu:8"
+    assert "HF_HOME=$(x)" in job["environment"]
+    assert job["time_limit"] == {"set": True, "infinite": False, "number": 90}
+    assert job["memory_per_node"]["number"] == 64000
     argv = sbatch_argv(request)
     assert "--job-name=#SBATCH --wrap=x" in argv and "--gpus-per-node=8" in argv
     assert "--time=90" in argv and "--mem=64000" in argv and "--qos=high" in argv
@@ -165,10 +176,13 @@ def test_output_patterns_expand():
 
 
 def test_version_discovery_and_error_classes():
+    # SLURM 23.02 serves v0.0.37-v0.0.39, 24.05 v0.0.39-v0.0.41, 25.11 v0.0.42-v0.0.44.
     paths = ["/slurm/v0.0.38/ping", "/slurm/v0.0.39/ping", "/slurmdb/v0.0.39/jobs"]
-    assert pick_version(paths) == "0.0.39"
-    with pytest.raises(SlurmRejected, match=r"0\.0\.41"):
-        pick_version(["/slurm/v0.0.41/ping"])
+    assert pick_version(paths) == "0.0.38"
+    assert pick_version(["/slurm/v0.0.39/ping/", "/slurm/v0.0.41/ping/"]) == "0.0.41"
+    assert pick_version([f"/slurm/v0.0.4{minor}/ping/" for minor in (2, 3, 4)]) == "0.0.42"
+    with pytest.raises(SlurmRejected, match=r"0\.0\.43"):
+        pick_version(["/slurm/v0.0.43/ping/", "/slurm/v0.0.39/ping/"])
     down = classify_errors(500, {"errors": [{"error_number": -1, "error": "Unspecified"}]})
     assert type(down).__name__ == "SlurmUnavailable"
     bad = classify_errors(500, {"errors": [{"error_code": 2000, "error": "Invalid partition"}]})
