@@ -1,4 +1,5 @@
-"""The SLURM bridge against the real local cluster (both backends where it matters)."""
+"""The SLURM bridge against real clusters: the host's SLURM 22.05 (REST and CLI) and,
+for the REST API, the Slurm 24.11 container (tests/plugins/slurm.py)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def test_same_key_returns_the_same_job(slurm_rest, slurm_commands, job_dir):
     assert first.created and not again.created and not from_cli.created
     assert first.job_id == again.job_id == from_cli.job_id
     assert [job.job_id for job in slurm_rest.list(key=request.key)] == [first.job_id]
+
+
+def test_same_key_returns_the_same_job_on_slurm_24_11(slurm24_rest, job_dir):
+    request = _request(job_dir, ["true"])
+    first = slurm24_rest.submit(request)
+    again = slurm24_rest.submit(request)
+    assert first.created and not again.created and first.job_id == again.job_id
+    assert [job.job_id for job in slurm24_rest.list(key=request.key)] == [first.job_id]
 
 
 def test_unknown_job_is_not_found(slurm_client):
