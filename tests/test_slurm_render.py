@@ -1,4 +1,5 @@
-"""Pure parts of the SLURM bridge: validation, quoting, rendering, state mapping."""
+"""Pure parts of the SLURM bridge: validation, quoting, rendering, state mapping, and
+`connect()` with nothing to connect to."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import sys
 
 import pytest
 
-from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected
+from infinitecontext.slurm_bridge.auth import TokenFile
+from infinitecontext.slurm_bridge.client import connect
+from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected, SlurmUnavailable
 from infinitecontext.slurm_bridge.logs import expand_output_path
 from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
 from infinitecontext.slurm_bridge.parse import sacct_status
@@ -188,6 +191,15 @@ def test_version_discovery_and_error_classes():
     bad = classify_errors(500, {"errors": [{"error_code": 2000, "error": "Invalid partition"}]})
     assert type(bad).__name__ == "SlurmRejected"
     assert classify_errors(200, {"errors": []}) is None
+
+
+def test_without_slurmrestd_or_sbatch_connect_is_unavailable(monkeypatch, tmp_path):
+    """The operator image has no sbatch: there, a silent slurmrestd is a retryable error."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    token = tmp_path / "token"
+    token.write_text("t")
+    with pytest.raises(SlurmUnavailable, match="did not answer"):
+        connect("http://127.0.0.1:9", TokenFile("root", token))
 
 
 def test_the_bridge_and_provisioning_import_without_torch():
