@@ -3,7 +3,7 @@
 - The local one-node cluster (SLURM 22.05, REST API v0.0.38): set up by our Ansible
   roles when it is not healthy (`make slurm-cluster` normally did that already), plus
   helpers to stop and start its daemons the way the roles start them.
-- A one-node SLURM 24.11 cluster (REST API v0.0.40-v0.0.42) in a container
+- A two-node SLURM 24.11 cluster (REST API v0.0.40-v0.0.42) in three containers
   (tests/slurm_container/, built by scripts/build-slurm-image.sh), started once per
   session next to the host's cluster (ports 6917-6920) and removed after it.
 """
@@ -29,7 +29,13 @@ from infinitecontext.slurm_bridge.rest import RestClient
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM24_URL = "http://127.0.0.1:6920"
-_SLURM24_CONTAINER = "icx-test-slurm24"
+_SLURM24_CONTROLLER = "icx-test-slurm24-controller"
+# Container name -> entrypoint.sh arguments (tests/slurm_container/).
+_SLURM24_CONTAINERS = {
+    _SLURM24_CONTROLLER: ["controller"],
+    "icx-test-slurm24-n1": ["node", "n1"],
+    "icx-test-slurm24-n2": ["node", "n2"],
+}
 
 # How ansible/roles/slurm starts each daemon on hosts without systemd.
 _DAEMONS = {
@@ -137,40 +143,44 @@ def _slurm24_image() -> str:
 
 @pytest.fixture(scope="session")
 def slurm24_rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestClient]:
-    """A REST client of the Slurm 24.11 container, started for the session.
-
-    The container shares the host's network (its daemons on ports 6917-6920) and /tmp,
-    so that jobs write where the tests read their logs.
+    """A REST client of the Slurm 24.11 cluster, started for the session: a controller
+    container (slurmctld, slurmrestd) and one container per node (n1, n2), sharing the
+    host's network (ports 6917-6920) and /tmp, where jobs write what the tests read.
     """
     image = _slurm24_image()
-    _docker("rm", "--force", _SLURM24_CONTAINER)
-    started = _docker(
-        "run", "--detach", "--init", "--name", _SLURM24_CONTAINER,
-        "--network", "host", "--volume", "/tmp:/tmp", image,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr
+    keys = tmp_path_factory.mktemp("slurm24-keys")
+    (keys / "munge.key").write_bytes(os.urandom(1024))
+    (keys / "jwt_hs256.key").write_bytes(os.urandom(32))
     client: RestClient | None = None
     try:
-        token_file = tmp_path_factory.mktemp("slurm24") / "token"
-        token_file.write_text(wait_for("scontrol token in the container", _slurm24_token, 60))
+        for container, role in _SLURM24_CONTAINERS.items():
+            _docker("rm", "--force", container)
+            started = _docker(
+                "run", "--detach", "--init", "--name", container, "--network", "host",
+                "--volume", "/tmp:/tmp", "--volume", f"{keys}:/keys:ro", image, *role,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr
+        token_file = keys.parent / "slurm24-token"
+        token_file.write_text(wait_for("scontrol token in the controller", _slurm24_token, 60))
         client = RestClient(SLURM24_URL, TokenFile("root", token_file))
         wait_for(
             "slurmrestd 24.11 to answer with slurmctld UP",
             client.ping,
             timeout_s=60,
             retry_on=(SlurmUnavailable,),
-            on_timeout=lambda: _docker("logs", _SLURM24_CONTAINER).stderr[-3000:],
+            on_timeout=_slurm24_logs,
         )
-        wait_for("the 24.11 node to be idle", _slurm24_node_idle, timeout_s=60)
+        wait_for("both 24.11 nodes to be idle", _slurm24_nodes_idle, 60, on_timeout=_slurm24_logs)
         yield client
     finally:
         if client is not None:
             client.close()
-        _docker("rm", "--force", _SLURM24_CONTAINER)
+        for container in _SLURM24_CONTAINERS:
+            _docker("rm", "--force", container)
 
 
 def _slurm24_token() -> str | None:
-    """A JWT for root, minted by `scontrol token` in the container (it holds the key);
+    """A JWT for root, minted by `scontrol token` in the controller (it holds the key);
     None while slurmctld is starting."""
     minted = _slurm24_exec("scontrol", "token", "username=root", "lifespan=86400")
     if minted.returncode != 0 or "SLURM_JWT=" not in minted.stdout:
@@ -178,16 +188,24 @@ def _slurm24_token() -> str | None:
     return minted.stdout.strip().split("SLURM_JWT=", 1)[1]
 
 
-def _slurm24_node_idle() -> bool:
-    return _slurm24_exec("sinfo", "--noheader", "--format=%t").stdout.strip() == "idle"
+def _slurm24_nodes_idle() -> bool:
+    states = _slurm24_exec("sinfo", "--Node", "--noheader", "--format=%N %t").stdout.split("\n")
+    return sorted(line.strip() for line in states if line.strip()) == ["n1 idle", "n2 idle"]
 
 
 def _slurm24_exec(*argv: str) -> subprocess.CompletedProcess[str]:
-    return _docker("exec", _SLURM24_CONTAINER, *argv)
+    return _docker("exec", _SLURM24_CONTROLLER, *argv)
+
+
+def _slurm24_logs() -> str:
+    return "\n".join(
+        f"{container}: {_docker('logs', container).stderr[-1500:]}"
+        for container in _SLURM24_CONTAINERS
+    )
 
 
 # Each bridge backend: REST on the host's SLURM 22.05 (v0.0.38), REST on the 24.11
-# container (v0.0.42), and the commands (the host's only: the container has its own).
+# cluster (v0.0.42), and the commands (the host's only: the container has its own).
 _CLIENT_FIXTURES = {"rest": "slurm_rest", "rest-24.11": "slurm24_rest", "cli": "slurm_commands"}
 
 
