@@ -189,8 +189,8 @@ def _slurm24_token() -> str | None:
 
 
 def _slurm24_nodes_idle() -> bool:
-    states = _slurm24_exec("sinfo", "--Node", "--noheader", "--format=%N %t").stdout.split("\n")
-    return sorted(line.strip() for line in states if line.strip()) == ["n1 idle", "n2 idle"]
+    states = _slurm24_exec("sinfo", "--Node", "--noheader", "--format=%N %t").stdout
+    return sorted(line.strip() for line in states.splitlines()) == ["n1 idle", "n2 idle"]
 
 
 def _slurm24_exec(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -205,13 +205,13 @@ def _slurm24_logs() -> str:
 
 
 # Each bridge backend: REST on the host's SLURM 22.05 (v0.0.38), REST on the 24.11
-# cluster (v0.0.42), and the commands (the host's only: the container has its own).
+# cluster (v0.0.42), and the commands (the host's only: the containers have their own).
 _CLIENT_FIXTURES = {"rest": "slurm_rest", "rest-24.11": "slurm24_rest", "cli": "slurm_commands"}
 
 
 @pytest.fixture(params=list(_CLIENT_FIXTURES))
 def slurm_client(request: pytest.FixtureRequest) -> RestClient | CommandClient:
-    """Each bridge backend in turn (`-k "not 24.11"` leaves out the container)."""
+    """Each bridge backend in turn (`-k "not 24.11"` leaves out the containers)."""
     client: RestClient | CommandClient = request.getfixturevalue(_CLIENT_FIXTURES[request.param])
     return client
 
