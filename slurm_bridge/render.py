@@ -103,30 +103,61 @@ def job_environment(request: JobRequest) -> dict[str, str]:
     return {**BASE_ENVIRONMENT, **request.environment}
 
 
-def rest_job_properties(request: JobRequest) -> dict[str, Any]:
-    """The `job` object of `POST /slurm/v0.0.38/job/submit` (v0.0.38/v0.0.39 schema)."""
+def rest_submit_body(request: JobRequest, data_parser: bool) -> dict[str, Any]:
+    """The body of `POST /slurm/v<version>/job/submit`.
+
+    `data_parser` selects the schema of slurmrestd's data_parser plugins (API v0.0.40 and
+    newer, SLURM 23.11+): the script inside `job`, the environment as `NAME=value`
+    strings, limits as `{set, number}` objects. Otherwise the v0.0.38 schema.
+    """
+    if data_parser:
+        return {"job": {"script": render_script(request), **_job_v40(request)}}
+    return {"script": render_script(request), "job": _job_v38(request)}
+
+
+def _job_common(request: JobRequest) -> dict[str, Any]:
     job: dict[str, Any] = {
         "name": request.name,
         "comment": request.comment,
-        "nodes": [request.nodes, request.nodes],
         "tasks": request.nodes,
         "tasks_per_node": 1,
         "cpus_per_task": request.cpus_per_node,
-        "environment": job_environment(request),
         "current_working_directory": request.working_directory,
         "standard_output": request.stdout,
         "standard_error": request.stderr_path or request.stdout,
     }
+    names = {"partition": request.partition, "account": request.account, "qos": request.qos}
+    job.update({name: value for name, value in names.items() if value is not None})
+    return job
+
+
+def _job_v38(request: JobRequest) -> dict[str, Any]:
+    job = _job_common(request)
+    job["nodes"] = [request.nodes, request.nodes]
+    job["environment"] = job_environment(request)
     optional = {
         "memory_per_node": request.memory_mb,
         "time_limit": request.time_limit_minutes,
-        "partition": request.partition,
-        "account": request.account,
-        "qos": request.qos,
         "gpus_per_node": str(request.gpus_per_node) if request.gpus_per_node else None,
     }
     job.update({name: value for name, value in optional.items() if value is not None})
     return job
+
+
+def _job_v40(request: JobRequest) -> dict[str, Any]:
+    job = _job_common(request)
+    job["minimum_nodes"] = job["maximum_nodes"] = request.nodes
+    job["environment"] = [f"{name}={value}" for name, value in job_environment(request).items()]
+    limits = {"memory_per_node": request.memory_mb, "time_limit": request.time_limit_minutes}
+    job.update({name: _set(value) for name, value in limits.items() if value is not None})
+    if request.gpus_per_node:
+        job["tres_per_node"] = f"gres/gpu:{request.gpus_per_node}"
+    return job
+
+
+def _set(number: int) -> dict[str, Any]:
+    """A data_parser number that is set (neither unset nor infinite)."""
+    return {"set": True, "infinite": False, "number": number}
 
 
 def sbatch_argv(request: JobRequest) -> list[str]:

@@ -20,11 +20,16 @@ from infinitecontext.slurm_bridge.errors import (
 )
 from infinitecontext.slurm_bridge.models import JobLogs, JobRef, JobRequest, JobStatus
 from infinitecontext.slurm_bridge.parse import job_status
-from infinitecontext.slurm_bridge.render import render_script, rest_job_properties
+from infinitecontext.slurm_bridge.render import rest_submit_body
 from infinitecontext.slurm_bridge.states import Phase
 
-# API versions whose job schema this client speaks (tested on 0.0.38, SLURM 22.05).
-SUPPORTED_VERSIONS = ("0.0.39", "0.0.38")
+# API versions whose job schema this client speaks, newest first (docs/slurm.md,
+# "Versions"): v0.0.40-v0.0.42 (data_parser schema; tested: v0.0.42, SLURM 24.11) and
+# v0.0.38 (tested: SLURM 22.05). v0.0.39 is not spoken: no server here serves it, and
+# every SLURM that does (23.02, 23.11, 24.05) also serves v0.0.38 or v0.0.40+.
+SUPPORTED_VERSIONS = ("0.0.42", "0.0.41", "0.0.40", "0.0.38")
+# The first version of the data_parser schema (render.rest_submit_body).
+_DATA_PARSER_SINCE = (0, 0, 40)
 # slurm_errno values meaning "slurmctld did not answer" (slurm_errno.h): retryable.
 # SLURM 22.05's slurmrestd reports a stopped slurmctld as -1 ("Unspecified error",
 # "Unable to find JobId=…") with HTTP 500; an unknown job id is 2017.
@@ -43,6 +48,20 @@ def pick_version(paths: Iterable[str]) -> str:
     raise SlurmRejected(
         f"slurmrestd offers API versions {sorted(offered)}; this client speaks "
         f"{list(SUPPORTED_VERSIONS)} (use the CLI backend)"
+    )
+
+
+def uses_data_parser(version: str) -> bool:
+    """Whether this API version takes the v0.0.40+ (data_parser) job schema."""
+    return tuple(int(part) for part in version.split(".")) >= _DATA_PARSER_SINCE
+
+
+def ping_up(body: Mapping[str, Any]) -> bool:
+    """Whether a `/ping` reply has a controller that says UP (`ping` before v0.0.40,
+    `pinged` since)."""
+    return any(
+        str(entry.get("pinged", entry.get("ping", ""))).upper() == "UP"
+        for entry in body.get("pings", [])
     )
 
 
@@ -87,14 +106,13 @@ class RestClient:
 
     def ping(self) -> bool:
         """True when slurmrestd answers and reaches a slurmctld that says UP."""
-        pings = self._request("GET", self._path("ping")).get("pings", [])
-        return any(str(entry.get("ping", "")).upper() == "UP" for entry in pings)
+        return ping_up(self._request("GET", self._path("ping")))
 
     def submit(self, request: JobRequest) -> JobRef:
         existing = find_by_key(self._jobs(), request.key)
         if existing is not None:
             return JobRef(existing.job_id, created=False)
-        body = {"script": render_script(request), "job": rest_job_properties(request)}
+        body = rest_submit_body(request, uses_data_parser(self.api_version()))
         reply = self._request("POST", self._path("job/submit"), json=body)
         return JobRef(int(reply["job_id"]), created=True)
 

@@ -1,4 +1,5 @@
-"""The SLURM bridge against the real local cluster (both backends where it matters)."""
+"""The SLURM bridge against real clusters: the host's SLURM 22.05 (REST and CLI) and,
+for the REST API, the two-node Slurm 24.11 cluster in containers (tests/plugins/slurm.py)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,27 @@ def test_same_key_returns_the_same_job(slurm_rest, slurm_commands, job_dir):
     assert first.created and not again.created and not from_cli.created
     assert first.job_id == again.job_id == from_cli.job_id
     assert [job.job_id for job in slurm_rest.list(key=request.key)] == [first.job_id]
+
+
+def test_same_key_returns_the_same_job_on_slurm_24_11(slurm24_rest, job_dir):
+    request = _request(job_dir, ["true"])
+    first = slurm24_rest.submit(request)
+    again = slurm24_rest.submit(request)
+    assert first.created and not again.created and first.job_id == again.job_id
+    assert [job.job_id for job in slurm24_rest.list(key=request.key)] == [first.job_id]
+
+
+def test_two_node_job_runs_one_task_on_each_node_of_slurm_24_11(slurm24_rest, job_dir):
+    # One write(2) per task: both tasks share the job's output file.
+    printer = (
+        "import os; line = os.environ['SLURM_NODEID'] + ' ' + os.environ['SLURMD_NODENAME']; "
+        "os.write(1, (line + '\\n').encode())"
+    )
+    ref = slurm24_rest.submit(_request(job_dir, ["python3", "-c", printer], nodes=2))
+    status = _finished(slurm24_rest, ref.job_id)
+    logs = slurm24_rest.logs(ref.job_id)
+    assert (status.phase, status.nodes) == (Phase.SUCCEEDED, "n[1-2]"), logs.stderr
+    assert sorted(logs.stdout.splitlines()) == ["0 n1", "1 n2"]
 
 
 def test_unknown_job_is_not_found(slurm_client):

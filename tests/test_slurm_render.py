@@ -1,4 +1,5 @@
-"""Pure parts of the SLURM bridge: validation, quoting, rendering, state mapping."""
+"""Pure parts of the SLURM bridge: validation, quoting, rendering, state mapping, and
+`connect()` with nothing to connect to."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import sys
 
 import pytest
 
-from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected
+from infinitecontext.slurm_bridge.auth import TokenFile
+from infinitecontext.slurm_bridge.client import connect
+from infinitecontext.slurm_bridge.errors import InvalidJobRequest, SlurmRejected, SlurmUnavailable
 from infinitecontext.slurm_bridge.logs import expand_output_path
 from infinitecontext.slurm_bridge.models import JobRequest, TorchrunSpec
 from infinitecontext.slurm_bridge.parse import sacct_status
 from infinitecontext.slurm_bridge.render import (
     bash_quote,
     render_script,
-    rest_job_properties,
+    rest_submit_body,
     sbatch_argv,
 )
 from infinitecontext.slurm_bridge.rest import classify_errors, pick_version
@@ -107,11 +110,22 @@ def test_options_travel_as_fields_not_script_lines():
         qos="high",
         environment={"HF_HOME": "$(x)"},
     )
-    job = rest_job_properties(request)
+    old = rest_submit_body(request, data_parser=False)
+    job = old["job"]
     assert job["name"] == "#SBATCH --wrap=x"
     assert job["comment"] == "icx-key=uid-1"
     assert (job["nodes"], job["gpus_per_node"], job["cpus_per_task"]) == ([2, 2], "8", 16)
-    assert job["environment"]["HF_HOME"] == "$(x)"
+    assert (job["environment"]["HF_HOME"], job["time_limit"]) == ("$(x)", 90)
+    assert old["script"] == render_script(request)
+    new = rest_submit_body(request, data_parser=True)
+    job = new["job"]
+    assert list(new) == ["job"] and job["script"] == render_script(request)
+    assert (job["name"], job["comment"]) == ("#SBATCH --wrap=x", "icx-key=uid-1")
+    assert (job["minimum_nodes"], job["maximum_nodes"]) == (2, 2)
+    assert job["tres_per_node"] == "gres/gpu:8"
+    assert "HF_HOME=$(x)" in job["environment"]
+    assert job["time_limit"] == {"set": True, "infinite": False, "number": 90}
+    assert job["memory_per_node"]["number"] == 64000
     argv = sbatch_argv(request)
     assert "--job-name=#SBATCH --wrap=x" in argv and "--gpus-per-node=8" in argv
     assert "--time=90" in argv and "--mem=64000" in argv and "--qos=high" in argv
@@ -165,15 +179,27 @@ def test_output_patterns_expand():
 
 
 def test_version_discovery_and_error_classes():
+    # SLURM 23.02 serves v0.0.37-v0.0.39, 24.05 v0.0.39-v0.0.41, 25.11 v0.0.42-v0.0.44.
     paths = ["/slurm/v0.0.38/ping", "/slurm/v0.0.39/ping", "/slurmdb/v0.0.39/jobs"]
-    assert pick_version(paths) == "0.0.39"
-    with pytest.raises(SlurmRejected, match=r"0\.0\.41"):
-        pick_version(["/slurm/v0.0.41/ping"])
+    assert pick_version(paths) == "0.0.38"
+    assert pick_version(["/slurm/v0.0.39/ping/", "/slurm/v0.0.41/ping/"]) == "0.0.41"
+    assert pick_version([f"/slurm/v0.0.4{minor}/ping/" for minor in (2, 3, 4)]) == "0.0.42"
+    with pytest.raises(SlurmRejected, match=r"0\.0\.43"):
+        pick_version(["/slurm/v0.0.43/ping/", "/slurm/v0.0.39/ping/"])
     down = classify_errors(500, {"errors": [{"error_number": -1, "error": "Unspecified"}]})
     assert type(down).__name__ == "SlurmUnavailable"
     bad = classify_errors(500, {"errors": [{"error_code": 2000, "error": "Invalid partition"}]})
     assert type(bad).__name__ == "SlurmRejected"
     assert classify_errors(200, {"errors": []}) is None
+
+
+def test_without_slurmrestd_or_sbatch_connect_is_unavailable(monkeypatch, tmp_path):
+    """The operator image has no sbatch: there, a silent slurmrestd is a retryable error."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    token = tmp_path / "token"
+    token.write_text("t")
+    with pytest.raises(SlurmUnavailable, match="did not answer"):
+        connect("http://127.0.0.1:9", TokenFile("root", token))
 
 
 def test_the_bridge_and_provisioning_import_without_torch():
