@@ -83,7 +83,11 @@ class KubernetesOptions(Spec):
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class_name: str | None = None
     service_account_name: str | None = None
-    """ServiceAccount of the pods (the namespace's `default` when unset)."""
+    """ServiceAccount of the pods (the namespace's `default` when unset); others only
+    where the operator's admin policy allows them (docs/security.md)."""
+    automount_service_account_token: bool = False
+    """Mount the ServiceAccount's API token into the pods (off: the work needs no
+    Kubernetes API)."""
 
 
 class ServerKubernetesOptions(KubernetesOptions):

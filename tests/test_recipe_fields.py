@@ -31,6 +31,7 @@ from infinitecontext.crds.models import (
     RegisteredModel,
     ResolvedJudge,
 )
+from infinitecontext.operator.tenancy import TenancyPolicy
 from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     InputModel,
@@ -206,7 +207,7 @@ def rendered_job(kind: Kind, spec: dict[str, Any]) -> str | None:
     resource = Resource(kind.kind, "probe", "ns", "uid-probe", 1, spec, {})
     tracking = (spec.get("mlflow") or {}).get("trackingUri") or "http://mlflow"
     observed = Observed(tracking_uri=tracking, input=INPUT, judge=JUDGE)
-    plan = reconcile(resource, parse(resource), observed, NOW)
+    plan = reconcile(resource, parse(resource, allowing(spec)), observed, NOW)
     if plan.status["phase"] == "Invalid":
         return None
     parts: list[str] = []
@@ -216,6 +217,17 @@ def rendered_job(kind: Kind, spec: dict[str, Any]) -> str | None:
         elif isinstance(action, SubmitSlurm):
             parts += [repr(dataclasses.asdict(action.request)), render_script(action.request)]
     return "\n".join(parts)
+
+
+def allowing(spec: dict[str, Any]) -> TenancyPolicy:
+    """An admin policy that allows what `spec` chooses (the policy has its own tests)."""
+    options = spec.get("kubernetes") or {}
+    return TenancyPolicy(
+        service_accounts=[options.get("serviceAccountName") or "default"],
+        priority_classes=[options.get("priorityClassName") or "none"],
+        toleration_keys=[t.get("key") or "" for t in options.get("tolerations", [])],
+        tracking_uris=[(spec.get("mlflow") or {}).get("trackingUri") or "http://mlflow"],
+    )
 
 
 def operator_only(leaf: Leaf) -> bool:

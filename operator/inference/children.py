@@ -21,6 +21,7 @@ from infinitecontext.crds.models import (
 )
 from infinitecontext.operator.inference.serve import PRESTOP_SLEEP_SECONDS, serve_argv
 from infinitecontext.operator.resource import Resource
+from infinitecontext.operator.tenancy import container_security
 from infinitecontext.operator.workloads.jobs import pod_placement
 
 KIND = "InferenceService"
@@ -108,6 +109,7 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
         },
         # Endpoints drop the pod before vLLM gets SIGTERM and drains.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE},
             {"name": "shm", "mountPath": "/dev/shm"},

@@ -43,7 +43,7 @@ def reconcile_inference(ctx: OperatorContext, body: Any) -> None:
 
 
 def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferencePlan:
-    spec = parse(isvc)
+    spec = parse(isvc, ctx.policy)
     if isinstance(spec, InvalidSpec):
         return invalid_plan(isvc, spec, now)
     if spec.backend == Backend.SLURM:

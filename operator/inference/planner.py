@@ -56,6 +56,7 @@ from infinitecontext.operator.inference.children import (
     service_url,
 )
 from infinitecontext.operator.resource import Event, Resource
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, check_spec
 
 HISTORY_LIMIT = 10
 
@@ -623,13 +624,21 @@ class InvalidSpec:
     """Why the spec cannot be served (the planner's InvalidSpec path says so)."""
 
     message: str
+    reason: str = "InvalidSpec"
+    """`InvalidSpec`, or `Forbidden` where the admin's policy refuses it."""
 
 
-def parse(isvc: Resource) -> InferenceServiceSpec | InvalidSpec:
-    """The typed spec, parsed once at the top of a pass (either backend)."""
+def parse(
+    isvc: Resource, policy: TenancyPolicy | None = None
+) -> InferenceServiceSpec | InvalidSpec:
+    """The typed spec, parsed and checked against the admin's policy once at the top of
+    a pass (either backend), before MLflow or SLURM is reached."""
     try:
         spec = InferenceServiceSpec.model_validate(isvc.spec)
         check_semantics(spec)
+        check_spec(spec, policy or TenancyPolicy())
+    except ForbiddenSpec as error:
+        return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:
         return InvalidSpec(_error_text(error))
     return spec
@@ -674,7 +683,8 @@ def _error_text(error: Exception) -> str:
 
 
 def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> InferencePlan:
-    """Degraded with `InvalidSpec`; nothing is applied or deleted (either backend)."""
+    """Degraded with `InvalidSpec` (or `Forbidden`); nothing is applied or deleted
+    (either backend)."""
     status = _parse_status(isvc.status)
     status.observed_generation = isvc.generation
     status.phase = Phase.DEGRADED
@@ -682,10 +692,10 @@ def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> Inferen
     for type_ in (cond.READY, DEGRADED):
         value: cond.Status = "False" if type_ == cond.READY else "True"
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, "InvalidSpec", text, now, isvc.generation
+            status.conditions, type_, value, invalid.reason, text, now, isvc.generation
         )
     dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return InferencePlan(dumped, events=[Event("Warning", "InvalidSpec", text)])
+    return InferencePlan(dumped, events=[Event("Warning", invalid.reason, text)])
 
 
 # ---------------------------------------------------------------- manual rollback

@@ -40,7 +40,7 @@ MAX_PASSES = 4
 
 def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
     with reconcile_pass(ctx, kind, body) as current:
-        spec = parse(current.resource)
+        spec = parse(current.resource, ctx.policy)
         for _ in range(MAX_PASSES):
             plan = _one_pass(ctx, current, spec)
             if not plan.needs_another_pass:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
+from infinitecontext.operator.tenancy import container_security, pod_security
 from infinitecontext.operator.workloads.recipe import (
     RECIPE_DIR,
     RECIPE_FILE,
@@ -190,6 +191,7 @@ def _pod_spec(
         # The trainer serves Prometheus metrics here (deploy/monitoring's PodMonitor).
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": container_resources(spec.resources),
+        "securityContext": container_security(),
     }
     recipe_volume = {"name": "recipe", "configMap": {"name": job_name(owner)}}
     container["volumeMounts"] = [{"name": "recipe", "mountPath": RECIPE_DIR, "readOnly": True}]
@@ -208,8 +210,9 @@ def _pod_spec(
 
 
 def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
-    """The pod-spec fields the user's backend options set: where and as whom a pod runs."""
-    fields: dict[str, Any] = {}
+    """The pod-spec fields the user's backend options set: where and as whom a pod runs
+    (confined whatever they set: `tenancy.pod_security`)."""
+    fields: dict[str, Any] = pod_security(options)
     if options.node_selector:
         fields["nodeSelector"] = dict(options.node_selector)
     if options.tolerations:

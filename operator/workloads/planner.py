@@ -42,6 +42,7 @@ from infinitecontext.crds.models import (
 )
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.resource import Event, Resource
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, check_spec
 from infinitecontext.operator.workloads.jobs import JobObservation, render_children
 from infinitecontext.operator.workloads.recipe import (
     JUDGE_ERRORS_METRIC,
@@ -210,18 +211,24 @@ class InvalidSpec:
     """Why the spec cannot be run (the planner's Invalid phase says so)."""
 
     message: str
+    reason: str = "InvalidSpec"
+    """`InvalidSpec`, or `Forbidden` where the admin's policy refuses it."""
 
 
 def owner_of(resource: Resource) -> Owner:
     return Owner(resource.kind, resource.name, resource.namespace, resource.uid)
 
 
-def parse(resource: Resource) -> WorkloadSpec | InvalidSpec:
-    """The typed spec, checked as far as our code can before anything runs; parsed once
-    at the top of a pass, and handed to the observer, the planner and the applier."""
+def parse(resource: Resource, policy: TenancyPolicy | None = None) -> WorkloadSpec | InvalidSpec:
+    """The typed spec, checked as far as our code can and against the admin's policy
+    before anything (MLflow included) is reached; parsed once at the top of a pass, and
+    handed to the observer, the planner and the applier."""
     try:
         spec: WorkloadSpec = parse_spec(KINDS_BY_NAME[resource.kind], resource.spec)
         check_semantics(spec)
+        check_spec(spec, policy or TenancyPolicy())
+    except ForbiddenSpec as error:
+        return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:
         return InvalidSpec(_error_text(error))
     return spec
@@ -235,7 +242,7 @@ def reconcile(
     status = _status(kind.status, resource.status)
     builder = _Builder(status, now, resource.generation)
     if isinstance(spec, InvalidSpec):
-        builder.phase(Phase.INVALID, "False", "InvalidSpec", spec.message)
+        builder.phase(Phase.INVALID, "False", spec.reason, spec.message)
         return builder.plan()
     try:  # the recipe is the spec in the trainer's terms; what it refuses is Invalid too
         builder.recipe = recipe_for(owner_of(resource), spec, _judge_of(builder))

@@ -1,0 +1,323 @@
+"""Tenancy: what a CR author may choose (the admin's policy, `Forbidden`) and how the
+pods the operator creates are confined (docs/security.md).
+
+The policy is pure logic, tested on the planners; the e2e tests show the real API
+server's Pod Security admission (`restricted`) accepting the operator's pods, and
+the real operator refusing a spec with reason `Forbidden`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from plugins.kube import KubeCluster
+from plugins.operator import StartOperator
+
+from infinitecontext.crds.models import Revision
+from infinitecontext.devtools.cluster import ClusterError
+from infinitecontext.devtools.waiting import wait_for
+from infinitecontext.operator.inference import planner as inference
+from infinitecontext.operator.inference.children import deployment
+from infinitecontext.operator.resource import Resource
+from infinitecontext.operator.tenancy import FORBIDDEN, TenancyPolicy
+from infinitecontext.operator.workloads.planner import (
+    ApplyChildren,
+    InvalidSpec,
+    Observed,
+    parse,
+    reconcile,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+TINY = {"model": {"preset": "tiny"}, "hyperparameters": {"steps": 8, "warmupSteps": 2}}
+OPERATOR_URI = "http://mlflow.icx.svc:5000"
+POLICY = TenancyPolicy(
+    service_accounts=["trainer"],
+    priority_classes=["batch-low"],
+    image_prefixes=["ghcr.io/infinitecontext/"],
+    node_selectors=["gpu", "pool=training"],
+).with_tracking_uri(OPERATOR_URI)
+
+
+def training_run(kubernetes: dict[str, Any] | None = None, **spec: Any) -> Resource:
+    body = dict(TINY, **spec)
+    if kubernetes is not None:
+        body["kubernetes"] = kubernetes
+    return Resource("TrainingRun", "run", "ns", "uid-1", 1, body, {})
+
+
+def inference_service(**spec: Any) -> Resource:
+    body = {"model": {"mlflow": {"name": "tiny", "version": "1"}}, **spec}
+    return Resource("InferenceService", "svc", "ns", "uid-2", 1, body, {})
+
+
+def ready(plan_status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in plan_status["conditions"] if c["type"] == "Ready")
+
+
+# ---------------------------------------------------------------- the admin's policy
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "field"),
+    [
+        ({"serviceAccountName": "cluster-admin-sa"}, "serviceAccountName"),
+        ({"priorityClassName": "system-node-critical"}, "priorityClassName"),
+        ({"image": "evil.example/miner:latest"}, "image"),
+        ({"image": "ghcr.io/infinitecontext.evil/x"}, "image"),
+        ({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}, "nodeSelector"),
+        ({"nodeSelector": {"pool": "system"}}, "nodeSelector"),
+        (
+            {"tolerations": [{"key": "node-role.kubernetes.io/control-plane"}]},
+            "tolerations",
+        ),
+        ({"tolerations": [{"operator": "Exists"}]}, "tolerations"),
+    ],
+)
+def test_what_the_policy_does_not_allow_is_forbidden_and_nothing_runs(
+    kubernetes: dict[str, Any], field: str
+) -> None:
+    res = training_run(kubernetes)
+    spec = parse(res, POLICY)
+    assert isinstance(spec, InvalidSpec) and spec.reason == FORBIDDEN
+    assert field in spec.message
+    plan = reconcile(res, spec, Observed(tracking_uri=OPERATOR_URI), NOW)
+    assert ready(plan.status)["reason"] == FORBIDDEN
+    assert ready(plan.status)["status"] == "False"
+    assert plan.actions == []
+    assert [e.reason for e in plan.events] == ["Invalid"]
+
+
+def test_what_the_policy_allows_runs() -> None:
+    kubernetes = {
+        "serviceAccountName": "trainer",
+        "priorityClassName": "batch-low",
+        "image": "ghcr.io/infinitecontext/trainer:0.1.0",
+        "nodeSelector": {"gpu": "h100", "pool": "training"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+    }
+    res = training_run(kubernetes)
+    spec = parse(res, POLICY)
+    assert not isinstance(spec, InvalidSpec), spec
+    plan = reconcile(res, spec, Observed(tracking_uri=OPERATOR_URI), NOW)
+    assert any(isinstance(a, ApplyChildren) for a in plan.actions)
+
+
+def test_the_default_policy_allows_only_the_default_account_and_no_priority_class() -> None:
+    assert not isinstance(parse(training_run({"serviceAccountName": "default"})), InvalidSpec)
+    for kubernetes in ({"serviceAccountName": "builder"}, {"priorityClassName": "high"}):
+        spec = parse(training_run(kubernetes))
+        assert isinstance(spec, InvalidSpec) and spec.reason == FORBIDDEN
+
+
+def test_a_tracking_uri_must_be_the_operators_or_on_the_allowlist() -> None:
+    metadata = {"trackingUri": "http://169.254.169.254/latest/meta-data/"}
+    spec = parse(training_run(mlflow=metadata), POLICY)
+    assert isinstance(spec, InvalidSpec) and spec.reason == FORBIDDEN
+    assert "trackingUri" in spec.message
+    own = parse(training_run(mlflow={"trackingUri": OPERATOR_URI + "/"}), POLICY)
+    assert not isinstance(own, InvalidSpec)
+    listed = POLICY.model_copy(update={"tracking_uris": ["https://mlflow.team-a.example"]})
+    spec = parse(training_run(mlflow={"trackingUri": "https://mlflow.team-a.example"}), listed)
+    assert not isinstance(spec, InvalidSpec)
+
+
+def test_an_inference_service_is_checked_too_and_extra_args_have_a_denylist() -> None:
+    for spec_ in (
+        {"kubernetes": {"serviceAccountName": "cluster-admin-sa"}},
+        {"server": {"extraArgs": ["--trust-remote-code"]}},
+        {"server": {"extraArgs": ["--host=0.0.0.0"]}},
+        {"mlflow": {"trackingUri": "http://10.0.0.1/"}},
+    ):
+        svc = inference_service(**spec_)
+        parsed = inference.parse(svc, POLICY)
+        assert isinstance(parsed, inference.InvalidSpec) and parsed.reason == FORBIDDEN, spec_
+        plan = inference.invalid_plan(svc, parsed, NOW)
+        assert ready(plan.status)["reason"] == FORBIDDEN
+        assert plan.apply == [] and plan.delete == []
+    allowed = inference_service(server={"extraArgs": ["--enforce-eager", "--max-num-seqs=4"]})
+    assert not isinstance(inference.parse(allowed, POLICY), inference.InvalidSpec)
+
+
+def test_the_policy_file_is_camel_case_yaml_and_refuses_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"serviceAccounts": ["trainer"], "nodeSelectors": ["gpu"]}))
+    policy = TenancyPolicy.load(str(path))
+    assert policy.service_accounts == ["trainer"] and policy.node_selectors == ["gpu"]
+    path.write_text(yaml.safe_dump({"serviceAcounts": ["trainer"]}))
+    with pytest.raises(ValueError, match="serviceAcounts"):
+        TenancyPolicy.load(str(path))
+
+
+# ---------------------------------------------------------------- confined pods
+
+
+def assert_restricted(pod: dict[str, Any]) -> None:
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def job_pod(res: Resource) -> dict[str, Any]:
+    spec = parse(res)
+    plan = reconcile(res, spec, Observed(tracking_uri=OPERATOR_URI), NOW)
+    [apply] = [a for a in plan.actions if isinstance(a, ApplyChildren)]
+    job = apply.objects[-1]
+    assert job["kind"] == "Job"
+    return dict(job["spec"]["template"]["spec"])
+
+
+def service_pod(svc: Resource) -> dict[str, Any]:
+    spec = inference.parse(svc)
+    assert not isinstance(spec, inference.InvalidSpec)
+    template = inference.served_template(spec, "models:/tiny/1")
+    revision = Revision(revision=1, model_version="1", started=NOW, outcome="Progressing")
+    revision.template = template
+    obj = deployment(svc, "stable", revision, 1, 600, OPERATOR_URI)
+    return dict(obj["spec"]["template"]["spec"])
+
+
+def test_trainer_jobs_and_server_deployments_run_restricted() -> None:
+    assert_restricted(job_pod(training_run()))
+    assert_restricted(service_pod(inference_service()))
+
+
+def test_a_spec_may_ask_for_the_service_account_token() -> None:
+    kubernetes = {"automountServiceAccountToken": True}
+    assert job_pod(training_run(kubernetes))["automountServiceAccountToken"] is True
+
+
+# ---------------------------------------------------------------- on the real API server
+
+HOLD = {"infinitecontext.dev/test": "hold"}  # no kwok node has it: pods stay Pending
+
+
+def custom(kind: str, name: str, spec: dict[str, Any]) -> str:
+    body = {"apiVersion": "infinitecontext.dev/v1alpha1", "kind": kind, "metadata": {"name": name}}
+    return yaml.safe_dump(body | {"spec": spec})
+
+
+def get(cluster: KubeCluster, namespace: str, *what: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", *what, "-n", namespace, "-o", "json")))
+
+
+def test_the_operators_pods_pass_restricted_pod_security_admission(
+    icx_crds: KubeCluster, kube_namespace: str, operator_factory: StartOperator
+) -> None:
+    """In a namespace that enforces the `restricted` Pod Security Standard, the Job and
+    Deployment controllers create the operator's pods; a root pod is refused there."""
+    cluster, ns = icx_crds, kube_namespace
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    plain = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"}}
+    plain["spec"] = {"containers": [{"name": "c", "image": "busybox"}]}
+    with pytest.raises(ClusterError, match="restricted"):
+        cluster.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", stdin=json.dumps(plain))
+    operator_factory(cluster.kubeconfig, [ns])
+    image = {"image": "trainer:test", "nodeSelector": HOLD}
+    cluster.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        stdin=custom("TrainingRun", "tr", {**TINY, "kubernetes": image}),
+    )
+    service = {
+        "model": {"mlflow": {"name": "tiny", "version": "1"}},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "kubernetes": {"image": "server:test", "nodeSelector": HOLD},
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("InferenceService", "svc", service))
+
+    def pods() -> dict[str, dict[str, Any]] | None:
+        found = get(cluster, ns, "pods")["items"]
+        owners = {p["metadata"]["ownerReferences"][0]["kind"]: p for p in found}
+        return owners if {"Job", "ReplicaSet"} <= set(owners) else None
+
+    created = wait_for("the Job's and the Deployment's pods", pods, 90, every_s=0.5)
+    for pod in created.values():
+        assert_restricted(pod["spec"])
+
+
+def test_a_forbidden_spec_is_refused_without_running_or_fetching_anything(
+    icx_crds: KubeCluster,
+    kube_namespace: str,
+    operator_factory: StartOperator,
+    operator_account: Path,
+    tmp_path: Path,
+) -> None:
+    """The admin's policy file: a TrainingRun as a ServiceAccount it does not list, and
+    an InferenceService whose tracking URI is not the operator's, end `Ready=False,
+    reason Forbidden`; no Job or Deployment is created and the URI is never fetched."""
+    cluster, ns = icx_crds, kube_namespace
+    fetched: list[str] = []
+    trap = _RecordingServer(fetched)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"serviceAccounts": ["trainer"]}))
+    operator_factory(operator_account, [ns], extra_args=["--policy", str(policy)])
+    options = {"image": "trainer:test", "nodeSelector": HOLD, "serviceAccountName": "admin"}
+    run = {**TINY, "kubernetes": options}
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("TrainingRun", "tr", run))
+    service = {
+        "model": {"mlflow": {"name": "tiny", "alias": "prod"}},
+        "mlflow": {"trackingUri": trap.url},
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("InferenceService", "svc", service))
+    try:
+        messages = {}
+        for kind, name in (("trainingrun", "tr"), ("inferenceservice", "svc")):
+
+            def refused(kind: str = kind, name: str = name) -> dict[str, Any] | None:
+                status = get(cluster, ns, kind, name).get("status") or {}
+                found = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+                return found[0] if found and found[0]["reason"] == FORBIDDEN else None
+
+            condition = wait_for(f"{kind} {name} Forbidden", refused, 60, every_s=0.5)
+            assert condition["status"] == "False"
+            messages[kind] = condition["message"]
+        assert "serviceAccountName 'admin'" in messages["trainingrun"]
+        assert "trackingUri" in messages["inferenceservice"]
+        assert get(cluster, ns, "jobs")["items"] == []
+        assert get(cluster, ns, "deployments")["items"] == []
+        events = cluster.kubectl("get", "events", "-n", ns, "-o", "json")
+        assert FORBIDDEN in events
+        assert fetched == []
+    finally:
+        trap.close()
+
+
+class _RecordingServer:
+    """An HTTP server that records every request path (the SSRF target)."""
+
+    def __init__(self, seen: list[str]) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"secret-instance-credentials")
+
+            do_POST = do_GET
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
