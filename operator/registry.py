@@ -7,6 +7,7 @@ registered, so a pass that is repeated after a crash creates nothing twice.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,8 @@ from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS"}
+
+log = logging.getLogger(__name__)
 
 
 class RegistryUnavailable(Exception):
@@ -40,7 +43,15 @@ def _code(error: Exception) -> str:
 
 
 def _unavailable(error: Exception) -> RegistryUnavailable:
-    return RegistryUnavailable(f"MLflow: {type(error).__name__}: {str(error)[:300]}")
+    """What failed, for status and Events: the error's type and MLflow's error code,
+    never its text, which carries the server's response body (whatever the host at the
+    tracking URI answered, docs/security.md). The whole error goes to the operator's log."""
+    log.warning("MLflow call failed: %s", error)
+    code = _code(error)
+    detail = f" {code}" if code else ""
+    return RegistryUnavailable(
+        f"MLflow: {type(error).__name__}{detail} (the operator's log has the details)"
+    )
 
 
 def _is_not_found(error: Exception) -> bool:

@@ -295,19 +295,58 @@ def test_a_forbidden_spec_is_refused_without_running_or_fetching_anything(
         trap.close()
 
 
-class _RecordingServer:
-    """An HTTP server that records every request path (the SSRF target)."""
+def test_an_mlflow_error_shows_no_response_body_in_status_or_events(
+    icx_crds: KubeCluster, kube_namespace: str, operator_factory: StartOperator
+) -> None:
+    """The tracking URI's host answers 500 with a body: the InferenceService waits for
+    its model and says MLflow failed, but the body is in neither status nor Events."""
+    cluster, ns = icx_crds, kube_namespace
+    trap = _RecordingServer([], status=500)
+    operator_factory(cluster.kubeconfig, [ns], tracking_uri=trap.url)
+    service = {"model": {"mlflow": {"name": "tiny", "alias": "prod"}}}
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("InferenceService", "svc", service))
+    try:
 
-    def __init__(self, seen: list[str]) -> None:
+        def waiting() -> dict[str, Any] | None:
+            status = get(cluster, ns, "inferenceservice", "svc").get("status") or {}
+            found = [c for c in status.get("conditions", []) if "MLflow" in c["message"]]
+            return found[0] if found else None
+
+        shown = wait_for("the MLflow failure in status", waiting, 60, every_s=0.5)
+        assert "MlflowException" in shown["message"]
+        everything = cluster.kubectl("get", "inferenceservice,events", "-n", ns, "-o", "json")
+        assert trap.body.decode() not in everything
+    finally:
+        trap.close()
+
+
+def test_registry_errors_keep_the_code_and_drop_the_text() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from infinitecontext.operator import registry
+
+    answer = MlflowException("Response body: 'ami-id instance-id'", error_code="INTERNAL_ERROR")
+    shown = str(registry._unavailable(answer))
+    assert "INTERNAL_ERROR" in shown and "ami-id" not in shown
+
+
+class _RecordingServer:
+    """An HTTP server that records every request path (an SSRF target) and answers
+    `status` with a body that must never be shown."""
+
+    body = b"secret-instance-credentials"
+
+    def __init__(self, seen: list[str], status: int = 200) -> None:
         import http.server
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 seen.append(self.path)
-                self.send_response(200)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(_RecordingServer.body)))
                 self.end_headers()
-                self.wfile.write(b"secret-instance-credentials")
+                self.wfile.write(_RecordingServer.body)
 
             do_POST = do_GET
 
