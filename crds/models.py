@@ -491,8 +491,19 @@ class Rollout(Spec):
     by weight when the Gateway API is installed; else the split is by replicas."""
 
 
+class SecretKeyRef(Spec):
+    """One key of a Secret in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "api-key"
+
+
 class ServerOptions(Spec):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    api_key: SecretKeyRef | None = None
+    """The Secret key that holds the API key: clients then send `Authorization: Bearer
+    <key>` to `/v1/*` (vLLM's `VLLM_API_KEY`; `/health`, `/ready` and `/metrics` stay
+    open). Kubernetes backend only, so far. The admin's policy may require one."""
     max_model_len: Annotated[int, Field(ge=16)] | None = None
     extra_args: list[str] = Field(default_factory=list)
     termination_grace_period_seconds: Annotated[int, Field(ge=0)] = 120

@@ -64,6 +64,8 @@ class TenancyPolicy(BaseModel):
     toleration_keys: list[str] = Field(default_factory=list)
     """Taint keys a spec may tolerate beyond the default rule (everything but the
     control-plane taints and key-less tolerations, which tolerate every taint)."""
+    require_api_key: bool = False
+    """InferenceServices must set `server.apiKey` (docs/security.md)."""
     tracking_uris: list[str] = Field(default_factory=list)
     """MLflow tracking URIs a spec's `mlflow.trackingUri` may name (the operator adds
     its own `--tracking-uri`: `with_tracking_uri`)."""
@@ -95,6 +97,8 @@ def check_spec(spec: WorkloadSpec | InferenceServiceSpec, policy: TenancyPolicy)
         )
     if isinstance(spec, InferenceServiceSpec):
         check_server_args(spec.server.extra_args)
+        if policy.require_api_key and spec.server.api_key is None:
+            raise ForbiddenSpec("spec.server.apiKey is required by the admin's policy")
 
 
 def check_server_args(extra_args: list[str]) -> None:

@@ -33,6 +33,7 @@ from infinitecontext.operator.workloads.planner import (
     reconcile,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TINY = {"model": {"preset": "tiny"}, "hyperparameters": {"steps": 8, "warmupSteps": 2}}
 OPERATOR_URI = "http://mlflow.icx.svc:5000"
@@ -196,6 +197,62 @@ def test_a_spec_may_ask_for_the_service_account_token() -> None:
     assert job_pod(training_run(kubernetes))["automountServiceAccountToken"] is True
 
 
+# ---------------------------------------------------------------- the serving API key
+
+
+def test_the_api_key_comes_from_the_secret_and_the_policy_may_require_it() -> None:
+    secret = {"name": "svc-key", "key": "token"}
+    pod = service_pod(inference_service(server={"apiKey": secret}))
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["VLLM_API_KEY"] == {
+        "name": "VLLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "svc-key", "key": "token"}},
+    }
+    assert "VLLM_API_KEY" not in {
+        e["name"] for e in service_pod(inference_service())["containers"][0]["env"]
+    }
+    strict = POLICY.model_copy(update={"require_api_key": True})
+    parsed = inference.parse(inference_service(), strict)
+    assert isinstance(parsed, inference.InvalidSpec) and parsed.reason == FORBIDDEN
+    assert not isinstance(
+        inference.parse(inference_service(server={"apiKey": secret}), strict), inference.InvalidSpec
+    )
+
+
+def test_slurm_services_refuse_an_api_key_until_they_support_one() -> None:
+    svc = inference_service(backend="slurm", server={"apiKey": {"name": "k"}})
+    parsed = inference.parse(svc)
+    assert isinstance(parsed, inference.InvalidSpec) and "apiKey" in parsed.message
+
+
+def test_readiness_probes_through_the_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM guards /v1/* with VLLM_API_KEY; the in-process probe completion carries it."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from infinitecontext.server.readiness import readiness_middleware
+
+    def completions(request: Request) -> Response:
+        if request.headers.get("authorization") != "Bearer s3cret":
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        return JSONResponse({"usage": {"completion_tokens": 1}})
+
+    app = Starlette(
+        routes=[Route("/v1/completions", completions, methods=["POST"])],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=readiness_middleware)],
+    )
+    client = TestClient(app)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert client.get("/ready").status_code == 503
+    monkeypatch.setenv("VLLM_API_KEY", "s3cret")
+    assert client.get("/ready").json() == {"ready": True}
+
+
 # ---------------------------------------------------------------- on the real API server
 
 HOLD = {"infinitecontext.dev/test": "hold"}  # no kwok node has it: pods stay Pending
@@ -235,6 +292,7 @@ def test_the_operators_pods_pass_restricted_pod_security_admission(
         "model": {"mlflow": {"name": "tiny", "version": "1"}},
         "resources": {"cpu": "100m", "memory": "256Mi"},
         "kubernetes": {"image": "server:test", "nodeSelector": HOLD},
+        "server": {"apiKey": {"name": "svc-key"}},
     }
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("InferenceService", "svc", service))
 
@@ -246,6 +304,20 @@ def test_the_operators_pods_pass_restricted_pod_security_admission(
     created = wait_for("the Job's and the Deployment's pods", pods, 90, every_s=0.5)
     for pod in created.values():
         assert_restricted(pod["spec"])
+    server_env = created["ReplicaSet"]["spec"]["containers"][0]["env"]
+    key = {"secretKeyRef": {"name": "svc-key", "key": "api-key"}}
+    assert {"name": "VLLM_API_KEY", "valueFrom": key} in server_env
+    policy = REPO / "deploy" / "serving" / "networkpolicy.yaml"
+    cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(policy))
+
+
+def test_the_operators_slurm_token_is_mounted_for_its_user_only(icx_crds: KubeCluster) -> None:
+    rendered = yaml.safe_load_all(icx_crds.kubectl("kustomize", str(REPO / "deploy")))
+    [operator] = [d for d in rendered if d and d["kind"] == "Deployment"]
+    pod = operator["spec"]["template"]["spec"]
+    [token] = [v for v in pod["volumes"] if v["name"] == "slurm-token"]
+    assert token["secret"]["defaultMode"] == 0o400
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
 
 
 def test_a_forbidden_spec_is_refused_without_running_or_fetching_anything(

@@ -30,6 +30,8 @@ LABEL_REVISION = "infinitecontext.dev/revision"
 LABEL_ROLE = "infinitecontext.dev/role"
 STABLE, CANARY = "stable", "canary"
 MODEL_CACHE = "/models"
+API_KEY_ENV = "VLLM_API_KEY"
+"""vLLM requires `Authorization: Bearer <it>` on /v1/* when this is set."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,13 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
     limits: dict[str, Any] = {"memory": res.memory}
     if res.gpus_per_node:
         limits["nvidia.com/gpu"] = res.gpus_per_node
-    env = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
+    env: list[dict[str, Any]] = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
     if tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    api_key = template.server.api_key
+    if api_key is not None:  # from the Secret at start: never in the pod spec itself
+        secret = {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}
+        env.append({"name": API_KEY_ENV, "valueFrom": secret})
     http = {"path": "/health", "port": "http"}
     return {
         "name": "server",

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    Backend,
     InferenceServiceSpec,
     InferenceServiceStatus,
     Phase,
@@ -674,6 +675,8 @@ def check_semantics(spec: InferenceServiceSpec) -> None:
         raise ValueError("model: set exactly one of trainingRun, alignment, mlflow")
     if spec.autoscaling.min_replicas > spec.autoscaling.max_replicas:
         raise ValueError("autoscaling: minReplicas must not exceed maxReplicas")
+    if spec.backend == Backend.SLURM and spec.server.api_key is not None:
+        raise ValueError("server.apiKey: not supported on the slurm backend yet")
 
 
 def _error_text(error: Exception) -> str:
