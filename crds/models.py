@@ -128,10 +128,13 @@ class Resources(Spec):
 class Checkpoint(Spec):
     """Where checkpoints go: a PersistentVolumeClaim on Kubernetes, a path on SLURM."""
 
-    path: str = "/checkpoints"
-    """Directory inside the job where checkpoints are written and resumed from."""
+    path: Annotated[str, Field(pattern="^/")] | None = None
+    """Directory inside the job where checkpoints are written and resumed from; default
+    `/checkpoints/<the resource's uid>`, so that no two runs (a re-created resource of
+    the same name included) ever share one."""
     persistent_volume_claim: str | None = None
-    """Claim mounted at `path` (kubernetes backend); an emptyDir when unset."""
+    """Claim mounted at `path` (kubernetes backend), or at `/checkpoints` when `path` is
+    unset; an emptyDir when unset."""
 
 
 class MlflowOptions(Spec):

@@ -197,6 +197,34 @@ def test_a_spec_may_ask_for_the_service_account_token() -> None:
     assert job_pod(training_run(kubernetes))["automountServiceAccountToken"] is True
 
 
+# ---------------------------------------------------------------- per-run paths
+
+
+def test_a_recreated_resource_gets_its_own_checkpoint_directory_on_either_backend() -> None:
+    """Same name, new UID: nothing of the old run's checkpoints (or its MLflow run id
+    saved beside them) is resumed; a path the spec sets is used as given."""
+    from infinitecontext.operator.workloads.planner import SubmitSlurm
+
+    def rendered(uid: str, **spec: Any) -> str:
+        res = Resource("TrainingRun", "run", "ns", uid, 1, dict(TINY, **spec), {})
+        plan = reconcile(res, parse(res), Observed(tracking_uri=OPERATOR_URI), NOW)
+        [action] = plan.actions
+        if isinstance(action, SubmitSlurm):
+            return json.dumps([action.request.command, list(action.request.files)])
+        assert isinstance(action, ApplyChildren)
+        return json.dumps(action.objects)
+
+    for backend in ("kubernetes", "slurm"):
+        first, second = rendered("uid-1", backend=backend), rendered("uid-2", backend=backend)
+        assert "/checkpoints/uid-1" in first and "/checkpoints/uid-2" not in first
+        assert "/checkpoints/uid-2" in second and "/checkpoints/uid-1" not in second
+        chosen = rendered("uid-1", backend=backend, checkpoint={"path": "/data/mine"})
+        assert "/data/mine" in chosen and "/checkpoints/uid-1" not in chosen
+    pod = job_pod(training_run(checkpoint={"persistentVolumeClaim": "shared"}))
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "checkpoints"]
+    assert mount["mountPath"] == "/checkpoints"  # the claim's root; the run writes below
+
+
 # ---------------------------------------------------------------- the serving API key
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
 from infinitecontext.operator.tenancy import container_security, pod_security
 from infinitecontext.operator.workloads.recipe import (
+    CHECKPOINT_ROOT,
     RECIPE_DIR,
     RECIPE_FILE,
     Owner,
@@ -201,7 +202,9 @@ def _pod_spec(
         "volumes": [recipe_volume],
     }
     if checkpoint is not None:
-        container["volumeMounts"].append({"name": "checkpoints", "mountPath": checkpoint.path})
+        # Unset path: the volume at the root, the run's own directory (its UID) below it.
+        mount = checkpoint.path or CHECKPOINT_ROOT
+        container["volumeMounts"].append({"name": "checkpoints", "mountPath": mount})
         pod["volumes"].append(checkpoint_volume(checkpoint))
     if nodes > 1:
         pod["subdomain"] = job_name(owner)
