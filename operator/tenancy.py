@@ -16,14 +16,21 @@ not give them:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from infinitecontext.crds.models import InferenceServiceSpec, KubernetesOptions, WorkloadSpec
+from infinitecontext.crds.models import (
+    Backend,
+    InferenceServiceSpec,
+    KubernetesOptions,
+    SlurmOptions,
+    WorkloadSpec,
+)
 
+AnySpec = TypeVar("AnySpec", WorkloadSpec, InferenceServiceSpec)
 FORBIDDEN = "Forbidden"
 # The taints that keep workloads off control-plane nodes: tolerating them needs the admin.
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
@@ -64,6 +71,9 @@ class TenancyPolicy(BaseModel):
     toleration_keys: list[str] = Field(default_factory=list)
     """Taint keys a spec may tolerate beyond the default rule (everything but the
     control-plane taints and key-less tolerations, which tolerate every taint)."""
+    slurm_accounts: dict[str, str] = Field(default_factory=dict)
+    """Namespace → the SLURM account its jobs are charged to; a spec there may name no
+    other. In namespaces not listed, the spec's `slurm.account` (if any) is used."""
     require_api_key: bool = False
     """InferenceServices must set `server.apiKey` (docs/security.md)."""
     tracking_uris: list[str] = Field(default_factory=list)
@@ -84,8 +94,9 @@ class ForbiddenSpec(ValueError):
     """The spec names something the admin's policy does not allow."""
 
 
-def check_spec(spec: WorkloadSpec | InferenceServiceSpec, policy: TenancyPolicy) -> None:
-    """Raise ForbiddenSpec naming the first field the policy does not allow."""
+def admit(spec: AnySpec, policy: TenancyPolicy, namespace: str) -> AnySpec:
+    """The spec as the operator will run it in `namespace` (its SLURM account set by
+    the policy); ForbiddenSpec names the first field the policy does not allow."""
     if spec.kubernetes is not None:
         _check_kubernetes(spec.kubernetes, policy)
     requested = spec.mlflow.tracking_uri
@@ -99,6 +110,20 @@ def check_spec(spec: WorkloadSpec | InferenceServiceSpec, policy: TenancyPolicy)
         check_server_args(spec.server.extra_args)
         if policy.require_api_key and spec.server.api_key is None:
             raise ForbiddenSpec("spec.server.apiKey is required by the admin's policy")
+    return _with_slurm_account(spec, policy.slurm_accounts.get(namespace))
+
+
+def _with_slurm_account(spec: AnySpec, account: str | None) -> AnySpec:
+    if account is None or spec.backend != Backend.SLURM:
+        return spec
+    options = spec.slurm or SlurmOptions()
+    if options.account not in (None, account):
+        raise ForbiddenSpec(
+            f"spec.slurm.account {options.account!r}: this namespace's jobs are charged to "
+            f"{account!r}"
+        )
+    slurm = options.model_copy(update={"account": account})
+    return spec.model_copy(update={"slurm": slurm})
 
 
 def check_server_args(extra_args: list[str]) -> None:

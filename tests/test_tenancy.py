@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from plugins.kube import KubeCluster
+from plugins.mlflow_server import MlflowServer
 from plugins.operator import StartOperator
 
 from infinitecontext.crds.models import Revision
@@ -195,6 +196,31 @@ def test_trainer_jobs_and_server_deployments_run_restricted() -> None:
 def test_a_spec_may_ask_for_the_service_account_token() -> None:
     kubernetes = {"automountServiceAccountToken": True}
     assert job_pod(training_run(kubernetes))["automountServiceAccountToken"] is True
+
+
+# ---------------------------------------------------------------- SLURM accounts
+
+
+def test_a_namespace_is_charged_to_its_slurm_account() -> None:
+    from infinitecontext.operator.workloads.planner import SubmitSlurm
+
+    policy = POLICY.model_copy(update={"slurm_accounts": {"ns": "team-a"}})
+    res = training_run(backend="slurm")
+    plan = reconcile(res, parse(res, policy), Observed(tracking_uri=OPERATOR_URI), NOW)
+    [submit] = plan.actions
+    assert isinstance(submit, SubmitSlurm) and submit.request.account == "team-a"
+    same = parse(training_run(backend="slurm", slurm={"account": "team-a"}), policy)
+    assert not isinstance(same, InvalidSpec)
+    other = parse(training_run(backend="slurm", slurm={"account": "team-b"}), policy)
+    assert isinstance(other, InvalidSpec) and other.reason == FORBIDDEN
+    assert "team-a" in other.message
+    service = inference_service(backend="slurm", slurm={"account": "team-b"})
+    refused = inference.parse(service, policy)
+    assert isinstance(refused, inference.InvalidSpec) and refused.reason == FORBIDDEN
+    unlisted = POLICY.model_copy(update={"slurm_accounts": {"elsewhere": "x"}})
+    free = parse(training_run(backend="slurm", slurm={"account": "team-b"}), unlisted)
+    assert not isinstance(free, InvalidSpec) and free.slurm is not None
+    assert free.slurm.account == "team-b"
 
 
 # ---------------------------------------------------------------- per-run paths
@@ -428,6 +454,57 @@ def test_registry_errors_keep_the_code_and_drop_the_text() -> None:
     answer = MlflowException("Response body: 'ami-id instance-id'", error_code="INTERNAL_ERROR")
     shown = str(registry._unavailable(answer))
     assert "INTERNAL_ERROR" in shown and "ami-id" not in shown
+
+
+def test_a_namespaces_slurm_jobs_are_charged_to_its_account(
+    icx_crds: KubeCluster,
+    slurm_cluster: None,
+    kube_namespace: str,
+    mlflow_server: MlflowServer,
+    operator_factory: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """The admin maps the namespace to a SLURM account: the job SLURM runs carries it,
+    and a spec that names another account is Forbidden and submits nothing."""
+    import subprocess
+
+    cluster, ns = icx_crds, kube_namespace
+    tmp_path.chmod(0o755)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"slurmAccounts": {ns: "team-a"}}))
+    operator_factory(
+        cluster.kubeconfig,
+        [ns],
+        tracking_uri=mlflow_server.url,
+        extra_args=["--policy", str(policy)],
+    )
+    spec = {
+        **TINY,
+        "backend": "slurm",
+        "slurm": {"partition": "debug", "workingDirectory": str(tmp_path)},
+        "checkpoint": {"path": str(tmp_path / "ckpt")},
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("TrainingRun", "tr", spec))
+    other = {**spec, "slurm": {**spec["slurm"], "account": "team-b"}}
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("TrainingRun", "other", other))
+
+    def job_id() -> int | None:
+        job = (get(cluster, ns, "trainingrun", "tr").get("status") or {}).get("job") or {}
+        return job.get("slurmJobId")
+
+    submitted = wait_for("a SLURM job id", job_id, 120, every_s=0.5)
+    shown = subprocess.run(
+        ["scontrol", "show", "job", str(submitted)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Account=team-a" in shown
+
+    def refused() -> dict[str, Any] | None:
+        status = get(cluster, ns, "trainingrun", "other").get("status") or {}
+        ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+        return status if ready and ready[0]["reason"] == FORBIDDEN else None
+
+    assert "job" not in wait_for("the other account Forbidden", refused, 60, every_s=0.5)
+    cluster.kubectl("delete", "trainingrun", "tr", "other", "-n", ns, "--wait=true")
 
 
 class _RecordingServer:

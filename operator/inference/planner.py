@@ -57,7 +57,7 @@ from infinitecontext.operator.inference.children import (
     service_url,
 )
 from infinitecontext.operator.resource import Event, Resource
-from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, check_spec
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, admit
 
 HISTORY_LIMIT = 10
 
@@ -637,7 +637,7 @@ def parse(
     try:
         spec = InferenceServiceSpec.model_validate(isvc.spec)
         check_semantics(spec)
-        check_spec(spec, policy or TenancyPolicy())
+        spec = admit(spec, policy or TenancyPolicy(), isvc.namespace)
     except ForbiddenSpec as error:
         return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:

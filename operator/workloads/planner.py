@@ -42,7 +42,7 @@ from infinitecontext.crds.models import (
 )
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.resource import Event, Resource
-from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, check_spec
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, admit
 from infinitecontext.operator.workloads.jobs import JobObservation, render_children
 from infinitecontext.operator.workloads.recipe import (
     JUDGE_ERRORS_METRIC,
@@ -226,7 +226,7 @@ def parse(resource: Resource, policy: TenancyPolicy | None = None) -> WorkloadSp
     try:
         spec: WorkloadSpec = parse_spec(KINDS_BY_NAME[resource.kind], resource.spec)
         check_semantics(spec)
-        check_spec(spec, policy or TenancyPolicy())
+        spec = admit(spec, policy or TenancyPolicy(), resource.namespace)
     except ForbiddenSpec as error:
         return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:
