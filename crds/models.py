@@ -125,6 +125,20 @@ class Resources(Spec):
     """Memory per node, as a Kubernetes quantity (`16Gi`)."""
 
 
+class SecretKeyRef(Spec):
+    """One key of a Secret in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class SecretEnvVar(Spec):
+    """An environment variable of the job's or server's containers, from a Secret."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=253)]
+    secret_key_ref: SecretKeyRef
+
+
 class Checkpoint(Spec):
     """Where checkpoints go: a PersistentVolumeClaim on Kubernetes, a path on SLURM."""
 
@@ -187,6 +201,11 @@ _BACKEND_RULES: list[Any] = [
         "kubernetes options need backend: kubernetes",
         ".kubernetes",
     ),
+    cel(
+        "self.backend == 'kubernetes' || size(self.secretEnv) == 0",
+        "secretEnv needs backend: kubernetes (the slurm backend has no secret channel yet)",
+        ".secretEnv",
+    ),
 ]
 
 
@@ -205,6 +224,10 @@ class WorkloadSpec(Spec):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """Fail the work when it has run longer than this."""
+    secret_env: Annotated[list[SecretEnvVar], Field(max_length=64)] = Field(default_factory=list)
+    """Credentials for the containers (an authenticated MLflow, `WANDB_API_KEY`), each
+    from a Secret of the namespace, which the kubelet reads: they appear in no spec,
+    status or log. Kubernetes backend only, so far."""
 
 
 # ---------------------------------------------------------------- TrainingRun
@@ -494,13 +517,6 @@ class Rollout(Spec):
     by weight when the Gateway API is installed; else the split is by replicas."""
 
 
-class SecretKeyRef(Spec):
-    """One key of a Secret in the resource's namespace."""
-
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    key: Annotated[str, Field(min_length=1, max_length=253)] = "api-key"
-
-
 class ServerOptions(Spec):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     api_key: SecretKeyRef | None = None
@@ -601,6 +617,8 @@ class ServedTemplate(Spec):
     kubernetes: ServerKubernetesOptions | None = None
     slurm: SlurmOptions | None = None
     server: ServerOptions = Field(default_factory=ServerOptions)
+    secret_env: list[SecretEnvVar] | None = None
+    """None when the spec has none (so that older revisions' hashes stay the same)."""
 
 
 class Revision(Spec):

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from infinitecontext.crds.models import (
     ALIGNMENT,
@@ -144,12 +144,22 @@ def candidates(annotation: Any, default: Any) -> list[Any]:
 
 
 def sample(model: type[BaseModel]) -> dict[str, Any]:
-    """A small valid object of `model` (list items: a curriculum stage, a toleration)."""
-    return {
-        info.alias or name: candidates(info.annotation, None)[0]
+    """A small valid object of `model` (list items: a curriculum stage, a toleration, a
+    Secret-backed variable): the first of the candidates that the model accepts."""
+    required = {
+        info.alias or name: candidates(info.annotation, None)
         for name, info in model.model_fields.items()
         if info.is_required()
     }
+    tries = max((len(values) for values in required.values()), default=1)
+    for index in range(tries):
+        found = {key: values[min(index, len(values) - 1)] for key, values in required.items()}
+        try:
+            model.model_validate(found)
+        except ValidationError:
+            continue
+        return found
+    raise AssertionError(f"no valid sample of {model.__name__}: extend candidates()")
 
 
 def exclusive_groups(model: type[BaseModel]) -> list[list[str]]:

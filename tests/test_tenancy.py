@@ -251,6 +251,31 @@ def test_a_recreated_resource_gets_its_own_checkpoint_directory_on_either_backen
     assert mount["mountPath"] == "/checkpoints"  # the claim's root; the run writes below
 
 
+# ---------------------------------------------------------------- credentials
+
+WANDB = {"name": "WANDB_API_KEY", "secretKeyRef": {"name": "wandb", "key": "token"}}
+WANDB_ENV = {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": WANDB["secretKeyRef"]}}
+
+
+def test_secret_env_reaches_jobs_and_servers_as_references_only() -> None:
+    pod = job_pod(training_run(secretEnv=[WANDB]))
+    assert WANDB_ENV in pod["containers"][0]["env"]
+    server = service_pod(inference_service(secretEnv=[WANDB]))
+    assert WANDB_ENV in server["containers"][0]["env"]
+    plain = inference.served_template(
+        inference.parse(inference_service()),  # type: ignore[arg-type]
+        "models:/tiny/1",
+    )
+    assert "secretEnv" not in plain.model_dump(by_alias=True, exclude_none=True)
+
+
+def test_secret_env_is_refused_on_slurm_until_it_has_a_secret_channel() -> None:
+    spec = parse(training_run(backend="slurm", secretEnv=[WANDB]))
+    assert isinstance(spec, InvalidSpec) and "secretEnv" in spec.message
+    svc = inference.parse(inference_service(backend="slurm", secretEnv=[WANDB]))
+    assert isinstance(svc, inference.InvalidSpec) and "secretEnv" in svc.message
+
+
 # ---------------------------------------------------------------- the serving API key
 
 
@@ -274,7 +299,7 @@ def test_the_api_key_comes_from_the_secret_and_the_policy_may_require_it() -> No
 
 
 def test_slurm_services_refuse_an_api_key_until_they_support_one() -> None:
-    svc = inference_service(backend="slurm", server={"apiKey": {"name": "k"}})
+    svc = inference_service(backend="slurm", server={"apiKey": {"name": "k", "key": "k"}})
     parsed = inference.parse(svc)
     assert isinstance(parsed, inference.InvalidSpec) and "apiKey" in parsed.message
 
@@ -340,13 +365,13 @@ def test_the_operators_pods_pass_restricted_pod_security_admission(
         ns,
         "-f",
         "-",
-        stdin=custom("TrainingRun", "tr", {**TINY, "kubernetes": image}),
+        stdin=custom("TrainingRun", "tr", {**TINY, "kubernetes": image, "secretEnv": [WANDB]}),
     )
     service = {
         "model": {"mlflow": {"name": "tiny", "version": "1"}},
         "resources": {"cpu": "100m", "memory": "256Mi"},
         "kubernetes": {"image": "server:test", "nodeSelector": HOLD},
-        "server": {"apiKey": {"name": "svc-key"}},
+        "server": {"apiKey": {"name": "svc-key", "key": "api-key"}},
     }
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=custom("InferenceService", "svc", service))
 
@@ -361,6 +386,13 @@ def test_the_operators_pods_pass_restricted_pod_security_admission(
     server_env = created["ReplicaSet"]["spec"]["containers"][0]["env"]
     key = {"secretKeyRef": {"name": "svc-key", "key": "api-key"}}
     assert {"name": "VLLM_API_KEY", "valueFrom": key} in server_env
+    assert WANDB_ENV in created["Job"]["spec"]["containers"][0]["env"]
+    on_slurm = {**TINY, "backend": "slurm", "secretEnv": [WANDB]}
+    with pytest.raises(ClusterError, match="secretEnv needs backend: kubernetes"):
+        cluster.kubectl(
+            "apply", "--dry-run=server", "-n", ns, "-f", "-",
+            stdin=custom("TrainingRun", "s", on_slurm),
+        )  # fmt: skip
     policy = REPO / "deploy" / "serving" / "networkpolicy.yaml"
     cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(policy))
 

@@ -94,6 +94,10 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
     if api_key is not None:  # from the Secret at start: never in the pod spec itself
         secret = {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}
         env.append({"name": API_KEY_ENV, "valueFrom": secret})
+    env += [
+        {"name": v.name, "valueFrom": {"secretKeyRef": v.secret_key_ref.model_dump()}}
+        for v in template.secret_env or []
+    ]
     http = {"path": "/health", "port": "http"}
     return {
         "name": "server",

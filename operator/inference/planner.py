@@ -145,6 +145,7 @@ def served_template(spec: InferenceServiceSpec, model_uri: str) -> ServedTemplat
         kubernetes=spec.kubernetes,
         slurm=spec.slurm,
         server=spec.server,
+        secret_env=spec.secret_env or None,
     )
 
 
@@ -675,8 +676,8 @@ def check_semantics(spec: InferenceServiceSpec) -> None:
         raise ValueError("model: set exactly one of trainingRun, alignment, mlflow")
     if spec.autoscaling.min_replicas > spec.autoscaling.max_replicas:
         raise ValueError("autoscaling: minReplicas must not exceed maxReplicas")
-    if spec.backend == Backend.SLURM and spec.server.api_key is not None:
-        raise ValueError("server.apiKey: not supported on the slurm backend yet")
+    if spec.backend == Backend.SLURM and (spec.server.api_key or spec.secret_env):
+        raise ValueError("server.apiKey, secretEnv: not supported on the slurm backend yet")
 
 
 def _error_text(error: Exception) -> str:

@@ -188,7 +188,7 @@ def _pod_spec(
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         "command": launcher(work.argv, nodes, spec.resources),
-        "env": [*_env(owner, work, nodes, spec.resources), METRICS_ENV],
+        "env": [*_env(owner, work, nodes, spec.resources), METRICS_ENV, *secret_env(spec)],
         # The trainer serves Prometheus metrics here (deploy/monitoring's PodMonitor).
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": container_resources(spec.resources),
@@ -227,6 +227,17 @@ def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
     if options.service_account_name:
         fields["serviceAccountName"] = options.service_account_name
     return fields
+
+
+def secret_env(spec: WorkloadSpec) -> list[dict[str, Any]]:
+    """The spec's Secret-backed variables, as references the kubelet resolves."""
+    return [
+        {
+            "name": var.name,
+            "valueFrom": {"secretKeyRef": var.secret_key_ref.model_dump(by_alias=True)},
+        }
+        for var in spec.secret_env
+    ]
 
 
 def launcher(argv: list[str], nodes: int, resources: Resources) -> list[str]:

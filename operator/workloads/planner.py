@@ -306,6 +306,9 @@ def check_semantics(spec: WorkloadSpec) -> None:
     if spec.backend == Backend.SLURM:
         from infinitecontext.operator.workloads.slurm import cpus, memory_mb
 
+        if spec.secret_env:
+            raise ValueError("spec.secretEnv: not supported on the slurm backend yet")
+
         memory_mb(spec.resources.memory)
         cpus(spec.resources.cpu)
 
