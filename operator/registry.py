@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from infinitecontext.crds.models import ModelRegistryRef, RegisteredModel
 from infinitecontext.operator.workloads.planner import TAG_PREFIX, InputModel, RunObservation
 from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
+from infinitecontext.server.manifest import MANIFEST_NAME, MANIFEST_TAG, manifest_sha256
 
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
@@ -130,10 +133,24 @@ def register(
                 raise
         artifact_uri = mlflow.get_run(run_id).info.artifact_uri
         resolved = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}" if source.startswith("runs:") else source
+        digest = _manifest_digest(mlflow, run_id)
+        if digest:
+            tags = {**tags, MANIFEST_TAG: digest}
         version = mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags)
     except Exception as error:
         raise _unavailable(error) from error
     return _registered(name, str(version.version), run_id)
+
+
+def _manifest_digest(mlflow: Any, run_id: str) -> str | None:
+    """The sha256 of the model's manifest as the job logged it (None: it logged none);
+    `icx serve` checks a download against it (docs/security.md)."""
+    wanted = f"{MODEL_ARTIFACT_PATH}/{MANIFEST_NAME}"
+    if wanted not in {f.path for f in mlflow.list_artifacts(run_id, MODEL_ARTIFACT_PATH)}:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        local = mlflow.download_artifacts(run_id, wanted, scratch)
+        return manifest_sha256(Path(local).read_bytes())
 
 
 def _registered(name: str, version: str, run_id: str | None) -> RegisteredModel:

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infinitecontext.server.manifest import (
+    MANIFEST_TAG,
     ModelError,
     check_hf_dir,
     verify_manifest,
+    verify_registered,
     write_manifest,
 )
 
@@ -113,8 +115,11 @@ def _download(uri: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        recorded = _recorded_manifest(uri)
         _fetch(uri, staging)
         model_dir = _hf_root(staging)
+        if recorded:
+            verify_registered(model_dir, recorded)
         verify_manifest(model_dir, required=False)
         check_hf_dir(model_dir)
         write_manifest(model_dir)
@@ -127,6 +132,22 @@ def _download(uri: str, target: Path) -> Path:
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _recorded_manifest(uri: str) -> str | None:
+    """The manifest digest the registry recorded for a `models:/name/version` (None: a
+    version registered without one, or not a registry URI)."""
+    ref = parse_registry_uri(uri)
+    if ref is None or ref.version is None:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = MlflowClient().get_model_version(ref.name, ref.version)
+    except MlflowException as error:
+        raise ModelError(f"{uri}: cannot download from MLflow: {error.message}") from error
+    return (version.tags or {}).get(MANIFEST_TAG)
 
 
 def _fetch(uri: str, destination: Path) -> None:

@@ -539,6 +539,47 @@ def test_a_namespaces_slurm_jobs_are_charged_to_its_account(
     cluster.kubectl("delete", "trainingrun", "tr", "other", "-n", ns, "--wait=true")
 
 
+def test_a_registered_models_manifest_is_recorded_and_checked_before_serving(
+    mlflow_server: MlflowServer,
+    tiny_hf_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Registration tags the version with the sha256 of the job's manifest; a model
+    whose files and manifest were both replaced in the artifact store afterwards is
+    refused by `icx serve`'s resolver, the original is served."""
+    import shutil
+
+    from infinitecontext.operator import registry
+    from infinitecontext.server.manifest import (
+        MANIFEST_NAME,
+        MANIFEST_TAG,
+        ModelError,
+        manifest_sha256,
+        write_manifest,
+    )
+    from infinitecontext.server.resolve import resolve_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    client = registry.client(mlflow_server.url)
+    run_id = client.create_run(experiment_id="0").info.run_id
+    client.log_artifacts(run_id, str(tiny_hf_model), "model")
+    name = f"tenancy-{tmp_path.name}"[:60]
+    found = registry.register(client, name, f"runs:/{run_id}/model", run_id, {})
+    tags = client.get_model_version(name, found.version).tags
+    recorded = manifest_sha256((tiny_hf_model / MANIFEST_NAME).read_bytes())
+    assert tags[MANIFEST_TAG] == recorded
+    assert resolve_model(f"models:/{name}/{found.version}", tmp_path / "first").is_dir()
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tiny_hf_model, swapped)
+    config = json.loads((swapped / "config.json").read_text())
+    (swapped / "config.json").write_text(json.dumps(config | {"swapped": True}))
+    write_manifest(swapped)  # consistent with the new files: only the tag tells
+    client.log_artifacts(run_id, str(swapped), "model")
+    with pytest.raises(ModelError, match="not the manifest recorded at registration"):
+        resolve_model(f"models:/{name}/{found.version}", tmp_path / "second")
+
+
 class _RecordingServer:
     """An HTTP server that records every request path (an SSRF target) and answers
     `status` with a body that must never be shown."""
