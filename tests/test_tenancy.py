@@ -580,6 +580,24 @@ def test_a_registered_models_manifest_is_recorded_and_checked_before_serving(
         resolve_model(f"models:/{name}/{found.version}", tmp_path / "second")
 
 
+def test_the_model_cache_is_private_to_its_user(tmp_path: Path) -> None:
+    """A shared cache root (a SLURM working directory) holds a 0700 directory per user;
+    one that another user could write to is refused."""
+    import os
+
+    from infinitecontext.server.manifest import ModelError
+    from infinitecontext.server.resolve import private_cache
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    mine = private_cache(shared)
+    assert mine.parent == shared and mine.stat().st_mode & 0o777 == 0o700
+    assert mine.stat().st_uid == os.getuid()
+    mine.chmod(0o777)
+    with pytest.raises(ModelError, match="writable by other users"):
+        private_cache(shared)
+
+
 class _RecordingServer:
     """An HTTP server that records every request path (an SSRF target) and answers
     `status` with a body that must never be shown."""
