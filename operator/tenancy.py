@@ -127,10 +127,12 @@ def _with_slurm_account(spec: AnySpec, account: str | None) -> AnySpec:
 
 
 def check_server_args(extra_args: list[str]) -> None:
+    """Refuse a denied vLLM option however vLLM would read it: with `_` for `-`, or
+    abbreviated (its argument parser takes any unambiguous prefix)."""
     for arg in extra_args:
-        option = arg.split("=", 1)[0]
-        if option in DENIED_SERVER_ARGS:
-            raise ForbiddenSpec(f"spec.server.extraArgs: {option} may not be passed")
+        option = arg.split("=", 1)[0].replace("_", "-")
+        if len(option) > 2 and any(denied.startswith(option) for denied in DENIED_SERVER_ARGS):
+            raise ForbiddenSpec(f"spec.server.extraArgs: {arg.split('=', 1)[0]} may not be passed")
 
 
 def _check_kubernetes(options: KubernetesOptions, policy: TenancyPolicy) -> None:

@@ -134,6 +134,8 @@ def test_an_inference_service_is_checked_too_and_extra_args_have_a_denylist() ->
         {"kubernetes": {"serviceAccountName": "cluster-admin-sa"}},
         {"server": {"extraArgs": ["--trust-remote-code"]}},
         {"server": {"extraArgs": ["--host=0.0.0.0"]}},
+        {"server": {"extraArgs": ["--trust_remote_code"]}},
+        {"server": {"extraArgs": ["--trust-remote"]}},
         {"mlflow": {"trackingUri": "http://10.0.0.1/"}},
     ):
         svc = inference_service(**spec_)
