@@ -95,7 +95,11 @@ class KubernetesOptions(Spec):
     priority_class_name: str | None = None
     """PriorityClass of the pods; the cluster's default priority when unset."""
     service_account_name: str | None = None
-    """ServiceAccount of the pods (the namespace's `default` when unset)."""
+    """ServiceAccount of the pods (the namespace's `default` when unset); others only
+    where the operator's admin policy allows them (docs/security.md)."""
+    automount_service_account_token: bool = False
+    """Mount the ServiceAccount's API token into the pods (off: the work needs no
+    Kubernetes API)."""
 
 
 class ServerKubernetesOptions(KubernetesOptions):
@@ -155,13 +159,34 @@ class Resources(Spec):
     """Memory per node, as a Kubernetes quantity (`16Gi`)."""
 
 
+class SecretKeyRef(Spec):
+    """One key of a Secret in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    """Key within the Secret's data whose value is used."""
+
+
+class SecretEnvVar(Spec):
+    """An environment variable of the job's or server's containers, from a Secret."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=253)]
+    """Name of the environment variable (e.g. `WANDB_API_KEY`)."""
+    secret_key_ref: SecretKeyRef
+    """The Secret key that holds its value."""
+
+
 class Checkpoint(Spec):
     """Where checkpoints go: a PersistentVolumeClaim on Kubernetes, a path on SLURM."""
 
-    path: str = "/checkpoints"
-    """Directory inside the job where checkpoints are written and resumed from."""
+    path: Annotated[str, Field(pattern="^/")] | None = None
+    """Directory inside the job where checkpoints are written and resumed from; default
+    `/checkpoints/<the resource's uid>`, so that no two runs (a re-created resource of
+    the same name included) ever share one."""
     persistent_volume_claim: str | None = None
-    """Claim mounted at `path` (kubernetes backend); an emptyDir when unset."""
+    """Claim mounted at `path` (kubernetes backend), or at `/checkpoints` when `path` is
+    unset; an emptyDir when unset."""
 
 
 class MlflowOptions(Spec):
@@ -253,6 +278,11 @@ _BACKEND_RULES: list[Any] = [
         "kubernetes options need backend: kubernetes",
         ".kubernetes",
     ),
+    cel(
+        "self.backend == 'kubernetes' || size(self.secretEnv) == 0",
+        "secretEnv needs backend: kubernetes (the slurm backend has no secret channel yet)",
+        ".secretEnv",
+    ),
 ]
 
 
@@ -306,6 +336,10 @@ class WorkloadSpec(Spec):
     """Seconds the job may run before the work is Failed (the Job's activeDeadlineSeconds;
     on SLURM also the time limit when `slurm.timeLimitMinutes` is unset); no limit when
     unset. An InferenceService ignores it."""
+    secret_env: Annotated[list[SecretEnvVar], Field(max_length=64)] = Field(default_factory=list)
+    """Credentials for the containers (an authenticated MLflow, `WANDB_API_KEY`), each
+    from a Secret of the namespace, which the kubelet reads: they appear in no spec,
+    status or log. Kubernetes backend only, so far."""
 
 
 # ---------------------------------------------------------------- TrainingRun
@@ -681,6 +715,10 @@ class ServerOptions(Spec):
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port the server listens on and the Service exposes."""
+    api_key: SecretKeyRef | None = None
+    """The Secret key that holds the API key: clients then send `Authorization: Bearer
+    <key>` to `/v1/*` (vLLM's `VLLM_API_KEY`; `/health`, `/ready` and `/metrics` stay
+    open). Kubernetes backend only, so far. The admin's policy may require one."""
     max_model_len: Annotated[int, Field(ge=16)] | None = None
     """Longest context in tokens the server accepts (vLLM's `--max-model-len`); the model's
     maximum when unset."""
@@ -808,6 +846,8 @@ class ServedTemplate(Spec):
     kubernetes: ServerKubernetesOptions | None = None
     slurm: SlurmOptions | None = None
     server: ServerOptions = Field(default_factory=ServerOptions)
+    secret_env: list[SecretEnvVar] | None = None
+    """None when the spec has none (so that older revisions' hashes stay the same)."""
 
 
 class Revision(Spec):

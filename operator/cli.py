@@ -44,6 +44,12 @@ def run(
         os.environ.get("ICX_SLURM_TOKEN_FILE", ""),
         help="File with slurmrestd's JWT, re-read after a 401 (default: `scontrol token`).",
     ),
+    policy: str = typer.Option(
+        os.environ.get("ICX_POLICY_FILE", ""),
+        help="The admin's tenancy policy, a YAML file (docs/security.md): what specs may "
+        "choose. Default: the namespace's default ServiceAccount, no priority class, "
+        "no tracking URI but --tracking-uri.",
+    ),
     prometheus_url: str = typer.Option(
         os.environ.get("ICX_PROMETHEUS_URL", DEFAULT_PROMETHEUS),
         help="Prometheus that KEDA queries for an InferenceService's load.",
@@ -92,6 +98,7 @@ def run(
             slurm_job_path=slurm_job_path,
             slurm_user=slurm_user,
             slurm_token_file=slurm_token_file,
+            policy_file=policy,
             prometheus_url=prometheus_url,
             workload_poll_seconds=poll_seconds,
             inference_poll_seconds=inference_poll_seconds,

@@ -16,6 +16,7 @@ from infinitecontext.operator.backoff import Backoff
 
 if TYPE_CHECKING:  # `icx --help` imports this module for a default: keep it light
     from infinitecontext.operator.kube import DynamicKube, Kube
+    from infinitecontext.operator.tenancy import TenancyPolicy
     from infinitecontext.slurm_bridge.client import SlurmClient
 
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
@@ -36,6 +37,8 @@ class OperatorContext:
     """A file holding slurmrestd's JWT (a mounted Secret); empty: `scontrol token`."""
     slurm_job_path: str = ""
     """PATH of jobs on SLURM nodes (where `icx` is installed there)."""
+    policy: TenancyPolicy = field(default_factory=lambda: _default_policy())
+    """What specs may choose (the admin's `--policy` file; docs/security.md)."""
     workload_poll_seconds: float = 10.0
     inference_poll_seconds: float = 5.0
     remote_cancel_attempts: int = 12
@@ -67,6 +70,12 @@ class OperatorContext:
         """Drop what was kept about a deleted object."""
         self.written.pop(uid, None)
         self.backoff.recovered(uid)
+
+
+def _default_policy() -> TenancyPolicy:
+    from infinitecontext.operator.tenancy import TenancyPolicy
+
+    return TenancyPolicy()
 
 
 def current_user() -> str:

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-import kopf
-
 # The object the current pass is about; None outside a pass (start-up, peering, ...).
 _OBJECT: ContextVar[dict[str, Any] | None] = ContextVar("icx_log_object", default=None)
 
@@ -74,6 +72,8 @@ def configure(log_format: LogFormat, verbose: bool) -> None:
     """kopf's root log handler in `log_format` (plain lines with their time, logger and
     level), with object references on our lines too; without the timer flood unless
     `verbose` (which also logs at DEBUG)."""
+    import kopf  # not at import: `icx` imports this module in images without kopf
+
     kopf.configure(
         verbose=verbose,
         debug=False,

@@ -45,6 +45,8 @@ class OperatorOptions:
     """The user SLURM jobs run as; empty: the operator's own (its uid without a name)."""
     slurm_token_file: str = ""
     """slurmrestd's JWT in a file (a mounted Secret); empty: `scontrol token`."""
+    policy_file: str = ""
+    """The admin's TenancyPolicy as YAML (docs/security.md); empty: the defaults."""
     prometheus_url: str = DEFAULT_PROMETHEUS
     """The Prometheus KEDA queries for an InferenceService's load."""
     workload_poll_seconds: float = 10.0
@@ -66,7 +68,9 @@ def build_context(options: OperatorOptions) -> OperatorContext:
     from kubernetes import config
 
     from infinitecontext.operator.kube import DynamicKube, Kube
+    from infinitecontext.operator.tenancy import TenancyPolicy
 
+    policy = TenancyPolicy.load(options.policy_file) if options.policy_file else TenancyPolicy()
     api_client = (
         config.new_client_from_config(config_file=options.kubeconfig)
         if options.kubeconfig
@@ -81,6 +85,7 @@ def build_context(options: OperatorOptions) -> OperatorContext:
         slurm_token_file=options.slurm_token_file,
         slurm_job_path=options.slurm_job_path,
         prometheus_url=options.prometheus_url,
+        policy=policy.with_tracking_uri(options.tracking_uri),
         workload_poll_seconds=options.workload_poll_seconds,
         inference_poll_seconds=options.inference_poll_seconds,
     )

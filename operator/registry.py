@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from infinitecontext.crds.models import ModelRegistryRef, RegisteredModel
 from infinitecontext.operator.workloads.planner import TAG_PREFIX, InputModel, RunObservation
 from infinitecontext.operator.workloads.recipe import MODEL_ARTIFACT_PATH
+from infinitecontext.server.manifest import MANIFEST_NAME, MANIFEST_TAG, manifest_sha256
 
 # Errors that mean "this does not exist / is wrong", not "MLflow is unreachable".
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
@@ -50,8 +53,14 @@ def _code(error: Exception) -> str:
 
 def _classified(error: Exception) -> RegistryUnavailable | RegistryRejected:
     """What an MLflow error means to the caller: refused for good (a 4xx answer) or
-    worth another try (no answer, or a server error)."""
-    text = f"MLflow: {type(error).__name__}: {str(error)[:300]}"
+    worth another try (no answer, or a server error). Status and Events get the error's
+    type and MLflow's error code, never its text, which carries the server's response
+    body (whatever the host at the tracking URI answered, docs/security.md); the whole
+    error goes to the operator's log."""
+    log.warning("MLflow call failed: %s", error)
+    code = _code(error)
+    detail = f" {code}" if code else ""
+    text = f"MLflow: {type(error).__name__}{detail} (the operator's log has the details)"
     status = getattr(error, "get_http_status_code", None)
     if status is not None and 400 <= int(status()) < 500:
         return RegistryRejected(text)
@@ -134,6 +143,9 @@ def register(
                 raise
         artifact_uri = mlflow.get_run(run_id).info.artifact_uri
         resolved = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}" if source.startswith("runs:") else source
+        digest = _manifest_digest(mlflow, run_id)
+        if digest:
+            tags = {**tags, MANIFEST_TAG: digest}
         version = str(mlflow.create_model_version(name, resolved, run_id=run_id, tags=tags).version)
     except Exception as error:
         raise _classified(error) from error
@@ -159,6 +171,17 @@ def _settle(mlflow: Any, name: str, run_id: str, ours: str) -> RegisteredModel:
         ours,
     )
     return kept
+
+
+def _manifest_digest(mlflow: Any, run_id: str) -> str | None:
+    """The sha256 of the model's manifest as the job logged it (None: it logged none);
+    `icx serve` checks a download against it (docs/security.md)."""
+    wanted = f"{MODEL_ARTIFACT_PATH}/{MANIFEST_NAME}"
+    if wanted not in {f.path for f in mlflow.list_artifacts(run_id, MODEL_ARTIFACT_PATH)}:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        local = mlflow.download_artifacts(run_id, wanted, scratch)
+        return manifest_sha256(Path(local).read_bytes())
 
 
 def _registered(name: str, version: str, run_id: str | None) -> RegisteredModel:

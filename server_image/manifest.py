@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "icx-manifest.json"
+MANIFEST_TAG = "infinitecontext.manifest_sha256"
+"""Model-version tag: the sha256 of the producer's manifest, recorded at registration,
+checked by `icx serve` before it trusts a download."""
 _CHUNK = 1 << 20
 
 
@@ -54,6 +57,21 @@ def write_manifest(directory: Path) -> Path:
     path = directory / MANIFEST_NAME
     path.write_text(json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def manifest_sha256(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()
+
+
+def verify_registered(directory: Path, expected_sha256: str) -> None:
+    """The producer's manifest is the one recorded at registration, and the files match
+    it (raise ModelError)."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelError(f"{directory}: no {MANIFEST_NAME}, but the registry recorded one")
+    if manifest_sha256(path.read_bytes()) != expected_sha256:
+        raise ModelError(f"{path}: not the manifest recorded at registration ({MANIFEST_TAG})")
+    verify_manifest(directory, required=True)
 
 
 def read_manifest(directory: Path) -> dict[str, FileDigest] | None:

@@ -8,6 +8,7 @@ in process, so it needs no port, no model name and no network.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -17,6 +18,8 @@ from starlette.responses import JSONResponse, Response
 READY_PATH = "/ready"
 PROBE_REQUEST = {"prompt": [0], "max_tokens": 1, "temperature": 0.0}
 PROBE_TIMEOUT_S = 10.0
+API_KEY_ENV = "VLLM_API_KEY"
+"""Set: vLLM guards /v1/* with this key, and the probe completion must carry it."""
 
 
 async def readiness_middleware(
@@ -25,9 +28,11 @@ async def readiness_middleware(
     if request.url.path != READY_PATH or request.method not in ("GET", "HEAD"):
         return await call_next(request)
     transport = httpx.ASGITransport(app=request.app)
+    key = os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://probe", timeout=PROBE_TIMEOUT_S
+            transport=transport, base_url="http://probe", timeout=PROBE_TIMEOUT_S, headers=headers
         ) as client:
             answer = await client.post("/v1/completions", json=PROBE_REQUEST)
     except (httpx.HTTPError, RuntimeError) as error:

@@ -4,7 +4,8 @@ References: `models:/name/version`, `models:/name@alias` (MLflow registry, throu
 `MLFLOW_TRACKING_URI`), any other MLflow artifact URI (`runs:/run_id/model`,
 `mlflow-artifacts:/…`, `s3://…`), or a local directory.
 
-Remote models go to `cache_root/<key>/`: downloaded into a temporary sibling, checked
+Remote models go to `cache_root/user-<uid>/<key>/` (a directory only this user can
+write to, `private_cache`): downloaded into a temporary sibling, checked
 (the producer's manifest if it shipped one, then the HF structure), given our manifest,
 and only then renamed into place, so an interrupted download is never taken for a model.
 Every serve re-verifies the cache entry against its manifest. An alias is resolved to
@@ -18,14 +19,17 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from infinitecontext.server.manifest import (
+    MANIFEST_TAG,
     ModelError,
     check_hf_dir,
     verify_manifest,
+    verify_registered,
     write_manifest,
 )
 
@@ -71,7 +75,7 @@ def resolve_model(reference: str, cache_root: Path) -> Path:
     if not is_remote(reference):
         return _local_model(Path(reference.removeprefix("file://")))
     uri = _pin_version(reference)
-    target = cache_root / cache_key(uri)
+    target = private_cache(cache_root) / cache_key(uri)
     if target.exists():
         try:
             verify_manifest(target, required=True)
@@ -82,6 +86,20 @@ def resolve_model(reference: str, cache_root: Path) -> Path:
             log.warning("discarding the cache entry: %s", error)
             shutil.rmtree(target)
     return _download(uri, target)
+
+
+def private_cache(cache_root: Path) -> Path:
+    """This user's own directory under `cache_root` (which may be shared, such as a SLURM
+    working directory): created 0700, and refused when another user owns it or may
+    write to it, since a model placed there would be served."""
+    mine = cache_root / f"user-{os.getuid()}"
+    mine.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = mine.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise ModelError(f"{mine}: not a directory of this user; refusing to cache models there")
+    if found.st_mode & 0o022:
+        raise ModelError(f"{mine}: writable by other users; refusing to cache models there")
+    return mine
 
 
 def _local_model(directory: Path) -> Path:
@@ -113,8 +131,11 @@ def _download(uri: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        recorded = _recorded_manifest(uri)
         _fetch(uri, staging)
         model_dir = _hf_root(staging)
+        if recorded:
+            verify_registered(model_dir, recorded)
         verify_manifest(model_dir, required=False)
         check_hf_dir(model_dir)
         write_manifest(model_dir)
@@ -127,6 +148,22 @@ def _download(uri: str, target: Path) -> Path:
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _recorded_manifest(uri: str) -> str | None:
+    """The manifest digest the registry recorded for a `models:/name/version` (None: a
+    version registered without one, or not a registry URI)."""
+    ref = parse_registry_uri(uri)
+    if ref is None or ref.version is None:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = MlflowClient().get_model_version(ref.name, ref.version)
+    except MlflowException as error:
+        raise ModelError(f"{uri}: cannot download from MLflow: {error.message}") from error
+    return (version.tags or {}).get(MANIFEST_TAG)
 
 
 def _fetch(uri: str, destination: Path) -> None:

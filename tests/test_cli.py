@@ -88,3 +88,20 @@ def test_export_generate_import_round_trip(tmp_path):
     assert result.exit_code == 0, result.output
     first = (out / "model.safetensors").read_bytes()
     assert first == (tmp_path / "again" / "model.safetensors").read_bytes()
+
+
+def test_icx_runs_without_kopf():
+    """The trainer and server images have no kopf: `icx` must not import it at start."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['kopf'] = None\n"
+        "from typer.testing import CliRunner\n"
+        "from infinitecontext.cli import app\n"
+        "for args in (['--help'], ['train', '--help'], ['serve', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, (args, result.output, result.exception)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -203,13 +203,11 @@ def test_an_inference_service_refused_by_a_backend_is_degraded_and_says_why_once
     spec = {"model": {"mlflow": {"name": "m", "version": "1"}}}
     InferenceServiceSpec.model_validate(spec)
     isvc = Resource("InferenceService", "svc", "ns", "uid-2", 1, spec, {})
-    refused = InferenceInvalid("the API server refused a child: bad")
-    plan = invalid_plan(isvc, refused, NOW, reason=cond.REJECTED)
+    refused = InferenceInvalid("the API server refused a child: bad", cond.REJECTED)
+    plan = invalid_plan(isvc, refused, NOW)
     assert ready(plan)["reason"] == "Rejected" and ready(plan)["status"] == "False"
     assert [e.reason for e in plan.events] == ["Rejected"]
-    again = invalid_plan(
-        Resource(**{**isvc.__dict__, "status": plan.status}), refused, NOW, cond.REJECTED
-    )
+    again = invalid_plan(Resource(**{**isvc.__dict__, "status": plan.status}), refused, NOW)
     assert again.events == []
     assert cond.refused_at(_conditions(plan.status), 1)
     assert not cond.refused_at(_conditions(plan.status), 2)

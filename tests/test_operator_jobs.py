@@ -168,8 +168,8 @@ def test_slurm_request_from_spec() -> None:
     assert request.memory_mb == 32 * 1024 and request.time_limit_minutes == 30
     assert request.torchrun is not None and request.torchrun.nproc_per_node == 4
     assert request.environment["MLFLOW_TRACKING_URI"] == "http://m"
-    assert request.command[-2:] == ["--recipe", "/checkpoints/recipe.yaml"]
-    assert list(request.files) == ["/checkpoints/recipe.yaml"]
+    assert request.command[-2:] == ["--recipe", f"/checkpoints/{OWNER.uid}/recipe.yaml"]
+    assert list(request.files) == [f"/checkpoints/{OWNER.uid}/recipe.yaml"]
 
 
 def test_quantities() -> None:
@@ -304,4 +304,4 @@ def test_the_judge_reaches_the_job_only_inside_the_recipe_file(tmp_path: Any) ->
         "judge",
         3,
     )
-    assert work.argv[-6:-4] == ["--model-dir", "/checkpoints/input-model"]
+    assert work.argv[-6:-4] == ["--model-dir", "/checkpoints/u/input-model"]

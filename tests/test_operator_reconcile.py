@@ -514,7 +514,7 @@ def test_evaluation_with_a_judge_url_and_rubric_runs_the_judge_after_the_grid() 
     command = apply.objects[-1]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert not any("judge" in arg for arg in command)  # user text only in the recipe env
     assert command[-6:] == [
-        "--model-dir", "/checkpoints/input-model", "--out", "/checkpoints/eval",
+        "--model-dir", "/checkpoints/uid-1/input-model", "--out", "/checkpoints/uid-1/eval",
         "--run-name", "icx-uid-1",
     ]  # fmt: skip
     job = JobObservation("Succeeded", "Completed")

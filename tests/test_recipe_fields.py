@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from infinitecontext.crds.models import (
     ALIGNMENT,
@@ -31,6 +31,7 @@ from infinitecontext.crds.models import (
     RegisteredModel,
     ResolvedJudge,
 )
+from infinitecontext.operator.tenancy import TenancyPolicy
 from infinitecontext.operator.workloads.planner import (
     ApplyChildren,
     InputModel,
@@ -145,12 +146,22 @@ def candidates(annotation: Any, default: Any) -> list[Any]:
 
 
 def sample(model: type[BaseModel]) -> dict[str, Any]:
-    """A small valid object of `model` (list items: a curriculum stage, a toleration)."""
-    return {
-        info.alias or name: candidates(info.annotation, None)[0]
+    """A small valid object of `model` (list items: a curriculum stage, a toleration, a
+    Secret-backed variable): the first of the candidates that the model accepts."""
+    required = {
+        info.alias or name: candidates(info.annotation, None)
         for name, info in model.model_fields.items()
         if info.is_required()
     }
+    tries = max((len(values) for values in required.values()), default=1)
+    for index in range(tries):
+        found = {key: values[min(index, len(values) - 1)] for key, values in required.items()}
+        try:
+            model.model_validate(found)
+        except ValidationError:
+            continue
+        return found
+    raise AssertionError(f"no valid sample of {model.__name__}: extend candidates()")
 
 
 def exclusive_groups(model: type[BaseModel]) -> list[list[str]]:
@@ -208,7 +219,7 @@ def rendered_job(kind: Kind, spec: dict[str, Any]) -> str | None:
     resource = Resource(kind.kind, "probe", "ns", "uid-probe", 1, spec, {})
     tracking = (spec.get("mlflow") or {}).get("trackingUri") or "http://mlflow"
     observed = Observed(tracking_uri=tracking, input=INPUT, judge=JUDGE)
-    plan = reconcile(resource, parse(resource), observed, NOW)
+    plan = reconcile(resource, parse(resource, allowing(spec)), observed, NOW)
     if plan.status["phase"] == "Invalid":
         return None
     parts: list[str] = []
@@ -218,6 +229,17 @@ def rendered_job(kind: Kind, spec: dict[str, Any]) -> str | None:
         elif isinstance(action, SubmitSlurm):
             parts += [repr(dataclasses.asdict(action.request)), render_script(action.request)]
     return "\n".join(parts)
+
+
+def allowing(spec: dict[str, Any]) -> TenancyPolicy:
+    """An admin policy that allows what `spec` chooses (the policy has its own tests)."""
+    options = spec.get("kubernetes") or {}
+    return TenancyPolicy(
+        service_accounts=[options.get("serviceAccountName") or "default"],
+        priority_classes=[options.get("priorityClassName") or "none"],
+        toleration_keys=[t.get("key") or "" for t in options.get("tolerations", [])],
+        tracking_uris=[(spec.get("mlflow") or {}).get("trackingUri") or "http://mlflow"],
+    )
 
 
 def operator_only(leaf: Leaf) -> bool:

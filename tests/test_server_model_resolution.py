@@ -57,7 +57,7 @@ def test_registry_model_is_downloaded_once_with_a_manifest(registered_tiny, tmp_
     first = resolve_model(uri, tmp_path)
     assert first.name == cache_key(f"models:/{registered_tiny.name}/{registered_tiny.version}")
     assert read_manifest(first) == read_manifest(registered_tiny.source_dir)
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging left behind
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging left behind
     assert resolve_model(f"models:/{registered_tiny.name}/1", tmp_path) == first
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from infinitecontext.server.manifest import write_manifest
 from infinitecontext.trainer.data import (
     Sample,
     TaskSpec,
@@ -166,6 +167,7 @@ def run_dpo(recipe: DPORecipe) -> dict[str, Any]:
     history = [h for h in trainer.state.log_history if "loss" in h]
     export_dir = export_aligned(trainer.model, model_dir, out / "model")
     after = _evaluate(recipe, export_dir, "after", tracker)
+    write_manifest(export_dir)  # its sha256 becomes a tag of the registered version
     tracker.log_artifacts(export_dir, "model")
     result = {
         "kind": "dpo",

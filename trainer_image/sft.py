@@ -35,6 +35,7 @@ from infinitecontext.model import hf
 from infinitecontext.model.config import MLAConfig, count_parameters, preset
 from infinitecontext.model.tokenizer import save_tokenizer
 from infinitecontext.model.transformer import MLATransformer, build
+from infinitecontext.server.manifest import write_manifest
 from infinitecontext.trainer import checkpoint, parallel
 from infinitecontext.trainer.batches import StepBatches, plan_step
 from infinitecontext.trainer.data import train_tokenizer
@@ -367,6 +368,7 @@ def export_model(
 def finish(tracker: Tracker, export_dir: Path, is_main: bool) -> None:
     if not is_main:
         return
+    write_manifest(export_dir)  # its sha256 becomes a tag of the registered version
     tracker.log_artifacts(export_dir, "model")
     tracker.end()
     print(f"run id: {tracker.run_id}; model: {export_dir}", flush=True)

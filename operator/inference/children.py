@@ -22,6 +22,7 @@ from infinitecontext.crds.models import (
 from infinitecontext.operator.inference.serve import PRESTOP_SLEEP_SECONDS, serve_argv
 from infinitecontext.operator.names import child_name, label_value
 from infinitecontext.operator.resource import Resource
+from infinitecontext.operator.tenancy import container_security
 from infinitecontext.operator.workloads.jobs import pod_placement
 
 KIND = "InferenceService"
@@ -30,6 +31,8 @@ LABEL_REVISION = "infinitecontext.dev/revision"
 LABEL_ROLE = "infinitecontext.dev/role"
 STABLE, CANARY = "stable", "canary"
 MODEL_CACHE = "/models"
+API_KEY_ENV = "VLLM_API_KEY"
+"""vLLM requires `Authorization: Bearer <it>` on /v1/* when this is set."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,17 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
     limits: dict[str, Any] = {"memory": res.memory}
     if res.gpus_per_node:
         limits["nvidia.com/gpu"] = res.gpus_per_node
-    env = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
+    env: list[dict[str, Any]] = [{"name": "ICX_MODEL_CACHE", "value": MODEL_CACHE}]
     if tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+    api_key = template.server.api_key
+    if api_key is not None:  # from the Secret at start: never in the pod spec itself
+        secret = {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}
+        env.append({"name": API_KEY_ENV, "valueFrom": secret})
+    env += [
+        {"name": v.name, "valueFrom": {"secretKeyRef": v.secret_key_ref.model_dump()}}
+        for v in template.secret_env or []
+    ]
     http = {"path": "/health", "port": "http"}
     return {
         "name": "server",
@@ -116,6 +127,7 @@ def _container(name: str, template: ServedTemplate, tracking_uri: str) -> dict[s
         },
         # Endpoints drop the pod before vLLM gets SIGTERM and drains.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE},
             {"name": "shm", "mountPath": "/dev/shm"},

@@ -54,7 +54,7 @@ def reconcile_inference(ctx: OperatorContext, body: Any) -> None:
 
 
 def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferencePlan:
-    spec = parse(isvc)
+    spec = parse(isvc, ctx.policy)
     if isinstance(spec, InvalidSpec):
         return invalid_plan(isvc, spec, now)
     if refused_at(status_conditions(isvc), isvc.generation):
@@ -65,7 +65,7 @@ def _one_pass(ctx: OperatorContext, isvc: Resource, now: datetime) -> InferenceP
         refused = refusal(error)
         if refused is None:
             raise
-        return invalid_plan(isvc, InvalidSpec(refused.message), now, reason=refused.reason)
+        return invalid_plan(isvc, InvalidSpec(refused.message, refused.reason), now)
 
 
 def _roll_out(

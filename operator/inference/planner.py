@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from infinitecontext.crds.models import (
+    Backend,
     Condition,
     InferenceServiceSpec,
     InferenceServiceStatus,
@@ -58,6 +59,7 @@ from infinitecontext.operator.inference.children import (
     service_url,
 )
 from infinitecontext.operator.resource import Event, Resource
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, admit
 
 HISTORY_LIMIT = 10
 
@@ -145,6 +147,7 @@ def served_template(spec: InferenceServiceSpec, model_uri: str) -> ServedTemplat
         kubernetes=spec.kubernetes,
         slurm=spec.slurm,
         server=spec.server,
+        secret_env=spec.secret_env or None,
     )
 
 
@@ -630,13 +633,21 @@ class InvalidSpec:
     """Why the spec cannot be served (the planner's InvalidSpec path says so)."""
 
     message: str
+    reason: str = "InvalidSpec"
+    """`InvalidSpec`, or `Forbidden` where the admin's policy refuses it."""
 
 
-def parse(isvc: Resource) -> InferenceServiceSpec | InvalidSpec:
-    """The typed spec, parsed once at the top of a pass (either backend)."""
+def parse(
+    isvc: Resource, policy: TenancyPolicy | None = None
+) -> InferenceServiceSpec | InvalidSpec:
+    """The typed spec, parsed and checked against the admin's policy once at the top of
+    a pass (either backend), before MLflow or SLURM is reached."""
     try:
         spec = InferenceServiceSpec.model_validate(isvc.spec)
         check_semantics(spec)
+        spec = admit(spec, policy or TenancyPolicy(), isvc.namespace)
+    except ForbiddenSpec as error:
+        return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:
         return InvalidSpec(_error_text(error))
     return spec
@@ -672,6 +683,8 @@ def check_semantics(spec: InferenceServiceSpec) -> None:
         raise ValueError("model: set exactly one of trainingRun, alignment, mlflow")
     if spec.autoscaling.min_replicas > spec.autoscaling.max_replicas:
         raise ValueError("autoscaling: minReplicas must not exceed maxReplicas")
+    if spec.backend == Backend.SLURM and (spec.server.api_key or spec.secret_env):
+        raise ValueError("server.apiKey, secretEnv: not supported on the slurm backend yet")
 
 
 def _error_text(error: Exception) -> str:
@@ -684,11 +697,10 @@ def status_conditions(isvc: Resource) -> list[Condition]:
     return parse_status(isvc.status).conditions
 
 
-def invalid_plan(
-    isvc: Resource, invalid: InvalidSpec, now: datetime, reason: str = cond.INVALID_SPEC
-) -> InferencePlan:
-    """Degraded with `reason` (`InvalidSpec`, or `Rejected` where a backend refused the
-    spec); nothing is applied or deleted (either backend)."""
+def invalid_plan(isvc: Resource, invalid: InvalidSpec, now: datetime) -> InferencePlan:
+    """Degraded with the refusal's reason (`InvalidSpec`, `Forbidden` by the admin's
+    policy, or `Rejected` where a backend refused the spec); nothing is applied or
+    deleted (either backend)."""
     status = parse_status(isvc.status)
     before = cond.find(status.conditions, cond.READY)
     status.observed_generation = isvc.generation
@@ -697,11 +709,12 @@ def invalid_plan(
     for type_ in (cond.READY, DEGRADED):
         value: cond.Status = "False" if type_ == cond.READY else "True"
         status.conditions = cond.set_condition(
-            status.conditions, type_, value, reason, text, now, isvc.generation
+            status.conditions, type_, value, invalid.reason, text, now, isvc.generation
         )
     dumped = status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    said = before is not None and (before.reason, before.message) == (reason, text)
-    return InferencePlan(dumped, events=[] if said else [Event("Warning", reason, text)])
+    said = before is not None and (before.reason, before.message) == (invalid.reason, text)
+    events = [] if said else [Event("Warning", invalid.reason, text)]
+    return InferencePlan(dumped, events=events)
 
 
 # ---------------------------------------------------------------- manual rollback

@@ -48,7 +48,7 @@ def reconcile_object(ctx: OperatorContext, kind: Kind, body: Any) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return  # the finalizers run: nothing new may be submitted
     with reconcile_pass(ctx, kind, body) as current:
-        spec = parse(current.resource)
+        spec = parse(current.resource, ctx.policy)
         for _ in range(MAX_PASSES):
             plan = _one_pass(ctx, current, spec)
             if not plan.needs_another_pass:

@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from infinitecontext.crds.models import Checkpoint, KubernetesOptions, Resources, WorkloadSpec
 from infinitecontext.operator.names import child_name, label_value
+from infinitecontext.operator.tenancy import container_security, pod_security
 from infinitecontext.operator.workloads.recipe import (
+    CHECKPOINT_ROOT,
     RECIPE_DIR,
     RECIPE_FILE,
     Owner,
@@ -186,10 +188,11 @@ def _pod_spec(
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         "command": launcher(work.argv, nodes, spec.resources),
-        "env": [*_env(owner, work, nodes, spec.resources), METRICS_ENV],
+        "env": [*_env(owner, work, nodes, spec.resources), METRICS_ENV, *secret_env(spec)],
         # The trainer serves Prometheus metrics here (deploy/monitoring's PodMonitor).
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": container_resources(spec.resources),
+        "securityContext": container_security(),
     }
     recipe_volume = {"name": "recipe", "configMap": {"name": job_name(owner)}}
     container["volumeMounts"] = [{"name": "recipe", "mountPath": RECIPE_DIR, "readOnly": True}]
@@ -199,7 +202,9 @@ def _pod_spec(
         "volumes": [recipe_volume],
     }
     if checkpoint is not None:
-        container["volumeMounts"].append({"name": "checkpoints", "mountPath": checkpoint.path})
+        # Unset path: the volume at the root, the run's own directory (its UID) below it.
+        mount = checkpoint.path or CHECKPOINT_ROOT
+        container["volumeMounts"].append({"name": "checkpoints", "mountPath": mount})
         pod["volumes"].append(checkpoint_volume(checkpoint))
     if nodes > 1:
         pod["subdomain"] = job_name(owner)
@@ -208,8 +213,9 @@ def _pod_spec(
 
 
 def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
-    """The pod-spec fields the user's backend options set: where and as whom a pod runs."""
-    fields: dict[str, Any] = {}
+    """The pod-spec fields the user's backend options set: where and as whom a pod runs
+    (confined whatever they set: `tenancy.pod_security`)."""
+    fields: dict[str, Any] = pod_security(options)
     if options.node_selector:
         fields["nodeSelector"] = dict(options.node_selector)
     if options.tolerations:
@@ -221,6 +227,17 @@ def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
     if options.service_account_name:
         fields["serviceAccountName"] = options.service_account_name
     return fields
+
+
+def secret_env(spec: WorkloadSpec) -> list[dict[str, Any]]:
+    """The spec's Secret-backed variables, as references the kubelet resolves."""
+    return [
+        {
+            "name": var.name,
+            "valueFrom": {"secretKeyRef": var.secret_key_ref.model_dump(by_alias=True)},
+        }
+        for var in spec.secret_env
+    ]
 
 
 def launcher(argv: list[str], nodes: int, resources: Resources) -> list[str]:

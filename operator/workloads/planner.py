@@ -43,6 +43,7 @@ from infinitecontext.crds.models import (
 )
 from infinitecontext.operator import conditions as cond
 from infinitecontext.operator.resource import Event, Resource
+from infinitecontext.operator.tenancy import FORBIDDEN, ForbiddenSpec, TenancyPolicy, admit
 from infinitecontext.operator.workloads.jobs import JobObservation, render_children
 from infinitecontext.operator.workloads.recipe import (
     JUDGE_ERRORS_METRIC,
@@ -244,18 +245,24 @@ class InvalidSpec:
     """Why the spec cannot be run (the planner's Invalid phase says so)."""
 
     message: str
+    reason: str = "InvalidSpec"
+    """`InvalidSpec`, or `Forbidden` where the admin's policy refuses it."""
 
 
 def owner_of(resource: Resource) -> Owner:
     return Owner(resource.kind, resource.name, resource.namespace, resource.uid)
 
 
-def parse(resource: Resource) -> WorkloadSpec | InvalidSpec:
-    """The typed spec, checked as far as our code can before anything runs; parsed once
-    at the top of a pass, and handed to the observer, the planner and the applier."""
+def parse(resource: Resource, policy: TenancyPolicy | None = None) -> WorkloadSpec | InvalidSpec:
+    """The typed spec, checked as far as our code can and against the admin's policy
+    before anything (MLflow included) is reached; parsed once at the top of a pass, and
+    handed to the observer, the planner and the applier."""
     try:
         spec: WorkloadSpec = parse_spec(KINDS_BY_NAME[resource.kind], resource.spec)
         check_semantics(spec)
+        spec = admit(spec, policy or TenancyPolicy(), resource.namespace)
+    except ForbiddenSpec as error:
+        return InvalidSpec(str(error), FORBIDDEN)
     except (ValidationError, ValueError) as error:
         return InvalidSpec(_error_text(error))
     return spec
@@ -274,7 +281,7 @@ def reconcile(
         # on it (crds/models.py WORKLOAD_MUTABLE_FIELDS), so the result still holds.
         return builder.plan()
     if isinstance(spec, InvalidSpec):
-        builder.phase(Phase.INVALID, "False", cond.INVALID_SPEC, spec.message)
+        builder.phase(Phase.INVALID, "False", spec.reason, spec.message)
         return builder.plan()
     try:  # the recipe is the spec in the trainer's terms; what it refuses is Invalid too
         builder.recipe = recipe_for(owner_of(resource), spec, _judge_of(builder))
@@ -341,6 +348,9 @@ def check_semantics(spec: WorkloadSpec) -> None:
             )
     if spec.backend == Backend.SLURM:
         from infinitecontext.operator.workloads.slurm import cpus, memory_mb
+
+        if spec.secret_env:
+            raise ValueError("spec.secretEnv: not supported on the slurm backend yet")
 
         memory_mb(spec.resources.memory)
         cpus(spec.resources.cpu)

@@ -53,6 +53,8 @@ Recipe = SFTRecipe | DPORecipe | EvalSpec
 RECIPE_DIR = "/etc/icx"
 RECIPE_FILE = "recipe.yaml"
 RECIPE_PATH = f"{RECIPE_DIR}/{RECIPE_FILE}"
+CHECKPOINT_ROOT = "/checkpoints"
+"""Where a resource's own checkpoint directory goes when the spec names none."""
 # Where the job logs its model (TrainingRun, Alignment), relative to the run's artifacts.
 MODEL_ARTIFACT_PATH = "model"
 # Metrics an evaluation job logs (trainer_image/evaluate.py: `{task}_acc_{length}`,
@@ -116,15 +118,20 @@ def run_experiments(kind: str, spec: WorkloadSpec) -> list[str]:
     return [wanted] if kind != "Evaluation" or wanted == default else [wanted, default]
 
 
-def work_dir(spec: WorkloadSpec) -> str:
+def work_dir(owner: Owner, spec: WorkloadSpec) -> str:
+    """The checkpoint directory: the spec's, else one of this resource's own, keyed by
+    its UID, so that runs never share one (nor resume another's checkpoints or run)."""
     checkpoint = getattr(spec, "checkpoint", None)
-    return checkpoint.path if checkpoint is not None else "/tmp/icx-work"
+    path = checkpoint.path if checkpoint is not None else None
+    return path or f"{CHECKPOINT_ROOT}/{owner.uid}"
 
 
-def recipe_path(spec: WorkloadSpec) -> str:
+def recipe_path(owner: Owner, spec: WorkloadSpec) -> str:
     """The mounted ConfigMap on Kubernetes; on SLURM, the work directory (which must be
     on a shared filesystem for several nodes, as the checkpoints must)."""
-    return RECIPE_PATH if spec.backend == Backend.KUBERNETES else f"{work_dir(spec)}/{RECIPE_FILE}"
+    if spec.backend == Backend.KUBERNETES:
+        return RECIPE_PATH
+    return f"{work_dir(owner, spec)}/{RECIPE_FILE}"
 
 
 # ---------------------------------------------------------------- the adapter
@@ -148,7 +155,7 @@ def sft_recipe(spec: TrainingRunSpec, owner: Owner) -> SFTRecipe:
     hyper = spec.hyperparameters
     return SFTRecipe(
         name=owner.name,
-        output_dir=spec.checkpoint.path,
+        output_dir=work_dir(owner, spec),
         model=model_spec(spec.model),
         data=data_spec(spec.data, hyper.seed),
         train=TrainSpec(
@@ -180,8 +187,8 @@ def dpo_recipe(spec: AlignmentSpec, owner: Owner) -> DPORecipe:
     dpo, pairs = spec.dpo, spec.preference_data
     return DPORecipe(
         name=owner.name,
-        model_dir=f"{spec.checkpoint.path}/input-model",
-        output_dir=spec.checkpoint.path,
+        model_dir=f"{work_dir(owner, spec)}/input-model",
+        output_dir=work_dir(owner, spec),
         pairs=pairs.pairs,
         length=pairs.length,
         rejected=pairs.rejected,
@@ -293,8 +300,8 @@ def command(
     """The job's argv, environment and recipe file (rendered here, once)."""
     if isinstance(recipe, EvalSpec) and recipe.judge and recipe.judge.url == UNRESOLVED_JUDGE.url:
         raise ValueError("spec.judge: the judge endpoint is not resolved")
-    path = recipe_path(spec)
-    directory = work_dir(spec)
+    path = recipe_path(owner, spec)
+    directory = work_dir(owner, spec)
     argv = ["/bin/sh", "-c", PROLOGUE, "icx-job", *_SUBCOMMAND[owner.kind], "--recipe", path]
     if owner.kind == "Evaluation":
         argv += [

@@ -32,7 +32,8 @@ def inference_operator(
     kube_cluster: Any, operator_account: Path, mlflow_server: Any
 ) -> Iterator[Any]:
     """The controller acting as a ServiceAccount with exactly deploy/rbac.yaml's rules
-    (`operator_account`, tests/plugins/operator.py), so the e2e tests prove them enough."""
+    (`operator_account`, tests/plugins/operator.py), so the e2e tests prove them enough;
+    its tracking URI is the test MLflow's (a spec may name no other: docs/security.md)."""
     import kopf
 
     from infinitecontext.operator import main
@@ -46,13 +47,13 @@ def inference_operator(
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)  # reads $KUBECONFIG now
     options = main.OperatorOptions(
         kubeconfig=str(operator_account),
+        tracking_uri=mlflow_server.url,
         # SLURM replica jobs find this venv's `icx` first.
         slurm_job_path=f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
         # short streams: a watch lost while the tests re-apply CRDs comes back within
         # the tests' waits
         watch_timeout_s=20,
         inference_poll_seconds=1.0,
-        tracking_uri=mlflow_server.url,
     )
     inference_handlers.register(main.build_context(options), registry)
     kopf.on.startup(registry=registry)(main._configure(options))
