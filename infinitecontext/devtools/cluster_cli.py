@@ -25,18 +25,42 @@ def cluster_up(
         int, typer.Option(help="nvidia.com/gpu capacity of each GPU node.")
     ] = 8,
     build: Annotated[bool, typer.Option(help="Run the (incremental) build first.")] = True,
+    real_node: Annotated[
+        bool,
+        typer.Option(
+            help="Add one real node (containerd, kubelet, kube-proxy on this machine) "
+            "that runs the local images; see docs/cluster.md."
+        ),
+    ] = False,
+    node_image: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A docker image to load into the real node (repeatable; default: the "
+            "operator's image)."
+        ),
+    ] = None,
 ) -> None:
     """Build if needed, start the plane and print how to use it (state: $ICX_CLUSTER_DIR)."""
     from infinitecontext.devtools import cluster as devcluster
+    from infinitecontext.devtools import realnode
 
     layout = devcluster.ClusterLayout.from_env()
     if build:
         devcluster.build(layout)
+        if real_node:
+            realnode.build(layout)
     spec = devcluster.ClusterSpec(
-        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node
+        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node, serve_pods=real_node
     )
     state = devcluster.up(layout, spec)
     typer.echo(f"cluster ready at {state.server} after {state.ready_after_s:.1f} s")
+    if real_node:
+        images = tuple(node_image) if node_image else realnode.DEFAULT_IMAGES
+        node = realnode.up(layout, state, realnode.NodeSpec(images=images))
+        typer.echo(
+            f"real node {node.name} ({node.node_ip}) Ready after {node.ready_after_s:.1f} s "
+            f"(images loaded in {node.images_import_s:.1f} s)"
+        )
     typer.echo(f"export KUBECONFIG={layout.admin_kubeconfig}")
     typer.echo(f"export PATH={layout.bin_dir}:$PATH   # kubectl")
 

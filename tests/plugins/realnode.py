@@ -1,0 +1,72 @@
+"""`real_node`: a control plane of its own with one real node (containerd, kubelet,
+kube-proxy; ``infinitecontext/devtools/realnode.py``), shared by every test that runs
+real containers, and no simulated nodes, so that every pod runs for real.
+
+The node runs the images of `make images` (built here if needed, cached) and a busybox
+sandbox image. One real node fits a machine (its bridge and iptables chains are the
+machine's): the tests that use it run under the e2e lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from plugins.kube import KubeCluster, _binaries_built, _go_is_new_enough
+from plugins.prerequisites import missing
+
+from infinitecontext.devtools import cluster as devcluster
+from infinitecontext.devtools import realnode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RealNode:
+    cluster: KubeCluster
+    name: str
+    ip: str
+    gateway: str
+
+
+def _images_built() -> None:
+    """`make images` (seconds when nothing changed); the images come from docker."""
+    if shutil.which("docker") is None:
+        missing("no docker for the images (make images-prereqs installs docker.io)")
+    done = subprocess.run(
+        ["make", "-s", "images", f"IMAGES_EXTRA_CA={os.environ.get('PIP_CERT', '')}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    lacking = realnode.missing_prerequisites()
+    if lacking:
+        missing("a real node needs " + ", ".join(lacking) + " (make realnode-prereqs)")
+    if os.geteuid() != 0:
+        missing("a real node needs root (containerd, the kubelet, iptables)")
+    layout = devcluster.ClusterLayout(state_dir=tmp_path_factory.mktemp("real-node"))
+    if not _binaries_built(layout):
+        missing("no Go >= 1.26 to build the local Kubernetes control plane")
+    if not realnode.binaries_present(layout) and _go_is_new_enough():
+        realnode.build(layout)
+    if not realnode.binaries_present(layout):
+        missing("no Go >= 1.26 to build the kubelet")
+    _images_built()
+    spec = devcluster.ClusterSpec(cpu_nodes=0, gpu_nodes=0, serve_pods=True)
+    node_spec = realnode.NodeSpec()
+    with devcluster.running(layout, spec) as state:
+        node = realnode.up(layout, state, node_spec)
+        cluster = KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
+        yield RealNode(cluster, node.name, node.node_ip, node_spec.gateway)
