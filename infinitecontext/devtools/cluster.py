@@ -220,7 +220,7 @@ def host_address() -> str:
     """This machine's IPv4 address on its default route (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
-            probe.connect(("192.0.2.255", 9))
+            probe.connect(("203.0.113.1", 9))  # TEST-NET-3: never dialled
         except OSError as error:
             raise ClusterError(f"no IPv4 default route for the host's address: {error}") from error
         return str(probe.getsockname()[0])
@@ -268,6 +268,8 @@ def component_commands(layout: ClusterLayout, state: ClusterState) -> dict[str, 
             # How it authenticates to a real node's kubelet (logs, exec).
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # A node's name does not resolve here; its address does.
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             "--profiling=false",
         ],

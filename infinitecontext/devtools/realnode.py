@@ -332,13 +332,15 @@ def build_sandbox_image() -> None:
 
 
 def import_images(node: NodeLayout, images: Iterable[str]) -> None:
-    """`docker save | ctr images import` each image that containerd lacks or holds at
-    another digest than docker's."""
-    present = {
-        line.split()[0]: line.split()[2]
-        for line in _ctr(node, "images", "ls").splitlines()[1:]
-        if line.strip()
-    }
+    """`docker save | ctr images import` each image that containerd lacks or holds in
+    another build than docker's. containerd's CRI plugin names an image by its config
+    digest too, which is docker's image id: the tag is current when both name one
+    manifest."""
+    manifests = {}  # containerd's image name -> its manifest digest
+    for line in _ctr(node, "images", "ls").splitlines()[1:]:
+        if line.strip():
+            ref, _media_type, digest, *_ = line.split()
+            manifests[ref] = digest
     for image in images:
         inspect = subprocess.run(
             ["docker", "image", "inspect", "--format", "{{.Id}}", image],
@@ -348,7 +350,8 @@ def import_images(node: NodeLayout, images: Iterable[str]) -> None:
         )
         if inspect.returncode != 0:
             raise NodeError(f"image {image} is not in docker: build it (`make images`)")
-        if present.get(_containerd_name(image)) == inspect.stdout.strip():
+        current = manifests.get(_containerd_name(image))
+        if current is not None and current == manifests.get(inspect.stdout.strip()):
             continue
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
         try:
