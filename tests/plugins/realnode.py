@@ -2,8 +2,8 @@
 kube-proxy; ``infinitecontext/devtools/realnode.py``), shared by every test that runs
 real containers, and no simulated nodes, so that every pod runs for real.
 
-The node runs the images of `make images` (built here if needed, cached) and a busybox
-sandbox image. One real node fits a machine (its bridge and iptables chains are the
+The node runs the operator's image (built here, cached by docker) and a busybox sandbox
+image. One real node fits a machine (its bridge and iptables chains are the
 machine's): the tests that use it run under the e2e lock.
 """
 
@@ -34,13 +34,17 @@ class RealNode:
     gateway: str
 
 
-def _images_built() -> None:
-    """`make images` (seconds when nothing changed); the images come from docker."""
+def _operator_image_built() -> None:
+    """scripts/build-images.sh operator: docker's layer cache makes it seconds when only
+    this checkout's code changed. The node loads it from docker."""
     if shutil.which("docker") is None:
         missing("no docker for the images (make images-prereqs installs docker.io)")
+    # The test environment's pip trusts a proxy's CA (PIP_CERT); the build needs it too.
+    env = os.environ | {"ICX_EXTRA_CA": os.environ.get("PIP_CERT", "")}
     done = subprocess.run(
-        ["make", "-s", "images", f"IMAGES_EXTRA_CA={os.environ.get('PIP_CERT', '')}"],
+        [str(REPO / "scripts" / "build-images.sh"), "operator"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=3600,
@@ -63,7 +67,7 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
         realnode.build(layout)
     if not realnode.binaries_present(layout):
         missing("no Go >= 1.26 to build the kubelet")
-    _images_built()
+    _operator_image_built()
     spec = devcluster.ClusterSpec(cpu_nodes=0, gpu_nodes=0, serve_pods=True)
     node_spec = realnode.NodeSpec()
     with devcluster.running(layout, spec) as state:
