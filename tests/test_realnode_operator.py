@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from plugins.mlflow_server import MlflowServer
 from plugins.processes import free_port
-from plugins.realnode import RealNode
+from plugins.realnode import SYSTEM, RealNode, operator_overlay
 
 from infinitecontext.crds.models import API_VERSION
 from infinitecontext.devtools import cluster as devcluster
 from infinitecontext.devtools.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEM = "infinitecontext-system"
-DEPLOYMENT = "infinitecontext-operator"
 TINY_TRAINING: dict[str, Any] = {
     "model": {"preset": "tiny"},
     "data": {"synthetic": {"tasks": ["passkey"], "tokenizerSentences": 2000}},
@@ -41,49 +38,23 @@ TINY_TRAINING: dict[str, Any] = {
 }
 
 
-def kubectl(node: RealNode, *args: str, stdin: str | None = None) -> str:
-    return node.cluster.kubectl(*args, stdin=stdin)
-
-
-def rolled_out(node: RealNode) -> None:
-    kubectl(node, "rollout", "status", f"deployment/{DEPLOYMENT}", "-n", SYSTEM, "--timeout=300s")
-
-
-def operator_pods(node: RealNode) -> list[dict[str, Any]]:
-    selector = "app.kubernetes.io/name=infinitecontext-operator"
-    listed = json.loads(kubectl(node, "get", "pods", "-n", SYSTEM, "-l", selector, "-o=json"))
-    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
-
-
-def apply_kustomization(node: RealNode, directory: Path) -> None:
-    """As docs/operator.md says: server-side (the CRDs exceed client-side apply's
-    annotation), and once more after the CRDs are established, because the first apply
-    meets kopf's ClusterKopfPeering before its CRD serves."""
-    try:
-        kubectl(node, "apply", "--server-side", "-k", str(directory))
-    except devcluster.ClusterError as error:
-        assert "ensure CRDs are installed first" in str(error), error
-        kubectl(node, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        kubectl(node, "apply", "--server-side", "-k", str(directory))
-
-
 @pytest.fixture(scope="module")
 def shipped_operator(real_node: RealNode) -> RealNode:
-    apply_kustomization(real_node, REPO / "deploy-local")
-    rolled_out(real_node)
+    real_node.apply_kustomization(REPO / "deploy-local")
+    real_node.operator_rolled_out()
     return real_node
 
 
 @pytest.mark.slow
 def test_the_shipped_operator_runs_as_its_user_on_a_read_only_root(shipped_operator):
-    pods = operator_pods(shipped_operator)
+    pods = shipped_operator.operator_pods()
     assert len(pods) == 2
     assert {p["spec"]["nodeName"] for p in pods} == {shipped_operator.name}
     name = pods[0]["metadata"]["name"]
     exec_ = ("exec", "-n", SYSTEM, name, "--")
-    assert kubectl(shipped_operator, *exec_, "id", "-u").strip() == "65532"
+    assert shipped_operator.kubectl(*exec_, "id", "-u").strip() == "65532"
     with pytest.raises(devcluster.ClusterError, match="Read-only file system"):
-        kubectl(shipped_operator, *exec_, "touch", "/opt/written")
+        shipped_operator.kubectl(*exec_, "touch", "/opt/written")
     # The readiness probe passed: the pods are Ready, which `rollout status` awaited.
     assert all(c["ready"] for p in pods for c in p["status"]["containerStatuses"]), json.dumps(
         [p["status"] for p in pods]
@@ -95,70 +66,48 @@ def test_the_shipped_operator_reconciles_with_its_rbac(shipped_operator):
     """A TrainingRun on the Kubernetes backend gets its Job from the operator's pod (which
     only its ClusterRole lets it create); the Job's pod itself is not the point here."""
     namespace = "rn-shipped"
-    kubectl(shipped_operator, "create", "namespace", namespace)
+    shipped_operator.kubectl("create", "namespace", namespace)
     run = {
         "apiVersion": API_VERSION,
         "kind": "TrainingRun",
         "metadata": {"name": "tiny", "namespace": namespace},
         "spec": TINY_TRAINING,
     }
-    kubectl(shipped_operator, "apply", "-f", "-", stdin=json.dumps(run))
+    shipped_operator.kubectl("apply", "-f", "-", stdin=json.dumps(run))
     wait_for(
         "the operator's pod to create the Job",
-        lambda: kubectl(shipped_operator, "get", "job", "tiny-train", "-n", namespace),
+        lambda: shipped_operator.kubectl("get", "job", "tiny-train", "-n", namespace),
         timeout_s=120,
         retry_on=(devcluster.ClusterError,),
     )
-    kubectl(shipped_operator, "delete", "namespace", namespace, "--wait=false")
+    shipped_operator.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def slurm_overlay(directory: Path, env: dict[str, str], metrics: int, health: int) -> Path:
-    """deploy-local/ plus what reaching the host's loopback services takes: the host
-    network (slurmrestd listens on 127.0.0.1 only), ports of its own there, and one
-    replica (two would want the same host ports)."""
+def host_network_patch(env: dict[str, str], metrics: int, health: int) -> list[dict[str, Any]]:
+    """What reaching the host's loopback services takes: the host network (slurmrestd
+    listens on 127.0.0.1 only), ports of its own there, and one replica (two would want
+    the same host ports)."""
     command = [
         "icx", "operator", "run", "--all-namespaces", "--peering", "infinitecontext",
         "--metrics-port", str(metrics), "--health-port", str(health),
     ]  # fmt: skip
     container = "/spec/template/spec/containers/0"
-    patch = [
+    ports = [
+        {"name": "metrics", "containerPort": metrics},
+        {"name": "health", "containerPort": health},
+    ]
+    return [
         {"op": "replace", "path": "/spec/replicas", "value": 1},
         {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
         {"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": "ClusterFirstWithHostNet"},
         {"op": "replace", "path": f"{container}/command", "value": command},
-        {
-            "op": "replace",
-            "path": f"{container}/ports",
-            "value": [
-                {"name": "metrics", "containerPort": metrics},
-                {"name": "health", "containerPort": health},
-            ],
-        },
+        {"op": "replace", "path": f"{container}/ports", "value": ports},
         {
             "op": "replace",
             "path": f"{container}/env",
             "value": [{"name": k, "value": v} for k, v in env.items()],
         },
     ]
-    directory.mkdir(parents=True, exist_ok=True)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [str(REPO / "deploy-local")],
-        "patches": [
-            {
-                "target": {
-                    "group": "apps",
-                    "version": "v1",
-                    "kind": "Deployment",
-                    "name": DEPLOYMENT,
-                },
-                "patch": yaml.safe_dump(patch),
-            }
-        ],
-    }
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return directory
 
 
 @pytest.mark.slow
@@ -182,7 +131,7 @@ def test_the_operator_pod_trains_through_the_local_slurmrestd(
         "metadata": {"name": "slurm-token", "namespace": SYSTEM},
         "stringData": {"token": token.removeprefix("SLURM_JWT=")},
     }
-    kubectl(shipped_operator, "apply", "-f", "-", stdin=json.dumps(secret))
+    shipped_operator.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
     env = {
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "ICX_SLURM_URL": "http://127.0.0.1:6820",
@@ -192,14 +141,15 @@ def test_the_operator_pod_trains_through_the_local_slurmrestd(
         "ICX_SLURM_JOB_PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": "/tmp",
     }
-    overlay = slurm_overlay(tmp_path / "overlay", env, free_port(), free_port())
-    apply_kustomization(shipped_operator, overlay)
-    rolled_out(shipped_operator)
-    pods = operator_pods(shipped_operator)
+    patch = host_network_patch(env, free_port(), free_port())
+    overlay = operator_overlay(tmp_path / "overlay", patch)
+    shipped_operator.apply_kustomization(overlay)
+    shipped_operator.operator_rolled_out()
+    pods = shipped_operator.operator_pods()
     assert [p["spec"].get("hostNetwork") for p in pods] == [True]
 
     namespace = "rn-slurm"
-    kubectl(shipped_operator, "create", "namespace", namespace)
+    shipped_operator.kubectl("create", "namespace", namespace)
     workdir = tmp_path / "work"
     workdir.mkdir()
     workdir.chmod(0o755)
@@ -216,11 +166,11 @@ def test_the_operator_pod_trains_through_the_local_slurmrestd(
         "metadata": {"name": "tiny", "namespace": namespace},
         "spec": spec,
     }
-    kubectl(shipped_operator, "apply", "-f", "-", stdin=json.dumps(run))
+    shipped_operator.kubectl("apply", "-f", "-", stdin=json.dumps(run))
 
     def finished() -> dict[str, Any] | None:
         found = json.loads(
-            kubectl(shipped_operator, "get", "trainingrun", "tiny", "-n", namespace, "-o=json")
+            shipped_operator.kubectl("get", "trainingrun", "tiny", "-n", namespace, "-o=json")
         )
         status = found.get("status") or {}
         assert status.get("phase") != "Failed", json.dumps(status, indent=1) + "".join(

@@ -19,7 +19,7 @@ class MlflowServer:
     root: Path
 
 
-def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mlflow(root: Path, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -31,7 +31,7 @@ def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
         "--artifacts-destination",
         str(root / "artifacts"),
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--workers",

@@ -9,14 +9,17 @@ machine's): the tests that use it run under the e2e lock.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from plugins.kube import KubeCluster, _binaries_built, _go_is_new_enough
 from plugins.prerequisites import missing
 
@@ -26,12 +29,58 @@ from infinitecontext.devtools import realnode
 REPO = Path(__file__).resolve().parents[2]
 
 
+SYSTEM = "infinitecontext-system"
+DEPLOYMENT = "infinitecontext-operator"
+
+
 @dataclass(frozen=True)
 class RealNode:
     cluster: KubeCluster
+    layout: devcluster.ClusterLayout
     name: str
     ip: str
     gateway: str
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.cluster.kubectl(*args, stdin=stdin)
+
+    def load_images(self, *images: str) -> None:
+        """Import docker images into the node's containerd (a no-op when current)."""
+        realnode.import_images(realnode.NodeLayout(self.layout), images)
+
+    def apply_kustomization(self, directory: Path) -> None:
+        """As docs/operator.md says: server-side (the CRDs exceed client-side apply's
+        annotation), and once more after the CRDs are established, because the first
+        apply meets kopf's ClusterKopfPeering before its CRD serves."""
+        try:
+            self.kubectl("apply", "--server-side", "-k", str(directory))
+        except devcluster.ClusterError as error:
+            assert "ensure CRDs are installed first" in str(error), error
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+            self.kubectl("apply", "--server-side", "-k", str(directory))
+
+    def operator_rolled_out(self) -> None:
+        deployment = f"deployment/{DEPLOYMENT}"
+        self.kubectl("rollout", "status", deployment, "-n", SYSTEM, "--timeout=300s")
+
+    def operator_pods(self) -> list[dict[str, Any]]:
+        selector = "app.kubernetes.io/name=infinitecontext-operator"
+        listed = json.loads(self.kubectl("get", "pods", "-n", SYSTEM, "-l", selector, "-o=json"))
+        return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def operator_overlay(directory: Path, patch: list[dict[str, Any]]) -> Path:
+    """A kustomization of deploy-local/ with a JSON patch of the operator's Deployment."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = {"group": "apps", "version": "v1", "kind": "Deployment", "name": DEPLOYMENT}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [str(REPO / "deploy-local")],
+        "patches": [{"target": target, "patch": yaml.safe_dump(patch)}],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory
 
 
 def _operator_image_built() -> None:
@@ -73,4 +122,4 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     with devcluster.running(layout, spec) as state:
         node = realnode.up(layout, state, node_spec)
         cluster = KubeCluster(layout.admin_kubeconfig, layout.kubectl, layout.state_dir, local=True)
-        yield RealNode(cluster, node.name, node.node_ip, node_spec.gateway)
+        yield RealNode(cluster, layout, node.name, node.node_ip, node_spec.gateway)
