@@ -537,6 +537,8 @@ def _start_components(layout: ClusterLayout, state: ClusterState, names: tuple[s
 
 def _register_nodes(layout: ClusterLayout, spec: ClusterSpec) -> int:
     nodes = {"apiVersion": "v1", "kind": "List", "items": node_manifests(spec)}
+    if not nodes["items"]:  # a plane for a real node alone (kubectl refuses an empty List)
+        return 0
     kubectl(layout.kubectl, layout.admin_kubeconfig, "apply", "-f", "-", stdin=json.dumps(nodes))
     return len(nodes["items"])
 
