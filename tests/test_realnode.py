@@ -95,6 +95,15 @@ def test_a_loopback_only_plane_is_refused_with_a_clear_error(tmp_path, monkeypat
         realnode.up(layout, state)
 
 
+def test_a_plane_without_simulated_nodes_registers_none(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("kubectl must not be asked to apply an empty List")
+
+    monkeypatch.setattr(devcluster, "kubectl", refuse)
+    layout = devcluster.ClusterLayout(state_dir=tmp_path)
+    assert devcluster._register_nodes(layout, devcluster.ClusterSpec(cpu_nodes=0, gpu_nodes=0)) == 0
+
+
 @pytest.mark.parametrize(
     ("docker_name", "containerd_name"),
     [
