@@ -148,7 +148,8 @@ def wait_completed(node: RealNode, namespace: str, name: str, timeout_s: float =
     """Wait for the pod to succeed; returns its output (kubectl logs, through the kubelet)."""
 
     def describe() -> str:
-        return node.cluster.kubectl("get", "pod", name, "-n", namespace, "-o=yaml")[-3000:]
+        status = node.cluster.kubectl("get", "pod", name, "-n", namespace, "-o=yaml")[-2000:]
+        return status + node.cluster.kubectl("get", "events", "-n", namespace)[-3000:]
 
     wait_for(
         f"pod {name} to succeed",
