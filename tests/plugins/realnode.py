@@ -76,7 +76,8 @@ def operator_overlay(directory: Path, patch: list[dict[str, Any]]) -> Path:
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [str(REPO / "deploy-local")],
+        # kustomize takes relative paths only.
+        "resources": [os.path.relpath(REPO / "deploy-local", directory)],
         "patches": [{"target": target, "patch": yaml.safe_dump(patch)}],
     }
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
