@@ -37,6 +37,9 @@ def start_mlflow(root: Path, port: int, host: str = "127.0.0.1") -> subprocess.P
         "--workers",
         "1",
     ]
+    if host != "127.0.0.1":
+        # Beyond loopback and private ranges MLflow refuses Host headers it was not told.
+        command += ["--allowed-hosts", f"{host}:{port},{host}"]
     log = (root / "server.log").open("wb")
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(
