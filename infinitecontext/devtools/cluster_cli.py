@@ -76,10 +76,13 @@ def cluster_down() -> None:
 
 @cluster_app.command("status")
 def cluster_status() -> None:
-    """Show each component's process and memory, and whether the API server is ready."""
+    """Show each component's process and memory (and a real node's processes), and
+    whether the API server is ready."""
     from infinitecontext.devtools import cluster as devcluster
+    from infinitecontext.devtools import realnode
 
-    report = devcluster.status(devcluster.ClusterLayout.from_env())
+    layout = devcluster.ClusterLayout.from_env()
+    report = devcluster.status(layout)
     if report.server is None:
         typer.echo("no cluster: run `icx dev cluster up`")
         raise typer.Exit(1)
@@ -90,6 +93,8 @@ def cluster_status() -> None:
         state = "running" if c.running else "STOPPED"
         typer.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<8} {c.rss_mib:7.0f} MiB")
     typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
+    for name, running in realnode.node_processes(layout).items():
+        typer.echo(f"  real node: {name:<13} {'running' if running else 'STOPPED'}")
     if not report.ready:
         raise typer.Exit(1)
 

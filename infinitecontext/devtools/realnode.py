@@ -359,7 +359,8 @@ def import_images(node: NodeLayout, images: Iterable[str]) -> None:
         finally:
             if save.stdout is not None:
                 save.stdout.close()
-            save.wait()
+            if save.wait() != 0:
+                raise NodeError(f"docker save {image} failed (exit code {save.returncode})")
 
 
 def _containerd_name(image: str) -> str:
@@ -377,6 +378,15 @@ def read_state(node: NodeLayout) -> NodeState | None:
     if not node.state_file.exists():
         return None
     return NodeState(**json.loads(node.state_file.read_text()))
+
+
+def node_processes(cluster: devcluster.ClusterLayout) -> dict[str, bool]:
+    """The real node's processes, and whether each runs; empty without a real node."""
+    node = NodeLayout(cluster)
+    state = read_state(node)
+    if state is None:
+        return {}
+    return {name: devcluster.process_is(pid, node.binary(name)) for name, pid in state.pids.items()}
 
 
 def _write_state(node: NodeLayout, state: NodeState) -> None:
