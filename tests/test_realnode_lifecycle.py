@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from plugins.mlflow_server import start_mlflow
 from plugins.processes import free_port, wait_http_ok
-from plugins.realnode import RealNode, operator_overlay
+from plugins.realnode import RealNode, build_image, operator_overlay
 
 from infinitecontext.crds.models import API_VERSION, TRAINER_IMAGE
 from infinitecontext.devtools.waiting import wait_for
@@ -58,6 +58,7 @@ def test_a_training_run_trains_on_the_real_node_and_registers_its_model(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
+    build_image("trainer")
     real_node.load_images(TRAINER_IMAGE)
     patch = [
         {

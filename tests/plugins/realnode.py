@@ -84,15 +84,16 @@ def operator_overlay(directory: Path, patch: list[dict[str, Any]]) -> Path:
     return directory
 
 
-def _operator_image_built() -> None:
-    """scripts/build-images.sh operator: docker's layer cache makes it seconds when only
-    this checkout's code changed. The node loads it from docker."""
+def build_image(target: str) -> None:
+    """scripts/build-images.sh TARGET from this checkout: docker's layer cache makes it
+    a minute or less when only the code changed, and a tag that another checkout built
+    never stands in for this one's. The node loads it from docker."""
     if shutil.which("docker") is None:
         missing("no docker for the images (make images-prereqs installs docker.io)")
     # The test environment's pip trusts a proxy's CA (PIP_CERT); the build needs it too.
     env = os.environ | {"ICX_EXTRA_CA": os.environ.get("PIP_CERT", "")}
     done = subprocess.run(
-        [str(REPO / "scripts" / "build-images.sh"), "operator"],
+        [str(REPO / "scripts" / "build-images.sh"), target],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -117,7 +118,7 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
         realnode.build(layout)
     if not realnode.binaries_present(layout):
         missing("no Go >= 1.26 to build the kubelet")
-    _operator_image_built()
+    build_image("operator")
     spec = devcluster.ClusterSpec(cpu_nodes=0, gpu_nodes=0, serve_pods=True)
     node_spec = realnode.NodeSpec()
     with devcluster.running(layout, spec) as state:
