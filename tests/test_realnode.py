@@ -104,6 +104,22 @@ def test_a_plane_without_simulated_nodes_registers_none(tmp_path, monkeypatch):
     assert devcluster._register_nodes(layout, devcluster.ClusterSpec(cpu_nodes=0, gpu_nodes=0)) == 0
 
 
+def test_the_kubelet_authenticates_as_its_node_for_the_node_authorizer(tmp_path):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from infinitecontext.devtools.pki import issue_client_cert, write_pki
+
+    write_pki(tmp_path)
+    issue_client_cert(tmp_path, "kubelet", "system:node:icx-real-0", ("system:nodes",))
+    cert = x509.load_pem_x509_certificate((tmp_path / "kubelet.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    subject = cert.subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:icx-real-0"
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+
+
 @pytest.mark.parametrize(
     ("docker_name", "containerd_name"),
     [
