@@ -23,6 +23,7 @@ pytest_plugins: list[str] = [
     "plugins.kernels",
     "plugins.slurm",
     "plugins.operator",
+    "plugins.realnode",
     "plugins.trainer",
     "plugins.prometheus",
 ]

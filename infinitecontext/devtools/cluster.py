@@ -69,6 +69,9 @@ class ClusterSpec:
     node_cpu: str = "32"
     node_memory: str = "256Gi"
     start_timeout_s: float = 90.0
+    # Pods of a real node (realnode.py) reach the API server through the `kubernetes`
+    # Service, whose endpoint may not be loopback: serve on the host's address too.
+    serve_pods: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class ClusterState:
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     ready_after_s: float = 0.0
+    advertise_address: str = "127.0.0.1"
 
     @property
     def server(self) -> str:
@@ -198,8 +202,33 @@ def write_component_kubeconfig(layout: ClusterLayout, server: str, stem: str) ->
     return path
 
 
+def apiserver_address_flags(advertise_address: str) -> list[str]:
+    """Where the API server listens: loopback only, unless pods of a real node must reach
+    it; then on every address, with the host's as the `kubernetes` Service's endpoint."""
+    if advertise_address.startswith("127."):
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's Endpoints may not hold a loopback address, and no
+            # pod dials it without a real node: keep the reconciler from writing one.
+            "--endpoint-reconciler-type=none",
+        ]
+    return ["--bind-address=0.0.0.0", f"--advertise-address={advertise_address}"]
+
+
+def host_address() -> str:
+    """This machine's IPv4 address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("203.0.113.1", 9))  # TEST-NET-3: never dialled
+        except OSError as error:
+            raise ClusterError(f"no IPv4 default route for the host's address: {error}") from error
+        return str(probe.getsockname()[0])
+
+
 def component_commands(layout: ClusterLayout, state: ClusterState) -> dict[str, list[str]]:
-    """The command line of each component; every listener binds 127.0.0.1."""
+    """The command line of each component; every listener binds 127.0.0.1 (the API
+    server more widely when it serves a real node's pods)."""
     pki, etcd_url = layout.pki, f"https://127.0.0.1:{state.etcd_port}"
     peer_url = f"http://127.0.0.1:{state.etcd_peer_port}"
     return {
@@ -222,8 +251,7 @@ def component_commands(layout: ClusterLayout, state: ClusterState) -> dict[str, 
         ],
         "kube-apiserver": [
             str(layout.binary("kube-apiserver")),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *apiserver_address_flags(state.advertise_address),
             f"--secure-port={state.apiserver_port}",
             f"--etcd-servers={etcd_url}",
             f"--etcd-cafile={pki / 'ca.crt'}",
@@ -237,9 +265,11 @@ def component_commands(layout: ClusterLayout, state: ClusterState) -> dict[str, 
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The `kubernetes` Service's Endpoints may not hold a loopback address, and no
-            # pod here dials it: keep the reconciler from writing one.
-            "--endpoint-reconciler-type=none",
+            # How it authenticates to a real node's kubelet (logs, exec).
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # A node's name does not resolve here; its address does.
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             "--profiling=false",
         ],
@@ -325,7 +355,7 @@ def free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
-def _start(layout: ClusterLayout, name: str, command: list[str]) -> int:
+def start_process(layout: ClusterLayout, name: str, command: list[str]) -> int:
     log = (layout.logs / f"{name}.log").open("wb")  # each `up` starts its logs afresh
     # A session of its own: the plane outlives `icx dev cluster up`, and Ctrl-C in that
     # terminal does not reach it.
@@ -341,7 +371,7 @@ def _start(layout: ClusterLayout, name: str, command: list[str]) -> int:
     return process.pid
 
 
-def _process_is(pid: int, binary: Path) -> bool:
+def process_is(pid: int, binary: Path) -> bool:
     """True while `pid` runs `binary` (so a recycled pid is never signalled)."""
     try:
         # A rebuild while it runs makes the link read "<path> (deleted)".
@@ -352,7 +382,7 @@ def _process_is(pid: int, binary: Path) -> bool:
     return exe.startswith(str(binary.resolve())) and state != "Z"
 
 
-def _reap(pid: int) -> str:
+def reap(pid: int) -> str:
     """Wait for `pid` if it is our child and has ended (when `up` ran in this process, as in
     tests); returns how it ended, or "" while it runs or when it is not our child."""
     try:
@@ -376,19 +406,19 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _stop(pid: int, binary: Path, timeout_s: float = 15.0) -> None:
-    if not _process_is(pid, binary):
+def stop_process(pid: int, binary: Path, timeout_s: float = 15.0) -> None:
+    if not process_is(pid, binary):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        _reap(pid)
-        if not _process_is(pid, binary):
+        reap(pid)
+        if not process_is(pid, binary):
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
-    _reap(pid)
+    reap(pid)
 
 
 # --- talking to the API server ----------------------------------------------------------
@@ -471,8 +501,8 @@ def _prepare(layout: ClusterLayout, state: ClusterState) -> None:
 
 def _check_alive(layout: ClusterLayout, state: ClusterState) -> None:
     for name, pid in state.pids.items():
-        ended = _reap(pid)
-        if ended or not _process_is(pid, layout.binary(name)):
+        ended = reap(pid)
+        if ended or not process_is(pid, layout.binary(name)):
             log = layout.logs / f"{name}.log"
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise ClusterError(
@@ -501,12 +531,14 @@ class _Waiter:
 def _start_components(layout: ClusterLayout, state: ClusterState, names: tuple[str, ...]) -> None:
     commands = component_commands(layout, state)
     for name in names:
-        state.pids[name] = _start(layout, name, commands[name])
+        state.pids[name] = start_process(layout, name, commands[name])
     _write_state(layout, state)
 
 
 def _register_nodes(layout: ClusterLayout, spec: ClusterSpec) -> int:
     nodes = {"apiVersion": "v1", "kind": "List", "items": node_manifests(spec)}
+    if not nodes["items"]:  # a plane for a real node alone (kubectl refuses an empty List)
+        return 0
     kubectl(layout.kubectl, layout.admin_kubeconfig, "apply", "-f", "-", stdin=json.dumps(nodes))
     return len(nodes["items"])
 
@@ -524,6 +556,8 @@ def up(layout: ClusterLayout, spec: ClusterSpec | None = None) -> ClusterState:
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     etcd_port, etcd_peer_port, apiserver_port = free_ports(3)
     state = ClusterState(etcd_port, etcd_peer_port, apiserver_port, started_at=time.time())
+    if spec.serve_pods:
+        state.advertise_address = host_address()
     _prepare(layout, state)
     begin = time.monotonic()
     waiter = _Waiter(layout, state, deadline=begin + spec.start_timeout_s)
@@ -548,15 +582,19 @@ def up(layout: ClusterLayout, spec: ClusterSpec | None = None) -> ClusterState:
 
 
 def down(layout: ClusterLayout) -> list[str]:
-    """Stop the components that cluster.json lists (newest first); returns their names."""
+    """Stop a real node if one runs, then the components that cluster.json lists (newest
+    first); returns their names."""
+    # Imported here: realnode builds on this module.
+    from infinitecontext.devtools import realnode
+
+    stopped = realnode.down(layout)
     state = read_state(layout)
     if state is None:
-        return []
-    stopped = []
+        return stopped
     for name in reversed(COMPONENTS):
         pid = state.pids.get(name)
-        if pid is not None and _process_is(pid, layout.binary(name)):
-            _stop(pid, layout.binary(name))
+        if pid is not None and process_is(pid, layout.binary(name)):
+            stop_process(pid, layout.binary(name))
             stopped.append(name)
     layout.state_file.unlink(missing_ok=True)
     return stopped
@@ -569,7 +607,7 @@ def status(layout: ClusterLayout) -> ClusterStatus:
     components = []
     for name in COMPONENTS:
         pid = state.pids.get(name, 0)
-        running = pid > 0 and _process_is(pid, layout.binary(name))
+        running = pid > 0 and process_is(pid, layout.binary(name))
         components.append(ComponentStatus(name, pid, running, _rss_mib(pid) if running else 0.0))
     ready = api_get(layout, state, "/readyz")[0] == 200
     return ClusterStatus(state.server, ready, tuple(components), layout.admin_kubeconfig)

@@ -31,18 +31,42 @@ def cluster_up(
         int, typer.Option(help="nvidia.com/gpu capacity of each GPU node.")
     ] = 8,
     build: Annotated[bool, typer.Option(help="Run the (incremental) build first.")] = True,
+    real_node: Annotated[
+        bool,
+        typer.Option(
+            help="Add one real node (containerd, kubelet, kube-proxy on this machine) "
+            "that runs the local images; see docs/cluster.md."
+        ),
+    ] = False,
+    node_image: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A docker image to load into the real node (repeatable; default: the "
+            "operator's image)."
+        ),
+    ] = None,
 ) -> None:
     """Build if needed, start the plane and print how to use it (state: $ICX_CLUSTER_DIR)."""
     from infinitecontext.devtools import cluster as devcluster
+    from infinitecontext.devtools import realnode
 
     layout = devcluster.ClusterLayout.from_env()
     if build:
         devcluster.build(layout)
+        if real_node:
+            realnode.build(layout)
     spec = devcluster.ClusterSpec(
-        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node
+        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node, serve_pods=real_node
     )
     state = devcluster.up(layout, spec)
     typer.echo(f"cluster ready at {state.server} after {state.ready_after_s:.1f} s")
+    if real_node:
+        images = tuple(node_image) if node_image else realnode.DEFAULT_IMAGES
+        node = realnode.up(layout, state, realnode.NodeSpec(images=images))
+        typer.echo(
+            f"real node {node.name} ({node.node_ip}) Ready after {node.ready_after_s:.1f} s "
+            f"(images loaded in {node.images_import_s:.1f} s)"
+        )
     typer.echo(f"export KUBECONFIG={layout.admin_kubeconfig}")
     typer.echo(f"export PATH={layout.bin_dir}:$PATH   # kubectl")
 
@@ -71,23 +95,27 @@ def _known_layouts() -> list[tuple[str, ClusterLayout]]:
 
 @cluster_app.command("status")
 def cluster_status() -> None:
-    """Show each component's process and memory, and whether the API server is ready
-    (the demo's plane too, unless $ICX_CLUSTER_DIR names one)."""
+    """Show each component's process and memory (and a real node's processes), and
+    whether the API server is ready (the demo's plane too, unless $ICX_CLUSTER_DIR
+    names one)."""
     from infinitecontext.devtools import cluster as devcluster
+    from infinitecontext.devtools import realnode
 
-    found = [(label, devcluster.status(layout)) for label, layout in _known_layouts()]
-    running = [(label, report) for label, report in found if report.server is not None]
+    found = [(label, layout, devcluster.status(layout)) for label, layout in _known_layouts()]
+    running = [entry for entry in found if entry[2].server is not None]
     if not running:
         typer.echo("no cluster: run `icx dev cluster up` (or `icx demo up`)")
         raise typer.Exit(1)
-    for label, report in running:
+    for label, layout, report in running:
         typer.echo(f"{label}server {report.server}  ready={report.ready}")
         typer.echo(f"  export KUBECONFIG={report.admin_kubeconfig}")
         for c in report.components:
             state = "running" if c.running else "STOPPED"
             typer.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<8} {c.rss_mib:7.0f} MiB")
         typer.echo(f"  {'total':<24} {'':<12} {'':<8} {report.rss_mib:7.0f} MiB")
-    if not all(report.ready for _, report in running):
+        for name, up in realnode.node_processes(layout).items():
+            typer.echo(f"  real node: {name:<13} {'running' if up else 'STOPPED'}")
+    if not all(report.ready for _, _, report in running):
         raise typer.Exit(1)
 
 

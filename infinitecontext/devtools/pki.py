@@ -59,6 +59,14 @@ LEAF_CERTS = (
     CertSpec("kube-scheduler", "system:kube-scheduler", client=True),
     # kwok plays every kubelet, so it needs to write any node's and pod's status.
     CertSpec("kwok", "kwok-controller", ("system:masters",), client=True),
+    # The API server's identity towards a real kubelet (logs, exec), which asks the API
+    # server whether that user may: system:masters may.
+    CertSpec(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        ("system:masters",),
+        client=True,
+    ),
 )
 
 
@@ -167,3 +175,17 @@ def write_pki(pki_dir: Path) -> None:
     public = sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     _write(pki_dir / "sa.pub", public)
     (pki_dir / "complete").touch()
+
+
+def issue_client_cert(
+    pki_dir: Path, stem: str, common_name: str, organizations: tuple[str, ...]
+) -> None:
+    """Sign <stem>.{crt,key} with the CA that write_pki made: a client identity added
+    later, such as a real node's (``system:node:<name>`` in ``system:nodes``)."""
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki_dir / 'ca.key'} is not the EC key write_pki makes")
+    cert, key = make_leaf(CertSpec(stem, common_name, organizations, client=True), ca_cert, ca_key)
+    _write(pki_dir / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki_dir / f"{stem}.key", _key_pem(key), private=True)

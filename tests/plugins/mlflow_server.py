@@ -19,7 +19,7 @@ class MlflowServer:
     root: Path
 
 
-def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mlflow(root: Path, port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -31,12 +31,15 @@ def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
         "--artifacts-destination",
         str(root / "artifacts"),
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--workers",
         "1",
     ]
+    if host != "127.0.0.1":
+        # Beyond loopback and private ranges MLflow refuses Host headers it was not told.
+        command += ["--allowed-hosts", f"{host}:{port},{host}"]
     log = (root / "server.log").open("wb")
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(
