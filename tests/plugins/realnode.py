@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from plugins.kube import KubeCluster, _binaries_built, _go_is_new_enough
+from plugins.kube import KubeCluster, _binaries_built, go_is_new_enough
 from plugins.prerequisites import missing
 
 from infinitecontext.devtools import cluster as devcluster
@@ -114,7 +114,7 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     layout = devcluster.ClusterLayout(state_dir=tmp_path_factory.mktemp("real-node"))
     if not _binaries_built(layout):
         missing("no Go >= 1.26 to build the local Kubernetes control plane")
-    if not realnode.binaries_present(layout) and _go_is_new_enough():
+    if not realnode.binaries_present(layout) and go_is_new_enough():
         realnode.build(layout)
     if not realnode.binaries_present(layout):
         missing("no Go >= 1.26 to build the kubelet")
