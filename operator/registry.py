@@ -194,7 +194,13 @@ def resolve(mlflow: Any, ref: ModelRegistryRef) -> InputModel:
     """A registry reference (by version or alias) as an input model."""
     try:
         if ref.alias:
-            found = mlflow.get_model_version_by_alias(ref.name, ref.alias)
+            # MLflow answers a missing alias with INVALID_PARAMETER_VALUE, as it does a
+            # malformed request: read the model's aliases instead (an Evaluation may set
+            # this one later).
+            version = mlflow.get_registered_model(ref.name).aliases.get(ref.alias)
+            if version is None:
+                return InputModel(False, message=f"model {ref.name} has no alias {ref.alias} yet")
+            found = mlflow.get_model_version(ref.name, str(version))
         elif ref.version:
             found = mlflow.get_model_version(ref.name, ref.version)
         else:
