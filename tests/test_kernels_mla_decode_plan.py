@@ -1,6 +1,6 @@
 """MLA decode plans: which split kernel the default dispatch picks, and the per-shape cache.
 
-The dispatch table is pinned to what the H100 measured (BENCHMARKS.md, session 7): the
+The dispatch table is pinned to what the H100 measured (BENCHMARKS.md, "MLA decode"): the
 Hopper kernel at B <= 4, <= 16 heads, dense bf16 cache on sm_90; the Triton kernel
 elsewhere. The cache tests run the kernels (the interpreter on CPU, the GPU where there is
 one) and count the look-ups a repeated call would otherwise redo.
