@@ -15,6 +15,12 @@ FIRST_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 300.0
 
 
+def doubling_delay(attempt: int, first: float) -> float:
+    """`first`, then twice as long each attempt (counted from 0), at most
+    MAX_DELAY_SECONDS: the one schedule of the operator's retries."""
+    return min(first * 2 ** min(attempt, 16), MAX_DELAY_SECONDS)
+
+
 @dataclass(frozen=True)
 class Outage:
     attempts: int
@@ -24,7 +30,7 @@ class Outage:
 
     @property
     def delay(self) -> float:
-        return min(FIRST_DELAY_SECONDS * 2 ** (self.attempts - 1), MAX_DELAY_SECONDS)
+        return doubling_delay(self.attempts - 1, FIRST_DELAY_SECONDS)
 
     def describe(self, error: str) -> str:
         """`error`, with the attempt count and the next retry (a condition's message)."""

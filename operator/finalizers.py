@@ -21,6 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from infinitecontext.crds.models import GROUP, Condition, Kind
 from infinitecontext.operator import conditions as cond
+from infinitecontext.operator.backoff import MAX_DELAY_SECONDS as MAX_DELAY_SECONDS
+from infinitecontext.operator.backoff import doubling_delay
 from infinitecontext.operator.context import OperatorContext
 from infinitecontext.slurm_bridge.client import SlurmClient
 from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmError, SlurmUnavailable
@@ -28,7 +30,6 @@ from infinitecontext.slurm_bridge.errors import JobNotFound, SlurmError, SlurmUn
 SKIP_REMOTE_CANCEL = f"{GROUP}/skip-remote-cancel"
 DELETING = "Deleting"
 FIRST_DELAY_SECONDS = 15
-MAX_DELAY_SECONDS = 300
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def cancel_live(slurm: SlurmClient, job_ids: Iterable[int]) -> list[int]:
 
 def retry_delay(retry: int) -> int:
     """Seconds before the next try: doubling from FIRST_DELAY_SECONDS, capped."""
-    return int(min(FIRST_DELAY_SECONDS * 2 ** min(retry, 16), MAX_DELAY_SECONDS))
+    return int(doubling_delay(retry, FIRST_DELAY_SECONDS))
 
 
 def finalize_remote_jobs(
